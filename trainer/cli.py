@@ -1,0 +1,168 @@
+"""`llmops`: the kit's command line. Every Makefile target calls one of these commands.
+
+    llmops train                         # the whole pipeline on the embedded default
+    llmops train -c configs/codellama-7b.yaml --set training.max_steps=80
+    llmops check-base | eval | merge | report | config | data
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from trainer.config import ConfigError, load_config
+
+app = typer.Typer(
+    name="llmops", help="LoRA fine-tuning for text-to-SQL: check the base, train, evaluate, merge, report.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="run config YAML (default: built-in defaults)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a key: section.key=value (repeatable)")]
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _config(config: Path | None, overrides: list[str] | None):
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as e:
+        _fail(str(e))
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from trainer.data import DataError
+    from trainer.merge import MergeError
+    from trainer.modeling import ModelError
+    from trainer.pipeline import RunError
+    from trainer.storage import StorageError
+
+    return (DataError, ModelError, RunError, MergeError, StorageError, ConfigError)
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="tune even if the base model already meets the target")] = False,
+) -> None:
+    """Run the whole pipeline: base-model check, LoRA training, evaluation, merge, report."""
+    from trainer.pipeline import run_pipeline
+
+    cfg = _config(config, overrides)
+    try:
+        report = run_pipeline(cfg, force=force, log=_log)
+    except _user_errors() as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted; checkpoints are kept, so the same command resumes", 130)
+    _summary(report)
+
+
+def _summary(report: dict) -> None:
+    base = report.get("base_eval", {}).get("execution_accuracy")
+    tuned = report.get("tuned_eval", {}).get("execution_accuracy")
+    parts = [f"status {report['status']}"]
+    if base is not None:
+        parts.append(f"base {base:.1%}")
+    if tuned is not None:
+        parts.append(f"tuned {tuned:.1%}")
+    parts.append(f"wall {report['wall_seconds']:.0f}s")
+    g24 = report["cost"]["projected"]["g2-standard-24"]
+    parts.append(f"cost ${report['cost']['usd']:.4f} (on g2-standard-24: ${g24['on_demand_usd']:.4f}, Spot ${g24['spot_usd']:.4f})")
+    typer.secho("summary: " + ", ".join(parts), bold=True)
+
+
+@app.command("check-base")
+def check_base(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+    """Evaluate the base model on the held-out rows and say whether tuning is needed (exit 0 either way)."""
+    from trainer.pipeline import check_base as _check, prepare
+
+    cfg = _config(config, overrides)
+    try:
+        result, good = _check(prepare(cfg, _log), _log)
+    except _user_errors() as e:
+        _fail(str(e))
+    verdict = "meets" if good else "is below"
+    typer.echo(f"base model {verdict} the {cfg.eval.target_accuracy:.0%} target ({result.execution_accuracy:.1%})"
+               + ("" if good else ": fine-tuning is worth it"))
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[str, typer.Option("--model", "-m", help="model dir to evaluate (default: runs/latest/merged)")] = "runs/latest/merged",
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Evaluate a saved model on the held-out rows: execution accuracy and exact match."""
+    from trainer.pipeline import evaluate_model_dir
+
+    cfg = _config(config, overrides)
+    try:
+        result = evaluate_model_dir(model, cfg, _log)
+    except _user_errors() as e:
+        _fail(str(e))
+    typer.echo(yaml.safe_dump({k: v for k, v in result.to_dict().items() if k != "samples"}, sort_keys=False))
+
+
+@app.command()
+def merge(
+    run: Annotated[Path, typer.Option("--run", "-r", help="run dir holding adapter/")] = Path("runs/latest"),
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Merge a run's adapter into the base again (full precision, verified) into <run>/merged."""
+    from trainer.pipeline import merge_run
+
+    cfg = _config(config, overrides)
+    try:
+        info = merge_run(run, cfg, _log)
+    except _user_errors() as e:
+        _fail(str(e))
+    typer.echo(f"merged into {run / 'merged'} (greedy outputs match: {info['greedy_match']})")
+
+
+@app.command()
+def report(run: Annotated[Path, typer.Option("--run", "-r", help="run dir")] = Path("runs/latest")) -> None:
+    """Rewrite report.md and report.png from a run's report.json and print the summary."""
+    from trainer.report import read_report, write_report
+
+    if not (run / "report.json").is_file():
+        _fail(f"{run} has no report.json (run `make train` first)")
+    data = read_report(run)
+    write_report(run, data)
+    typer.echo((run / "report.md").read_text(encoding="utf-8"))
+
+
+@app.command("config")
+def show_config(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+    """Print the resolved run config (defaults + file + overrides) as YAML."""
+    cfg = _config(config, overrides)
+    typer.echo(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+
+
+@app.command()
+def data(out: Annotated[Path, typer.Argument(help="where to write the JSONL")] = Path("data/sql_sample.jsonl")) -> None:
+    """Regenerate the bundled text-to-SQL sample (deterministic)."""
+    from trainer.embedded import sqlgen
+
+    sqlgen.main([str(out)])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

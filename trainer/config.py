@@ -1,0 +1,172 @@
+"""Typed run configuration: one YAML file plus `key.path=value` overrides, validated at the edge.
+
+Every section forbids unknown keys, so a typo fails with the key's dotted path instead of
+being silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainer.prompts import LAB_TEMPLATE
+
+
+class ConfigError(ValueError):
+    """A run config that cannot be used; the message says which key and what to do."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    base: str = Field("embedded:tiny-sql-llama", description="HF id, local dir, gs:// dir, or embedded:tiny-sql-llama")
+    revision: str | None = Field(None, description="HF revision (branch, tag or commit)")
+    trust_remote_code: bool = Field(False, description="run model code from the hub; off unless you trust it")
+    quantization: Literal["none", "8bit", "4bit"] = Field("none", description="bitsandbytes base quantization (CUDA only)")
+
+
+class DataConfig(_Section):
+    source: str = Field("data/sql_sample.jsonl", description="HF dataset id, local JSONL or gs:// JSONL")
+    split: str = Field("train", description="split name when source is an HF dataset id")
+    eval_fraction: float = Field(0.1, gt=0, lt=1, description="share of rows held out for evaluation")
+    max_eval_examples: int = Field(200, ge=1, description="cap on held-out rows evaluated (generation is slow)")
+    max_train_examples: int | None = Field(None, ge=1, description="cap on training rows (None: all)")
+    seed: int = Field(42, description="seed of the deterministic train/eval split")
+    prompt_template: str = Field(LAB_TEMPLATE, description="template with {question}, {context} and a trailing {answer}")
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_has_fields(cls, v: str) -> str:
+        for field in ("{question}", "{context}", "{answer}"):
+            if field not in v:
+                raise ValueError(f"prompt_template must contain {field}")
+        if not v.rstrip().endswith("{answer}"):
+            raise ValueError("prompt_template must end with {answer}: the answer is what the model completes")
+        return v
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, ge=1, le=1024)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], description="module names or all-linear"
+    )
+    use_rslora: bool = Field(False, description="scale by alpha/sqrt(r) instead of alpha/r")
+    modules_to_save: list[str] = Field(default_factory=list, description="modules trained in full beside the adapters")
+
+
+class TrainingConfig(_Section):
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs when set")
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(8, ge=1, description="examples per device per micro-batch")
+    gradient_accumulation: int = Field(1, ge=1)
+    learning_rate: float = Field(3e-4, gt=0, lt=1)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_length: int = Field(512, ge=8, description="examples longer than this are dropped (never truncated)")
+    packing: bool = Field(True, description="pack examples into rows without cross-example attention")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 where the GPU supports it")
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    checkpoint_every: int = Field(50, ge=1, description="save a resumable checkpoint every N optimizer steps")
+    eval_every: int = Field(50, ge=1, description="compute held-out loss every N optimizer steps")
+    keep_checkpoints: int = Field(2, ge=1)
+    num_threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: torch's default)")
+
+
+class EvalConfig(_Section):
+    target_accuracy: float = Field(0.8, ge=0, le=1, description="base-model check passes at or above this")
+    max_new_tokens: int = Field(100, ge=1, description="the lab used 100")
+    batch_size: int = Field(32, ge=1)
+    db_variants: int = Field(3, ge=1, description="generated databases each query must agree on")
+    timeout_s: float = Field(2.0, gt=0, description="time bound for one SQL execution")
+
+
+class OutputConfig(_Section):
+    runs_dir: str = Field("runs", description="local dir or gs:// prefix; AIP_MODEL_DIR wins when set")
+    run_id: str | None = Field(None, description="default: a timestamp")
+    checkpoint_dir: str | None = Field(None, description="default: <run>/checkpoints; AIP_CHECKPOINT_DIR wins")
+    machine_type: str | None = Field(None, description="price-table machine this runs on (None: local)")
+
+
+class RunConfig(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _checks(self) -> RunConfig:
+        if self.model.quantization != "none" and self.training.precision == "fp32":
+            raise ValueError("quantization needs a half-precision compute dtype; set training.precision to auto/bf16/fp16")
+        return self
+
+
+def _coerce(raw: str) -> Any:
+    """Parse an override value as YAML so `8`, `true`, `[a, b]` and `null` get their types."""
+    return yaml.safe_load(raw) if raw != "" else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` overrides onto a config dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. training.max_steps=20)")
+        path, raw = item.split("=", 1)
+        keys = path.strip().split(".")
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {k!r} is not a section")
+        node[keys[-1]] = _coerce(raw)
+    return data
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid run config ({source}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check the spelling; `llmops config` prints every key)")
+        else:
+            lines.append(f"  {key}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config (or the defaults), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections (model, data, lora, ...)")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None
+
+
+def vertex_dirs() -> tuple[str | None, str | None]:
+    """The output and checkpoint dirs Vertex AI sets for a CustomJob with base_output_dir."""
+    return os.environ.get("AIP_MODEL_DIR") or None, os.environ.get("AIP_CHECKPOINT_DIR") or None

@@ -1,0 +1,88 @@
+"""Evaluate a model on held-out rows: greedy generation, execution accuracy and exact match."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from trainer.data import Example
+from trainer.prompts import extract_sql, render_prompt
+from trainer.sqlexec import SchemaError, exact_match, execution_match
+
+
+@dataclass
+class EvalResult:
+    execution_accuracy: float
+    exact_match: float
+    n: int
+    seconds: float
+    samples: list[dict] = field(default_factory=list)  # a few predictions, for the report
+
+    def to_dict(self) -> dict:
+        return {
+            "execution_accuracy": self.execution_accuracy,
+            "exact_match": self.exact_match,
+            "n": self.n,
+            "seconds": round(self.seconds, 2),
+            "samples": self.samples,
+        }
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy completions, batched with left padding, longest prompts together."""
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+        gen = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        new = gen[:, enc["input_ids"].shape[1] :]
+        for i, text in zip(idx, tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
+            out[i] = text
+    return out
+
+
+def evaluate(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    template: str,
+    max_new_tokens: int = 100,
+    batch_size: int = 32,
+    db_variants: int = 3,
+    timeout_s: float = 2.0,
+    log: Callable[[str], None] = print,
+    n_samples: int = 5,
+) -> EvalResult:
+    """Execution accuracy and exact match of greedy predictions against the gold answers."""
+    t0 = time.monotonic()
+    prompts = [render_prompt(template, e.question, e.context) for e in examples]
+    completions = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+    correct = exact = 0
+    samples = []
+    for ex, completion in zip(examples, completions, strict=True):
+        sql = extract_sql(completion)
+        try:
+            ok = execution_match(sql, ex.answer, ex.context, variants=db_variants, timeout_s=timeout_s)
+        except SchemaError:
+            ok = False
+        correct += ok
+        exact += exact_match(sql, ex.answer)
+        if len(samples) < n_samples:
+            samples.append({"question": ex.question, "gold": ex.answer, "predicted": sql, "correct": ok})
+    n = len(examples)
+    result = EvalResult(correct / n, exact / n, n, time.monotonic() - t0, samples)
+    log(f"  execution accuracy {result.execution_accuracy:.1%}, exact match {result.exact_match:.1%} on {n} rows ({result.seconds:.0f}s)")
+    return result

@@ -1,0 +1,78 @@
+"""Merge a LoRA adapter into its base in full precision, verify, and save a servable model dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from trainer.config import ModelConfig
+from trainer.evaluate import generate
+from trainer.prompts import save_template
+
+
+class MergeError(RuntimeError):
+    """The merged model does not behave like base + adapter."""
+
+
+MODEL_CARD = """---
+library_name: transformers
+base_model: {base}
+tags: [text-to-sql, lora, llmops-kit]
+---
+# {name}
+
+A text-to-SQL model: `{base}` with a LoRA adapter (r={r}, alpha={alpha}, targets {targets})
+merged into its weights by llmops-kit. It expects the prompt template saved beside it in
+`prompt_template.json` and answers with the SQL alone.
+
+| metric (held-out) | value |
+|---|---|
+| execution accuracy | {exec_acc} |
+| exact match | {exact} |
+
+Run: `{run_id}`. See `report.md` in the run directory for the full record.
+"""
+
+
+def merge_adapter(
+    base_dir: str,
+    adapter_dir: Path,
+    out_dir: Path,
+    model_cfg: ModelConfig,
+    template: str,
+    check_prompts: Sequence[str],
+    max_new_tokens: int = 64,
+) -> dict:
+    """Merge, check greedy outputs match the unmerged model on `check_prompts`, save to out_dir."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # Full precision and never quantized: merging into an 8/4-bit base loses the adapter's update.
+    base = AutoModelForCausalLM.from_pretrained(
+        base_dir, dtype=torch.float32, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
+    )
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    tokenizer.padding_side = "left"
+    peft_model = PeftModel.from_pretrained(base, adapter_dir)
+    before = generate(peft_model, tokenizer, check_prompts, max_new_tokens, batch_size=16)
+    merged = peft_model.merge_and_unload()
+    after = generate(merged, tokenizer, check_prompts, max_new_tokens, batch_size=16)
+    same = sum(a == b for a, b in zip(before, after, strict=True))
+    if same != len(check_prompts):
+        raise MergeError(f"merged model differs from base+adapter on {len(check_prompts) - same}/{len(check_prompts)} prompts")
+    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    save_template(tmp, template)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return {"greedy_match": f"{same}/{len(check_prompts)}", "dtype": "float32"}
+
+
+def write_model_card(out_dir: Path, **fields: object) -> None:
+    (out_dir / "README.md").write_text(MODEL_CARD.format(name=out_dir.name, **fields), encoding="utf-8")

@@ -1,0 +1,147 @@
+"""Load the base model and tokenizer (HF id, local dir, gs:// dir or embedded), and attach LoRA."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from trainer.config import LoraConfig, ModelConfig, TrainingConfig
+from trainer.embedded.tinybase import EMBEDDED_PREFIX, resolve_embedded
+
+
+class ModelError(ValueError):
+    """The base model cannot be found or loaded as configured."""
+
+
+def resolve_model_dir(base: str, cache_dir: Path | None = None, log=print) -> str:
+    """A local dir for embedded and gs:// models; HF ids are returned as they are."""
+    if base.startswith(EMBEDDED_PREFIX):
+        return str(resolve_embedded(base, log))
+    if base.startswith("gs://"):
+        from trainer import storage
+
+        dest = (cache_dir or Path(".cache/llmops/models")) / storage.cache_key(base)
+        return str(storage.download_prefix(base, dest))
+    path = Path(base).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} exists but holds no config.json: not a Hugging Face model dir")
+        return str(path)
+    if base.startswith((".", "/", "~")) or base.count("/") > 1:
+        raise ModelError(f"model path not found: {base}")
+    return base  # a hub id
+
+
+def pick_dtype(precision: str) -> torch.dtype:
+    """`auto`: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _quantization_config(quantization: str, compute_dtype: torch.dtype):
+    if quantization == "none":
+        return None
+    if not torch.cuda.is_available():
+        raise ModelError(
+            f"model.quantization={quantization} needs bitsandbytes on a CUDA GPU and none is visible; "
+            "set model.quantization=none to train in full precision on this machine"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelError("model.quantization needs the bitsandbytes package: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_use_double_quant=True
+    )
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+
+
+def load_tokenizer(model_dir: str, cfg: ModelConfig):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(_load_hint(model_dir, e)) from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token  # Llama tokenizers ship without a pad token
+    tok.padding_side = "left"  # generation appends on the right
+    return tok
+
+
+def _load_hint(model_dir: str, err: Exception) -> str:
+    if Path(model_dir).exists():
+        return f"could not load model from {model_dir}: {err}"
+    where = "the Hugging Face Hub is not reachable (offline)" if _offline() else "the Hugging Face Hub"
+    return (
+        f"model {model_dir!r} is not a local dir and could not be fetched from {where}: {err}. "
+        "Use a local dir, a gs:// dir, or embedded:tiny-sql-llama."
+    )
+
+
+def load_model(model_dir: str, cfg: ModelConfig, precision: str = "auto", for_training: bool = False):
+    """The base causal LM, quantized if configured, in the chosen compute dtype."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = pick_dtype(precision)
+    quant = _quantization_config(cfg.quantization, dtype)
+    kwargs = {"dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}  # one whole copy per process (DDP)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelError(_load_hint(model_dir, e)) from None
+    if quant is not None and for_training:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
+
+
+def attach_lora(model, lora: LoraConfig, training: TrainingConfig):
+    """Wrap the base with fresh LoRA adapters; only adapter (and modules_to_save) weights train."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    peft_cfg = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        use_rslora=lora.use_rslora,
+        modules_to_save=lora.modules_to_save or None,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    if training.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    try:
+        return get_peft_model(model, peft_cfg)
+    except ValueError as e:
+        raise ModelError(f"lora.target_modules={lora.target_modules!r} does not fit this model: {e}") from None
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

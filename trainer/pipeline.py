@@ -1,0 +1,255 @@
+"""The pipeline: base-model check -> train -> evaluate -> merge -> report. Each stage also runs alone.
+
+Run layout (other tools read it):
+    runs/<run-id>/report.json, report.md, report.png, adapter/, merged/, config.yaml
+    runs/latest -> <run-id>            (newest run that produced a model)
+    runs/checkpoints/<fingerprint>/    (resume state; removed when the run succeeds)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import yaml
+
+from trainer import catalog, storage
+from trainer.atomic import atomic_write_text
+from trainer.checkpoints import CheckpointStore
+from trainer.config import RunConfig, vertex_dirs
+from trainer.data import Example, load_examples, split_examples, tokenize_examples
+from trainer.evaluate import EvalResult, evaluate
+from trainer.merge import merge_adapter, write_model_card
+from trainer.modeling import attach_lora, count_parameters, load_model, load_tokenizer, resolve_model_dir
+from trainer.prompts import load_template, render_prompt, save_template
+from trainer.report import cost_section, hardware, write_report
+
+Log = Callable[[str], None]
+
+
+class RunError(RuntimeError):
+    """A run that cannot proceed; the message says why and what to do."""
+
+
+@dataclass
+class Prepared:
+    cfg: RunConfig
+    run_id: str
+    run_dir: Path  # always local; uploaded to the remote output dir at the end
+    remote_dir: str | None  # gs:// destination (AIP_MODEL_DIR or a gs:// runs_dir)
+    checkpoint_root: str
+    base_dir: str
+    train: list[Example]
+    held_out: list[Example]
+    template: str
+
+
+def fingerprint(cfg: RunConfig) -> str:
+    """Identifies a run's inputs, so rerunning the same command finds its checkpoints."""
+    keyed = cfg.model_dump(include={"model", "data", "lora", "training"})
+    keyed["training"].pop("num_threads", None)
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("", encoding="utf-8")
+        probe.unlink()
+    except OSError as e:
+        raise RunError(f"output dir {path} is not writable ({e.strerror}); set output.runs_dir to a folder you can write") from None
+
+
+def prepare(cfg: RunConfig, log: Log = print) -> Prepared:
+    """Resolve dirs, load and split the data, resolve the base model (building the embedded one)."""
+    if cfg.training.num_threads:
+        torch.set_num_threads(cfg.training.num_threads)
+    model_dir_env, ckpt_env = vertex_dirs()
+    remote = model_dir_env or (cfg.output.runs_dir if storage.is_gcs(cfg.output.runs_dir) else None)
+    runs_root = Path(".cache/llmops/vertex-runs") if remote else Path(cfg.output.runs_dir)
+    _check_writable(runs_root)
+    run_id = cfg.output.run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = runs_root / run_id
+    ckpt = ckpt_env or cfg.output.checkpoint_dir or str(runs_root / "checkpoints" / fingerprint(cfg))
+    examples = load_examples(cfg.data.source, cfg.data.split)
+    train_rows, held_out = split_examples(examples, cfg.data.eval_fraction, cfg.data.seed)
+    if cfg.data.max_train_examples:
+        train_rows = train_rows[: cfg.data.max_train_examples]
+    held_out = held_out[: cfg.data.max_eval_examples]
+    log(f"data: {len(examples)} rows from {cfg.data.source}: {len(train_rows)} train, {len(held_out)} held out")
+    base_dir = resolve_model_dir(cfg.model.base, log=log)
+    return Prepared(cfg, run_id, run_dir, remote, ckpt, base_dir, train_rows, held_out, cfg.data.prompt_template)
+
+
+def _evaluate(model, tokenizer, prep: Prepared, rows: list[Example], log: Log) -> EvalResult:
+    e = prep.cfg.eval
+    return evaluate(model, tokenizer, rows, prep.template, e.max_new_tokens, e.batch_size, e.db_variants, e.timeout_s, log)
+
+
+def check_base(prep: Prepared, log: Log = print) -> tuple[EvalResult, bool]:
+    """The lab's step 3, automated: does the base model already do the job?"""
+    cfg = prep.cfg
+    log(f"base-model check: {cfg.model.base} on {len(prep.held_out)} held-out rows")
+    tokenizer = load_tokenizer(prep.base_dir, cfg.model)
+    model = load_model(prep.base_dir, cfg.model, cfg.training.precision)
+    if torch.cuda.is_available() and cfg.model.quantization == "none":
+        model.to("cuda")
+    result = _evaluate(model, tokenizer, prep, prep.held_out, log)
+    del model
+    return result, result.execution_accuracy >= cfg.eval.target_accuracy
+
+
+def run_training(prep: Prepared, log: Log = print) -> tuple[object, object, dict]:
+    """Attach LoRA, train (resuming if a checkpoint exists), save the adapter. Returns (model, tokenizer, section)."""
+    cfg = prep.cfg
+    torch.manual_seed(cfg.training.seed)
+    tokenizer = load_tokenizer(prep.base_dir, cfg.model)
+    base = load_model(prep.base_dir, cfg.model, cfg.training.precision, for_training=True)
+    model = attach_lora(base, cfg.lora, cfg.training)
+    trainable, total = count_parameters(model)
+    log(f"LoRA: {trainable:,} trainable of {total:,} parameters ({trainable / total:.2%})")
+    train_items, dropped = tokenize_examples(tokenizer, prep.template, prep.train, cfg.training.max_length)
+    eval_items, _ = tokenize_examples(tokenizer, prep.template, prep.held_out, cfg.training.max_length)
+    if dropped:
+        log(f"  {dropped} training rows longer than max_length={cfg.training.max_length} tokens were left out")
+    store = CheckpointStore(prep.checkpoint_root, keep=cfg.training.keep_checkpoints)
+    from trainer.train import train
+
+    result = train(model, tokenizer, train_items, eval_items, cfg.training, store, log)
+    model = getattr(model, "module", model)
+    adapter_dir = prep.run_dir / "adapter"
+    tmp = adapter_dir.with_name("adapter.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    save_template(tmp, prep.template)
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    os.replace(tmp, adapter_dir)
+    section = result.to_dict() | {"dropped_too_long": dropped, "examples": len(train_items)}
+    return model, tokenizer, {"train": section, "parameters": {"trainable": trainable, "total": total}}
+
+
+def _update_latest(prep: Prepared) -> None:
+    link = prep.run_dir.parent / "latest"
+    tmp = prep.run_dir.parent / f".latest.tmp{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(prep.run_id)
+    os.replace(tmp, link)
+
+
+def _base_report(prep: Prepared) -> dict:
+    return {
+        "run_id": prep.run_id,
+        "status": "running",
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "base_model": prep.cfg.model.base,
+        "data": {"source": prep.cfg.data.source, "train_rows": len(prep.train), "held_out_rows": len(prep.held_out)},
+        "hardware": hardware(),
+    }
+
+
+def run_pipeline(cfg: RunConfig, force: bool = False, log: Log = print) -> dict:
+    """The whole pipeline; returns the report. Writes the run dir as it goes, so a failure keeps what was done."""
+    t0 = time.monotonic()
+    prep = prepare(cfg, log)
+    prep.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(prep.run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    report = _base_report(prep)
+    try:
+        base_eval, good_enough = check_base(prep, log)
+        report["base_eval"] = base_eval.to_dict()
+        if good_enough and not force:
+            report["status"] = "skipped"
+            report["decision"] = (
+                f"The base model already reaches {base_eval.execution_accuracy:.1%} execution accuracy "
+                f"(target {cfg.eval.target_accuracy:.0%}): no fine-tuning needed. Use --force to tune anyway."
+            )
+            log(report["decision"])
+            return _finish(prep, report, t0, log)
+        report["decision"] = (
+            f"Base model at {base_eval.execution_accuracy:.1%} execution accuracy "
+            + ("meets the target but --force was given: tuning." if good_enough else f"is below the {cfg.eval.target_accuracy:.0%} target: tuning.")
+        )
+        log(report["decision"])
+        model, tokenizer, sections = run_training(prep, log)
+        report.update(sections)
+        log("evaluating the tuned model")
+        tuned = _evaluate(model, tokenizer, prep, prep.held_out, log)
+        report["tuned_eval"] = tuned.to_dict()
+        in_dist = _evaluate(model, tokenizer, prep, prep.train[: min(len(prep.train), len(prep.held_out))], log)
+        report["train_split_eval"] = {k: v for k, v in in_dist.to_dict().items() if k != "samples"}
+        write_report(prep.run_dir, report | {"status": "merging"})
+        del model
+        log("merging the adapter into the base (full precision) and checking greedy outputs match")
+        prompts = [render_prompt(prep.template, e.question, e.context) for e in prep.held_out[:16]]
+        report["merge"] = merge_adapter(prep.base_dir, prep.run_dir / "adapter", prep.run_dir / "merged", cfg.model,
+                                        prep.template, prompts, min(cfg.eval.max_new_tokens, 64))
+        write_model_card(prep.run_dir / "merged", base=cfg.model.base, r=cfg.lora.r, alpha=cfg.lora.alpha,
+                         targets=cfg.lora.target_modules, exec_acc=f"{tuned.execution_accuracy:.1%}",
+                         exact=f"{tuned.exact_match:.1%}", run_id=prep.run_id)
+        report["status"] = "succeeded"
+        result = _finish(prep, report, t0, log)
+        _update_latest(prep)
+        _clear_checkpoints(prep)
+        return result
+    except BaseException as e:
+        report["status"] = "failed"
+        report["error"] = f"{type(e).__name__}: {e}"
+        _finish(prep, report, t0, log, quiet=True)
+        raise
+
+
+def _clear_checkpoints(prep: Prepared) -> None:
+    """Resume state is only for an unfinished run; a finished run's model lives in the run dir."""
+    if storage.is_gcs(prep.checkpoint_root):
+        storage.delete_prefix(prep.checkpoint_root)
+    else:
+        shutil.rmtree(prep.checkpoint_root, ignore_errors=True)
+
+
+def _finish(prep: Prepared, report: dict, t0: float, log: Log, quiet: bool = False) -> dict:
+    wall = time.monotonic() - t0
+    report["wall_seconds"] = round(wall, 2)
+    report["cost"] = cost_section(prep.cfg.output.machine_type or "local", wall)
+    write_report(prep.run_dir, report)
+    if prep.remote_dir:
+        storage.upload_dir(prep.run_dir, prep.remote_dir if vertex_dirs()[0] else storage.join(prep.remote_dir, prep.run_id))
+    if not quiet:
+        log(f"run {prep.run_id}: {report['status']} in {wall:.0f}s; report at {prep.run_dir / 'report.md'}")
+    return report
+
+
+def evaluate_model_dir(model_dir: str, cfg: RunConfig, log: Log = print) -> EvalResult:
+    """Evaluate a saved (merged) model dir on the configured held-out split, with its own template."""
+    prep = prepare(cfg.model_copy(update={"model": cfg.model.model_copy(update={"base": model_dir})}), log)
+    template = load_template(prep.base_dir) or prep.template
+    prep.template = template
+    tokenizer = load_tokenizer(prep.base_dir, cfg.model)
+    model = load_model(prep.base_dir, cfg.model, cfg.training.precision)
+    return _evaluate(model, tokenizer, prep, prep.held_out, log)
+
+
+def merge_run(run_dir: Path, cfg: RunConfig, log: Log = print) -> dict:
+    """Merge a finished run's adapter again (e.g. after a failed merge)."""
+    adapter = run_dir / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise RunError(f"{run_dir} has no adapter/ to merge (did training finish?)")
+    base_dir = resolve_model_dir(cfg.model.base, log=log)
+    template = load_template(adapter) or cfg.data.prompt_template
+    held = split_examples(load_examples(cfg.data.source, cfg.data.split), cfg.data.eval_fraction, cfg.data.seed)[1]
+    prompts = [render_prompt(template, e.question, e.context) for e in held[:16]]
+    return merge_adapter(base_dir, adapter, run_dir / "merged", cfg.model, template, prompts)
+
+
+def machine_cost_note(machine_type: str) -> str:
+    m = catalog.machine(machine_type)
+    return f"{m.name}: ${m.usd_per_hour}/h"

@@ -1,0 +1,120 @@
+"""The run report: report.json (machine-readable), report.md (for people) and report.png (curves)."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from trainer import catalog
+from trainer.atomic import atomic_write, atomic_write_json, atomic_write_text
+
+PROJECT_TO = ("g2-standard-24", "g2-standard-12")
+
+
+def hardware() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def cost_section(machine_type: str, wall_seconds: float) -> dict:
+    """What this run cost on its machine, and what the same wall time costs on the cloud machines."""
+    projected = {
+        m: {"on_demand_usd": catalog.cost_usd(m, wall_seconds), "spot_usd": catalog.cost_usd(m, wall_seconds, spot=True),
+            "usd_per_hour": catalog.machine(m).usd_per_hour}
+        for m in PROJECT_TO
+    }
+    return {
+        "machine_type": machine_type,
+        "usd_per_hour": catalog.machine(machine_type).usd_per_hour,
+        "wall_hours": round(wall_seconds / 3600, 5),
+        "usd": catalog.cost_usd(machine_type, wall_seconds),
+        "projected": projected,
+        "projection_basis": "the same wall time on each machine",
+        "prices": catalog.price_source(),
+    }
+
+
+def write_report(run_dir: Path, report: dict) -> None:
+    """Write report.json, report.md and report.png (each atomically)."""
+    atomic_write_json(run_dir / "report.json", report)
+    atomic_write_text(run_dir / "report.md", render_markdown(report))
+    if report.get("train"):
+        plot(report, run_dir / "report.png")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def render_markdown(r: dict) -> str:
+    base, tuned, train, cost = r.get("base_eval") or {}, r.get("tuned_eval") or {}, r.get("train") or {}, r.get("cost") or {}
+    lines = [f"# Run {r['run_id']}", "", f"Status: **{r['status']}**. {r.get('decision', '')}", ""]
+    lines += ["| | base | tuned |", "|---|---|---|",
+              f"| execution accuracy | {_pct(base.get('execution_accuracy'))} | {_pct(tuned.get('execution_accuracy'))} |",
+              f"| exact match | {_pct(base.get('exact_match'))} | {_pct(tuned.get('exact_match'))} |", ""]
+    if r.get("train_split_eval"):
+        lines += [f"In-distribution (training rows) execution accuracy: {_pct(r['train_split_eval']['execution_accuracy'])}.", ""]
+    if train:
+        lines += ["## Training", "",
+                  f"- steps: {train['steps']}, wall time: {train['wall_seconds']:.0f} s",
+                  f"- tokens/s: {train['tokens_per_second']:,.0f} (answer tokens/s: {train['answer_tokens_per_second']:,.0f})",
+                  f"- peak memory (RSS): {train['peak_memory_bytes'] / 2**20:,.0f} MiB",
+                  f"- trainable parameters: {r['parameters']['trainable']:,} of {r['parameters']['total']:,}"
+                  f" ({r['parameters']['trainable'] / r['parameters']['total']:.2%})"]
+        if train.get("gpu"):
+            g = train["gpu"]
+            lines.append(f"- GPU: {g['count']}x {g['name']}, peak allocated {g['peak_allocated_bytes'] / 2**30:.1f} GiB,"
+                         f" mean utilization {g['mean_utilization_pct']}%")
+        if train.get("loss_history"):
+            lines.append(f"- final train loss {train['loss_history'][-1][1]:.3f}"
+                         + (f", eval loss {train['eval_loss_history'][-1][1]:.3f}" if train.get("eval_loss_history") else ""))
+        lines.append("")
+    if cost:
+        lines += ["## Cost", "", f"This run: ${cost['usd']:.4f} ({cost['machine_type']} at ${cost['usd_per_hour']}/h"
+                  f" for {cost['wall_hours']:.3f} h).", "", "| same wall time on | on-demand | Spot |", "|---|---|---|"]
+        for m, p in cost["projected"].items():
+            lines.append(f"| {m} (${p['usd_per_hour']}/h) | ${p['on_demand_usd']:.4f} | ${p['spot_usd']:.4f} |")
+        lines += ["", f"Prices: {cost['prices']['source']} (as of {cost['prices']['as_of']}).", ""]
+    if tuned.get("samples"):
+        lines += ["## Sample predictions (held-out)", ""]
+        for s in tuned["samples"]:
+            lines += [f"- {'✅' if s['correct'] else '❌'} {s['question']}", f"  - gold: `{s['gold']}`", f"  - predicted: `{s['predicted']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = r["train"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    if train.get("loss_history"):
+        steps, losses = zip(*train["loss_history"], strict=True)
+        ax1.plot(steps, losses, label="train (answer tokens)")
+    if train.get("eval_loss_history"):
+        steps, losses = zip(*train["eval_loss_history"], strict=True)
+        ax1.plot(steps, losses, "o-", label="held-out")
+    ax1.set(xlabel="optimizer step", ylabel="loss", title="Loss")
+    ax1.legend()
+    names = ["base", "tuned"]
+    values = [(r.get("base_eval") or {}).get("execution_accuracy") or 0, (r.get("tuned_eval") or {}).get("execution_accuracy") or 0]
+    bars = ax2.bar(names, values, color=["#999999", "#2a7ab0"])
+    ax2.bar_label(bars, labels=[f"{v:.0%}" for v in values])
+    ax2.set(ylim=(0, 1), ylabel="execution accuracy (held-out)", title="Base vs tuned")
+    fig.suptitle(f"run {r['run_id']}")
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+
+
+def read_report(run_dir: Path) -> dict:
+    return json.loads((run_dir / "report.json").read_text(encoding="utf-8"))

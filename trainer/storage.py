@@ -1,0 +1,116 @@
+"""gs:// reads and writes through google-cloud-storage (honours STORAGE_EMULATOR_HOST)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+
+class StorageError(ValueError):
+    """A gs:// path that is malformed, missing or unreadable."""
+
+
+def is_gcs(path: str | os.PathLike) -> bool:
+    return str(path).startswith("gs://")
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """gs://bucket/a/b -> ("bucket", "a/b")."""
+    if not is_gcs(uri):
+        raise StorageError(f"not a gs:// URI: {uri}")
+    bucket, _, prefix = uri[len("gs://") :].partition("/")
+    if not bucket:
+        raise StorageError(f"gs:// URI without a bucket: {uri}")
+    return bucket, prefix.strip("/")
+
+
+def join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+@lru_cache(maxsize=1)
+def client():
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "local"), credentials=AnonymousCredentials())
+    return storage.Client()
+
+
+def cache_key(uri: str) -> str:
+    """A folder name for a local copy of `uri`."""
+    bucket, prefix = split_uri(uri)
+    tail = (prefix.rsplit("/", 1)[-1] or bucket)[:40]
+    return f"{tail}-{hashlib.sha256(uri.encode()).hexdigest()[:10]}"
+
+
+def download_file(uri: str, dest_dir: Path) -> Path:
+    """Download one object into dest_dir (atomically); returns the local path."""
+    bucket, name = split_uri(uri)
+    blob = client().bucket(bucket).blob(name)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    local = dest_dir / f"{cache_key(uri)}{Path(name).suffix}"
+    tmp = local.with_name(local.name + ".part")
+    try:
+        blob.download_to_filename(str(tmp))
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"could not download {uri}: {e}") from None
+    os.replace(tmp, local)
+    return local
+
+
+def list_names(uri: str) -> list[str]:
+    """Object names under a gs:// prefix, relative to it."""
+    bucket, prefix = split_uri(uri)
+    base = prefix + "/" if prefix else ""
+    return [b.name[len(base) :] for b in client().list_blobs(bucket, prefix=base) if not b.name.endswith("/")]
+
+
+def download_prefix(uri: str, dest: Path) -> Path:
+    """Copy every object under a gs:// prefix into dest (a complete copy or nothing)."""
+    if (dest / ".complete").is_file():
+        return dest
+    bucket, prefix = split_uri(uri)
+    names = list_names(uri)
+    if not names:
+        raise StorageError(f"nothing found under {uri}")
+    tmp = dest.with_name(dest.name + f".part{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    b = client().bucket(bucket)
+    for rel in names:
+        target = tmp / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        b.blob(f"{prefix}/{rel}" if prefix else rel).download_to_filename(str(target))
+    (tmp / ".complete").write_text(uri, encoding="utf-8")
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, dest)
+    return dest
+
+
+def upload_file(local: Path, uri: str) -> None:
+    bucket, name = split_uri(uri)
+    client().bucket(bucket).blob(name).upload_from_filename(str(local))
+
+
+def upload_dir(local_dir: Path, uri: str) -> None:
+    """Upload a folder tree under a gs:// prefix."""
+    for path in sorted(p for p in Path(local_dir).rglob("*") if p.is_file()):
+        upload_file(path, join(uri, path.relative_to(local_dir).as_posix()))
+
+
+def write_text(uri: str, text: str) -> None:
+    bucket, name = split_uri(uri)
+    client().bucket(bucket).blob(name).upload_from_string(text)
+
+
+def delete_prefix(uri: str) -> None:
+    bucket, prefix = split_uri(uri)
+    for blob in client().list_blobs(bucket, prefix=prefix.rstrip("/") + "/"):
+        blob.delete()

@@ -1,0 +1,221 @@
+"""The LoRA training loop: packed batches, answer-only loss, checkpoints that resume exactly.
+
+One loop for one CPU, one GPU, or several GPUs (data-parallel through accelerate when
+launched with torchrun/accelerate launch). Each optimizer step sees the same examples
+whatever the number of processes: the step's examples are split across ranks.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import threading
+import time
+from contextlib import nullcontext
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from trainer.checkpoints import CheckpointStore
+from trainer.config import TrainingConfig
+from trainer.data import IGNORE, Tokenized, collate, step_batches
+from trainer.progress import StepProgress
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    wall_seconds: float
+    tokens: int
+    answer_tokens: int
+    tokens_per_second: float
+    answer_tokens_per_second: float
+    peak_memory_bytes: int
+    loss_history: list[tuple[int, float]] = field(default_factory=list)
+    eval_loss_history: list[tuple[int, float]] = field(default_factory=list)
+    resumed_from_step: int | None = None
+    gpu: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _GpuSampler:
+    """Samples GPU utilization once a second while training (needs pynvml; silent without it)."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _GpuSampler:
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.samples.append(float(torch.cuda.utilization()))
+            except Exception:  # no pynvml / no permission: leave utilization unreported
+                return
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def summary(self) -> dict | None:
+        if not torch.cuda.is_available():
+            return None
+        return {
+            "name": torch.cuda.get_device_name(0),
+            "count": torch.cuda.device_count(),
+            "peak_allocated_bytes": torch.cuda.max_memory_allocated(),
+            "mean_utilization_pct": round(sum(self.samples) / len(self.samples), 1) if self.samples else None,
+        }
+
+
+def answer_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed next-token cross-entropy over answer tokens (labels != -100)."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, use_cache=False).logits
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE, reduction="sum"
+    )
+
+
+@torch.no_grad()
+def eval_loss(model, items: Sequence[Tokenized], cfg: TrainingConfig, pad_id: int, device) -> float:
+    """Mean answer-token loss on held-out rows."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(items), cfg.batch_size):
+        chunk = items[start : start + cfg.batch_size]
+        batch = {k: v.to(device) for k, v in collate(chunk, cfg.max_length, pad_id, cfg.packing).items()}
+        total += answer_loss_sum(model, batch).item()
+        count += sum(t.answer_tokens for t in chunk)
+    model.train()
+    return total / max(1, count)
+
+
+def total_steps(n_items: int, cfg: TrainingConfig) -> int:
+    per_epoch = len(step_batches(n_items, cfg.batch_size, cfg.gradient_accumulation, cfg.seed, 0))
+    return cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def train(
+    model,
+    tokenizer,
+    train_items: Sequence[Tokenized],
+    eval_items: Sequence[Tokenized],
+    cfg: TrainingConfig,
+    store: CheckpointStore,
+    log: Callable[[str], None] = print,
+    accelerator=None,
+) -> TrainResult:
+    """Train the trainable parameters of `model`; resumes from the newest checkpoint in `store`."""
+    from accelerate import Accelerator
+    from transformers import get_scheduler
+
+    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    rank, world = acc.process_index, acc.num_processes
+    torch.manual_seed(cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    n_steps = total_steps(len(train_items), cfg)
+    scheduler = get_scheduler(
+        cfg.scheduler, optimizer, num_warmup_steps=round(cfg.warmup_ratio * n_steps), num_training_steps=n_steps
+    )
+    start_step, history, eval_history = 0, [], []
+    resumed = store.latest()
+    if resumed is not None:
+        state = store.load(resumed)
+        missing = set(_trainable_state(model)) - set(state["trainable"])
+        if missing:
+            raise RuntimeError(f"checkpoint {resumed} does not match this model (missing {sorted(missing)[:3]}...)")
+        model.load_state_dict(state["trainable"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start_step, history, eval_history = state["step"], state["history"], state["eval_history"]
+        log(f"  resuming from checkpoint at step {start_step}/{n_steps}")
+    model, optimizer = acc.prepare(model, optimizer)
+    device = acc.device
+    pad_id = tokenizer.pad_token_id
+    per_epoch = step_batches(len(train_items), cfg.batch_size, cfg.gradient_accumulation, cfg.seed, 0)
+    spe = len(per_epoch)
+    eval_subset = list(eval_items[:64])
+    tokens = answer_tokens = 0
+    model.train()
+    t0 = time.monotonic()
+    with _GpuSampler() as gpu, StepProgress(n_steps, start_step, enabled=acc.is_main_process, log=log) as progress:
+        schedule, schedule_epoch = per_epoch, 0
+        for step in range(start_step, n_steps):
+            epoch = step // spe
+            if epoch != schedule_epoch:
+                schedule = step_batches(len(train_items), cfg.batch_size, cfg.gradient_accumulation, cfg.seed, epoch)
+                schedule_epoch = epoch
+            step_idx = [i for micro in schedule[step % spe] for i in micro]
+            step_items = [train_items[i] for i in step_idx]
+            n_answer = sum(t.answer_tokens for t in step_items)  # normaliser for the whole step, all ranks
+            mine = step_items[rank::world]
+            micro_batches = [mine[i : i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
+            step_loss = torch.zeros((), device=device)
+            for j, micro in enumerate(micro_batches):
+                batch = {k: v.to(device) for k, v in collate(micro, cfg.max_length, pad_id, cfg.packing).items()}
+                sync = j == len(micro_batches) - 1
+                ctx = acc.no_sync(model) if not sync and world > 1 else nullcontext()
+                with ctx, acc.autocast():
+                    loss_sum = answer_loss_sum(model, batch)
+                    acc.backward(loss_sum * (world / n_answer))  # DDP averages gradients over ranks
+                step_loss += loss_sum.detach()
+                tokens += sum(len(t.input_ids) for t in micro)
+                answer_tokens += sum(t.answer_tokens for t in micro)
+            acc.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            history.append((done, round(acc.reduce(step_loss, "sum").item() / n_answer, 5)))
+            if done % cfg.eval_every == 0 or done == n_steps:
+                eval_history.append((done, round(eval_loss(model, eval_subset, cfg, pad_id, device), 5)))
+            elapsed = time.monotonic() - t0
+            progress.update(done, history[-1][1], tokens * world / max(elapsed, 1e-9), eval_history[-1][1] if eval_history else None)
+            if done % cfg.checkpoint_every == 0 and done < n_steps and acc.is_main_process:
+                store.save(
+                    done,
+                    {
+                        "trainable": _trainable_state(acc.unwrap_model(model)),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "step": done,
+                        "history": history,
+                        "eval_history": eval_history,
+                    },
+                )
+            acc.wait_for_everyone()
+    wall = time.monotonic() - t0
+    return TrainResult(
+        steps=n_steps,
+        wall_seconds=round(wall, 2),
+        tokens=tokens * world,
+        answer_tokens=answer_tokens * world,
+        tokens_per_second=round(tokens * world / max(wall, 1e-9), 1),
+        answer_tokens_per_second=round(answer_tokens * world / max(wall, 1e-9), 1),
+        peak_memory_bytes=peak_rss_bytes(),
+        loss_history=history,
+        eval_loss_history=eval_history,
+        resumed_from_step=start_step or None,
+        gpu=gpu.summary(),
+    )
