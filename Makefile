@@ -1,0 +1,52 @@
+# llmops-kit. `make train` sets everything up and runs the pipeline on the embedded default;
+# `make test` runs the tests. Both need only Python 3.11 and the package registries.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/default.yaml
+ARGS ?=
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup train check-base eval report config data test lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: 2.13.0 is a CPU build here; an unpinned torch pulls a multi-GB CUDA build.
+	$(BIN)/pip install --quiet -c constraints.txt torch
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install pinned dependencies
+
+train: $(STAMP) ## run the whole pipeline (CONFIG=..., ARGS='--set training.max_steps=20')
+	$(BIN)/llmops train -c $(CONFIG) $(ARGS)
+
+check-base: $(STAMP) ## only the base-model check
+	$(BIN)/llmops check-base -c $(CONFIG) $(ARGS)
+
+eval: $(STAMP) ## evaluate runs/latest/merged (MODEL=dir to pick another)
+	$(BIN)/llmops eval -c $(CONFIG) --model $(or $(MODEL),runs/latest/merged) $(ARGS)
+
+report: $(STAMP) ## print the latest run's report
+	$(BIN)/llmops report --run $(or $(RUN),runs/latest)
+
+config: $(STAMP) ## print the resolved run config
+	$(BIN)/llmops config -c $(CONFIG) $(ARGS)
+
+data: $(STAMP) ## regenerate the bundled sample data/sql_sample.jsonl
+	$(BIN)/llmops data data/sql_sample.jsonl
+
+test: $(STAMP) ## run the tests
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check trainer tests
+
+clean: ## remove the venv and build outputs (keeps runs/)
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
