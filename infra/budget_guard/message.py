@@ -1,0 +1,81 @@
+"""Parse and validate a Cloud Billing budget notification (Pub/Sub message, schemaVersion 1.0).
+
+https://cloud.google.com/billing/docs/how-to/budgets-programmatic-notifications#notification_format
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+
+SCHEMA_VERSION = "1.0"
+MAX_MESSAGE_BYTES = 64 * 1024  # real notifications are a few hundred bytes
+
+
+class InvalidMessage(ValueError):
+    """A message we acknowledge without acting on; the text says why."""
+
+
+@dataclass(frozen=True)
+class BudgetNotification:
+    budget_id: str
+    billing_account_id: str
+    display_name: str
+    cost: float
+    budget: float
+    currency: str
+    period_start: str  # costIntervalStart: identifies the budget period
+    alert_threshold: float | None  # the highest actual-spend threshold crossed, if any
+    forecast_threshold: float | None
+
+    @property
+    def ratio(self) -> float:
+        return self.cost / self.budget
+
+
+def _number(data: dict, key: str) -> float:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidMessage(f"field {key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def parse_pubsub_message(message: dict) -> BudgetNotification:
+    """`message` is the CloudEvent's data["message"]: {"data": base64, "attributes": {...}}."""
+    if not isinstance(message, dict):
+        raise InvalidMessage("the CloudEvent carries no Pub/Sub message object")
+    attrs = message.get("attributes") or {}
+    if attrs.get("schemaVersion") != SCHEMA_VERSION:
+        raise InvalidMessage(f"unsupported schemaVersion {attrs.get('schemaVersion')!r} (expected {SCHEMA_VERSION!r})")
+    for key in ("billingAccountId", "budgetId"):
+        if not attrs.get(key):
+            raise InvalidMessage(f"attribute {key!r} is missing")
+    raw = message.get("data")
+    if not isinstance(raw, str) or not raw:
+        raise InvalidMessage("message data is missing")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise InvalidMessage(f"message data is {len(raw)} bytes (limit {MAX_MESSAGE_BYTES})")
+    try:
+        payload = json.loads(base64.b64decode(raw, validate=True))
+    except (binascii.Error, ValueError) as e:
+        raise InvalidMessage(f"message data is not base64-encoded JSON: {e}") from None
+    if not isinstance(payload, dict):
+        raise InvalidMessage("message data is not a JSON object")
+    for key in ("budgetDisplayName", "costIntervalStart", "currencyCode", "budgetAmountType"):
+        if not isinstance(payload.get(key), str) or not payload.get(key):
+            raise InvalidMessage(f"field {key!r} is missing or not a string")
+    cost, budget = _number(payload, "costAmount"), _number(payload, "budgetAmount")
+    if budget <= 0:
+        raise InvalidMessage(f"budgetAmount must be positive, got {budget}")
+    if cost < 0:
+        raise InvalidMessage(f"costAmount must not be negative, got {cost}")
+    thresholds = {}
+    for key in ("alertThresholdExceeded", "forecastThresholdExceeded"):
+        thresholds[key] = _number(payload, key) if key in payload else None
+    return BudgetNotification(
+        budget_id=attrs["budgetId"], billing_account_id=attrs["billingAccountId"], display_name=payload["budgetDisplayName"],
+        cost=cost, budget=budget, currency=payload["currencyCode"], period_start=payload["costIntervalStart"],
+        alert_threshold=thresholds["alertThresholdExceeded"], forecast_threshold=thresholds["forecastThresholdExceeded"],
+    )

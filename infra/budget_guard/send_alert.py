@@ -1,0 +1,41 @@
+"""Post a realistic budget notification to a running guard: `make budget-alert RATIO=1.2`.
+
+    python infra/budget_guard/send_alert.py --ratio 1.2 [--budget 100] [--url http://127.0.0.1:8080/]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+
+from events import budget_payload, pubsub_cloudevent
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ratio", type=float, required=True, help="spend as a fraction of the budget, e.g. 1.2")
+    p.add_argument("--budget", type=float, default=100.0)
+    p.add_argument("--currency", default="USD")
+    p.add_argument("--forecast", type=float, default=None, help="forecastThresholdExceeded to include")
+    p.add_argument("--url", default="http://127.0.0.1:8080/")
+    args = p.parse_args(argv)
+    crossed = [t for t in (0.5, 0.9, 1.0) if args.ratio >= t]
+    period = datetime.now(timezone.utc).strftime("%Y-%m-01T08:00:00Z")
+    payload = budget_payload(round(args.ratio * args.budget, 2), args.budget, period, args.currency,
+                             alert=crossed[-1] if crossed else None, forecast=args.forecast)
+    headers, body = pubsub_cloudevent(payload)
+    req = urllib.request.Request(args.url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            print(f"sent {payload['costAmount']} of {args.budget} {args.currency} ({args.ratio:.0%}): HTTP {resp.status}")
+    except urllib.error.URLError as e:
+        print(f"could not reach the guard at {args.url}: {e} (is `make budget-guard` running?)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Run the Pulumi program under Pulumi's own mocks and record every resource's type and inputs."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+
+
+@dataclass
+class Recorded:
+    type: str
+    name: str
+    inputs: dict
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.resources: list[Recorded] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        self.resources.append(Recorded(args.typ, args.name, dict(args.inputs)))
+        state = dict(args.inputs)
+        if args.typ == "gcp:serviceaccount/account:Account":
+            state["email"] = f"{args.inputs['accountId']}@{args.inputs.get('project', 'p')}.iam.gserviceaccount.com"
+        if args.typ == "gcp:cloudfunctionsv2/function:Function":
+            state["serviceConfig"] = {**state.get("serviceConfig", {}), "service": f"projects/p/services/{args.inputs.get('name')}"}
+        if args.typ == "gcp:projects/iAMCustomRole:IAMCustomRole":
+            state["name"] = f"projects/{args.inputs['project']}/roles/{args.inputs['roleId']}"
+        state.setdefault("name", args.inputs.get("name", args.name))
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == "gcp:organizations/getProject:getProject":
+            return {"number": "123456789012", "projectId": args.args.get("projectId")}
+        return {}
+
+    def of_type(self, suffix: str) -> list[Recorded]:
+        return [r for r in self.resources if r.type.endswith(suffix)]
+
+
+def run_program(config: dict[str, str], secret_keys: list[str] | None = None, stack: str = "dev") -> tuple[RecordingMocks, dict]:
+    """Run infra/__main__.py under mocks; returns the recorder and the exported outputs (resolved)."""
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project="llmops-kit", stack=stack, preview=False)
+    pulumi.runtime.set_all_config(config, secret_keys or [])
+    exports: dict = {}
+    original_export = pulumi.export
+    pulumi.export = lambda name, value: exports.__setitem__(name, value)  # record the stack outputs
+    if str(INFRA) not in sys.path:
+        sys.path.insert(0, str(INFRA))
+    try:
+        @pulumi.runtime.test
+        def _run():
+            runpy.run_path(str(INFRA / "__main__.py"), run_name="__main__")
+            return pulumi.Output.all(**{k: pulumi.Output.from_input(v) for k, v in exports.items()}).apply(exports.update)
+
+        _run()
+    finally:
+        pulumi.export = original_export
+    return mocks, exports
