@@ -1,0 +1,39 @@
+"""llmops-kit infrastructure: `pulumi up` from this folder. This file only composes components."""
+
+import pulumi
+
+from kit_infra import config
+from kit_infra.apis import Apis
+from kit_infra.budget import Budget
+from kit_infra.guard import BudgetGuard
+from kit_infra.identity import Identity
+from kit_infra.monitoring import Monitoring
+from kit_infra.runtime import NotebookRuntime
+from kit_infra.serving import Serving
+from kit_infra.storage import Storage
+
+cfg = config.load()
+apis = Apis("apis", cfg.project)
+after_apis = pulumi.ResourceOptions(depends_on=[apis])
+storage = Storage("storage", cfg, after_apis)
+identity = Identity("identity", cfg, storage, after_apis)
+runtime = NotebookRuntime("runtime", cfg, after_apis)
+budget = Budget("budget", cfg, after_apis)
+guard = BudgetGuard("guard", cfg, budget.topic, storage.staging, identity.accounts["guard"], after_apis)
+serving = Serving("serving", cfg, after_apis)
+monitoring = Monitoring("monitoring", cfg, budget.channels, after_apis)
+
+# Everything `make train` and `make deploy` need (`pulumi stack output --json > .cache/stack.json`).
+pulumi.export("project", cfg.project)
+pulumi.export("region", cfg.region)
+pulumi.export("datasets_bucket", storage.datasets.name)
+pulumi.export("staging_bucket", storage.staging.name)
+pulumi.export("models_bucket", storage.models.name)
+for role, account in identity.accounts.items():
+    pulumi.export(f"{role}_service_account", account.email)
+pulumi.export("hf_token_secret", identity.hf_token.id)
+pulumi.export("endpoint_id", serving.endpoint.name)
+pulumi.export("registry_url", serving.registry_url)
+pulumi.export("budget_topic", budget.topic.id)
+pulumi.export("runtime_template", runtime.template.id)
+pulumi.export("budget_guard_function", guard.function.name)

@@ -1,0 +1,1 @@
+"""llmops-kit's Pulumi components: one ComponentResource per concern."""

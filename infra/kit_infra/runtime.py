@@ -1,0 +1,48 @@
+"""The lab's machine as a Colab Enterprise runtime template (and, optionally, a runtime from it)."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_gcp as gcp
+
+from kit_infra.config import StackConfig
+
+DISK_TYPES = {"pd-standard": "PD_STANDARD", "pd-ssd": "PD_SSD", "pd-balanced": "PD_BALANCED"}
+
+
+class NotebookRuntime(pulumi.ComponentResource):
+    def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llmops:infra:NotebookRuntime", name, {}, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        spec = cfg.runtime
+        idle = (gcp.colab.RuntimeTemplateIdleShutdownConfigArgs(idle_timeout=f"{spec.idle_shutdown_minutes * 60}s")
+                if spec.idle_shutdown_minutes else None)
+        self.template = gcp.colab.RuntimeTemplate(
+            f"{name}-template",
+            project=cfg.project,
+            location=cfg.region,
+            display_name=f"llmops-kit {cfg.stack}: {spec.machine_type} {spec.accelerator_count}x{spec.accelerator_type}",
+            description="The lab's runtime: fine-tune and test CodeLlama-7B with LoRA. Shuts down when idle.",
+            machine_spec=gcp.colab.RuntimeTemplateMachineSpecArgs(
+                machine_type=spec.machine_type, accelerator_type=spec.accelerator_type, accelerator_count=spec.accelerator_count,
+            ),
+            data_persistent_disk_spec=gcp.colab.RuntimeTemplateDataPersistentDiskSpecArgs(
+                disk_type=DISK_TYPES[spec.disk_type], disk_size_gb=str(spec.disk_size_gb),
+            ),
+            idle_shutdown_config=idle,
+            euc_config=gcp.colab.RuntimeTemplateEucConfigArgs(euc_disabled=True),  # no end-user credentials on the VM
+            network_spec=gcp.colab.RuntimeTemplateNetworkSpecArgs(enable_internet_access=True),
+            labels=cfg.labels_for("runtime"),
+            opts=child,
+        )
+        self.runtime = None
+        if cfg.create_runtime:
+            self.runtime = gcp.colab.Runtime(
+                f"{name}-runtime", project=cfg.project, location=cfg.region, display_name=f"llmops-kit {cfg.stack}",
+                runtime_user=cfg.runtime_user,
+                notebook_runtime_template_ref=gcp.colab.RuntimeNotebookRuntimeTemplateRefArgs(
+                    notebook_runtime_template=self.template.id),
+                desired_state="STOPPED",  # created stopped: it bills only once the user starts it
+                opts=child,
+            )
+        self.register_outputs({"template": self.template.id})
