@@ -9,7 +9,7 @@ ARGS ?=
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train check-base eval report config data test lint clean
+.PHONY: help setup train check-base eval report config data test lint clean budget-guard budget-alert
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,16 @@ config: $(STAMP) ## print the resolved run config
 
 data: $(STAMP) ## regenerate the bundled sample data/sql_sample.jsonl
 	$(BIN)/llmops data data/sql_sample.jsonl
+
+REGION ?= us-central1
+RATIO ?= 1.2
+budget-guard: $(STAMP) ## run the budget guard locally on :8080 (DRY_RUN=true unless DRY_RUN=false; PROJECT=your-project)
+	cd infra/budget_guard && DRY_RUN=$(or $(DRY_RUN),true) STATE_PATH=$(CURDIR)/.cache/budget-guard/state.json \
+	  PROJECT_ID=$(or $(PROJECT),local-project) REGION=$(REGION) \
+	  $(CURDIR)/$(BIN)/functions-framework --target on_budget_alert --signature-type cloudevent --host 127.0.0.1 --port 8080
+
+budget-alert: $(STAMP) ## post a realistic budget notification to the local guard (RATIO=1.2)
+	$(BIN)/python infra/budget_guard/send_alert.py --ratio $(RATIO)
 
 test: $(STAMP) ## run the tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
