@@ -41,7 +41,7 @@ MODEL_CONFIG = {
     "num_key_value_heads": 6,
     "max_position_embeddings": 1024,
     "rms_norm_eps": 1e-5,
-    "tie_word_embeddings": True,  # copying a token is then an identity map: learned once for all tokens
+    "tie_word_embeddings": False,
     "initializer_range": 0.02,
 }
 VOCAB_SIZE = 2048
