@@ -1,7 +1,6 @@
 """llmops-kit infrastructure: `pulumi up` from this folder. This file only composes components."""
 
 import pulumi
-
 from kit_infra import config
 from kit_infra.apis import Apis
 from kit_infra.budget import Budget

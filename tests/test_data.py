@@ -4,7 +4,16 @@ import pytest
 import torch
 
 from trainer.data import (
-    IGNORE, DataError, Example, Tokenized, collate, pack_rows, read_jsonl, split_examples, step_batches, tokenize_example,
+    IGNORE,
+    DataError,
+    Example,
+    Tokenized,
+    collate,
+    pack_rows,
+    read_jsonl,
+    split_examples,
+    step_batches,
+    tokenize_example,
     tokenize_examples,
 )
 from trainer.embedded import sqlgen

@@ -11,8 +11,8 @@ from tests.standins.pulumi_mocks import INFRA, run_program
 sys.path.insert(0, str(INFRA))
 sys.path.insert(0, str(INFRA / "policy"))
 
-from kit_infra.config import InfraConfigError, validate  # noqa: E402
 import rules  # noqa: E402
+from kit_infra.config import InfraConfigError, validate  # noqa: E402
 
 CONFIG = {
     "gcp:project": "acme-ml",

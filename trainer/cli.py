@@ -87,7 +87,8 @@ def _summary(report: dict) -> None:
 @app.command("check-base")
 def check_base(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
     """Evaluate the base model on the held-out rows and say whether tuning is needed (exit 0 either way)."""
-    from trainer.pipeline import check_base as _check, prepare
+    from trainer.pipeline import check_base as _check
+    from trainer.pipeline import prepare
 
     cfg = _config(config, overrides)
     try:

@@ -13,7 +13,6 @@ import logging
 from dataclasses import dataclass
 
 from google.cloud import aiplatform_v1 as vertex
-
 from settings import GuardSettings
 
 log = logging.getLogger("budget_guard")

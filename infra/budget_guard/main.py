@@ -19,7 +19,6 @@ import urllib.request
 from dataclasses import replace
 
 import functions_framework
-
 from actions import KitResources
 from message import BudgetNotification, InvalidMessage, parse_pubsub_message
 from settings import GuardSettings, SettingsError

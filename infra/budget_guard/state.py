@@ -10,8 +10,8 @@ import fcntl
 import json
 import os
 from collections.abc import Callable
-from pathlib import Path
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from google.api_core import exceptions
 

@@ -1,8 +1,7 @@
 """Policy pack: `pulumi preview --policy-pack infra/policy` runs the kit's rules (rules.py) on every resource."""
 
-from pulumi_policy import EnforcementLevel, PolicyPack, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
-
 import rules
+from pulumi_policy import EnforcementLevel, PolicyPack, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
 
 def _validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 REQUIRED_LABELS = ("app", "stack", "component")
@@ -23,7 +23,7 @@ def _camel(name: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
-@lru_cache(maxsize=None)
+@cache
 def label_field(resource_type: str) -> str | None:
     """The input that carries labels for this resource type ('labels' or 'userLabels'), or None if it has none.
 
