@@ -1,0 +1,182 @@
+"""Build, estimate, submit and follow the Vertex AI CustomJob that runs `python -m trainer.task`."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from launcher.images import DEFAULT_IMAGE
+from launcher.stack import StackOutputs
+from trainer import catalog
+
+TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+
+
+class LaunchError(RuntimeError):
+    pass
+
+
+@dataclass
+class LaunchOptions:
+    run_id: str
+    trainer_args: list[str] = field(default_factory=list)  # passed to trainer.task (--config/--set)
+    machine_type: str = field(default_factory=lambda: catalog.catalog()["training"]["machine_type"])
+    replicas: int = 1
+    spot: bool = False
+    image: str = DEFAULT_IMAGE.uri
+    timeout_hours: float = 4.0
+    expected_hours: float | None = None  # None: from the last comparable run's report, else 1.0
+    max_cost_usd: float = 25.0
+    yes: bool = False  # launch even above max_cost_usd
+
+
+def worker_pool_specs(opts: LaunchOptions, package_uri: str, hf_secret: str | None) -> list[dict]:
+    """One pool for the chief, a second for the other replicas (Vertex's multi-worker layout)."""
+    m = catalog.machine(opts.machine_type)
+    machine_spec = {"machineType": m.name}
+    if m.accelerator_type:
+        machine_spec |= {"acceleratorType": m.accelerator_type, "acceleratorCount": m.accelerator_count}
+    env = [{"name": "LLMOPS_GPUS_PER_REPLICA", "value": str(m.accelerator_count)}]
+    if hf_secret:  # the secret's name, never its value: the task reads it from Secret Manager
+        env.append({"name": "HF_TOKEN_SECRET", "value": f"{hf_secret}/versions/latest"})
+    spec = {
+        "machineSpec": machine_spec,
+        "diskSpec": {"bootDiskType": "pd-ssd", "bootDiskSizeGb": 200},
+        "pythonPackageSpec": {
+            "executorImageUri": opts.image,
+            "packageUris": [package_uri],
+            "pythonModule": "trainer.task",
+            "args": [*opts.trainer_args, "--set", f"output.run_id={opts.run_id}", "--set", f"output.machine_type={m.name}"],
+            "env": env,
+        },
+    }
+    pools = [{**spec, "replicaCount": 1}]
+    if opts.replicas > 1:
+        pools.append({**spec, "replicaCount": opts.replicas - 1})
+    return pools
+
+
+def custom_job_body(opts: LaunchOptions, stack: StackOutputs, package_uri: str) -> dict:
+    """The CreateCustomJob request body (REST JSON). DRY_RUN prints exactly this."""
+    labels = {**catalog.labels(), "run-id": opts.run_id.lower()}
+    scheduling = {"timeout": f"{int(opts.timeout_hours * 3600)}s"}
+    if opts.spot:
+        # Spot VMs can be reclaimed; restart on the same job and resume from AIP_CHECKPOINT_DIR.
+        scheduling |= {"strategy": "SPOT", "restartJobOnWorkerRestart": True}
+    return {
+        "displayName": f"llmops-train-{opts.run_id}",
+        "labels": labels,
+        "jobSpec": {
+            "workerPoolSpecs": worker_pool_specs(opts, package_uri, stack.hf_token_secret),
+            "serviceAccount": stack.trainer_service_account,
+            "baseOutputDirectory": {"outputUriPrefix": f"gs://{stack.models_bucket}/runs/{opts.run_id}"},
+            "scheduling": scheduling,
+        },
+    }
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    machine_type: str
+    replicas: int
+    hours: float
+    basis: str
+    on_demand_usd: float
+    spot_usd: float
+
+    def line(self) -> str:
+        return (f"estimated cost: {self.hours:.2f} h x {self.replicas} x {self.machine_type} = ${self.on_demand_usd:.2f} on-demand, "
+                f"${self.spot_usd:.2f} Spot ({self.basis})")
+
+
+def expected_hours(opts: LaunchOptions, runs_dir: Path = Path("runs")) -> tuple[float, str]:
+    """From the options, else the newest finished run on the same machine type, else one hour (the lab's run)."""
+    if opts.expected_hours is not None:
+        return opts.expected_hours, "from --expected-hours"
+    reports = sorted(runs_dir.glob("*/report.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in reports:
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            continue
+        if report.get("status") == "succeeded" and report.get("cost", {}).get("machine_type") == opts.machine_type:
+            return report["wall_seconds"] / 3600, f"from run {report['run_id']}"
+    return 1.0, "the lab's run took about 1 hour; no comparable run yet"
+
+
+def estimate_cost(opts: LaunchOptions, runs_dir: Path = Path("runs")) -> CostEstimate:
+    hours, basis = expected_hours(opts, runs_dir)
+    seconds = hours * 3600 * opts.replicas
+    return CostEstimate(opts.machine_type, opts.replicas, hours, basis, catalog.cost_usd(opts.machine_type, seconds),
+                        catalog.cost_usd(opts.machine_type, seconds, spot=True))
+
+
+def check_cost(estimate: CostEstimate, opts: LaunchOptions) -> None:
+    charged = estimate.spot_usd if opts.spot else estimate.on_demand_usd
+    if charged > opts.max_cost_usd and not opts.yes:
+        raise LaunchError(f"{estimate.line()}: over the ${opts.max_cost_usd:.2f} cap per run. "
+                          "Raise it with MAX_COST=... (--max-cost) or launch anyway with --yes (YES=1).")
+
+
+def submit(body: dict, stack: StackOutputs, api_endpoint: str | None = None, credentials=None):
+    """Create the job through the google-cloud-aiplatform SDK; returns the SDK's CustomJob."""
+    from google.cloud import aiplatform
+    from google.cloud.aiplatform_v1.types import Scheduling
+
+    init = {"project": stack.project, "location": stack.region, "credentials": credentials}
+    if api_endpoint:
+        init |= {"api_endpoint": api_endpoint, "api_transport": "rest"}
+    aiplatform.init(**init)
+    spec = body["jobSpec"]
+    pools = [_to_sdk_pool(p) for p in spec["workerPoolSpecs"]]
+    job = aiplatform.CustomJob(display_name=body["displayName"], worker_pool_specs=pools,
+                               base_output_dir=spec["baseOutputDirectory"]["outputUriPrefix"], labels=body["labels"],
+                               staging_bucket=f"gs://{stack.staging_bucket}")
+    sched = spec["scheduling"]
+    job.submit(service_account=spec["serviceAccount"], timeout=int(sched["timeout"].rstrip("s")),
+               restart_job_on_worker_restart=sched.get("restartJobOnWorkerRestart", False),
+               scheduling_strategy=Scheduling.Strategy.SPOT if sched.get("strategy") == "SPOT" else None)
+    return job
+
+
+def _to_sdk_pool(pool: dict) -> dict:
+    """REST camelCase -> the SDK's snake_case dicts."""
+    m, pkg = pool["machineSpec"], pool["pythonPackageSpec"]
+    machine = {"machine_type": m["machineType"]}
+    if "acceleratorType" in m:
+        machine |= {"accelerator_type": m["acceleratorType"], "accelerator_count": m["acceleratorCount"]}
+    return {
+        "machine_spec": machine,
+        "replica_count": pool["replicaCount"],
+        "disk_spec": {"boot_disk_type": pool["diskSpec"]["bootDiskType"], "boot_disk_size_gb": pool["diskSpec"]["bootDiskSizeGb"]},
+        "python_package_spec": {"executor_image_uri": pkg["executorImageUri"], "package_uris": pkg["packageUris"],
+                                "python_module": pkg["pythonModule"], "args": pkg["args"], "env": pkg["env"]},
+    }
+
+
+def follow(job_name: str, machine_type: str, replicas: int, get_state: Callable[[str], dict], poll_s: float = 30.0,
+           log: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Print state changes with timestamps and the cost so far until the job ends; returns the final job JSON."""
+    started = time.monotonic()
+    last = None
+    while True:
+        job = get_state(job_name)
+        state = job.get("state", "JOB_STATE_UNSPECIFIED")
+        if state != last:
+            elapsed = time.monotonic() - started
+            cost = catalog.cost_usd(machine_type, elapsed * replicas)
+            log(f"{datetime.now(timezone.utc):%H:%M:%S} {state.removeprefix('JOB_STATE_').lower()} "
+                f"(elapsed {elapsed / 60:.1f} min, about ${cost:.2f})")
+            last = state
+        if state in TERMINAL:
+            return job
+        sleep(poll_s)
+
+
+def console_url(job_name: str) -> str:
+    parts = job_name.split("/")  # projects/P/locations/L/customJobs/ID
+    return f"https://console.cloud.google.com/vertex-ai/locations/{parts[3]}/training/{parts[5]}/cpu?project={parts[1]}"

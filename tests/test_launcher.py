@@ -1,0 +1,186 @@
+"""`make train BACKEND=vertex`: the distribution, the request, the cost gate and the follow loop, through the
+real google-cloud-aiplatform SDK against the local Vertex REST stand-in and the GCS emulator."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from email.parser import Parser
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+from google.cloud.aiplatform_v1 import CustomJob
+
+from launcher import job as jobs
+from launcher.images import DEFAULT_IMAGE
+from launcher.launch import launch
+from launcher.package import build_wheel, upload_package
+from launcher.stack import StackError, StackOutputs, load_stack
+from trainer.distributed import torchrun_command
+
+STACK = StackOutputs(project="acme-ml", region="us-central1", staging_bucket="acme-staging", models_bucket="acme-models",
+                     trainer_service_account="llmops-dev-trainer@acme-ml.iam.gserviceaccount.com",
+                     hf_token_secret="projects/acme-ml/secrets/llmops-dev-hf-token")
+JOBS = "/v1/projects/acme-ml/locations/us-central1/customJobs"
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    return build_wheel(tmp_path_factory.mktemp("dist"))
+
+
+def test_wheel_is_reproducible_and_carries_only_the_trainer(wheel, tmp_path):
+    again = build_wheel(tmp_path / "again")
+    assert again.read_bytes() == wheel.read_bytes()
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n == "trainer/task.py" for n in names) and "trainer/catalog.yaml" in names
+    assert not any(n.startswith(("launcher/", "infra/", "tests/", "serving/")) for n in names)
+
+
+def test_wheel_metadata_installs_on_the_executor_image(wheel):
+    meta_name = next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".dist-info/METADATA"))
+    meta = Parser().parsestr(zipfile.ZipFile(wheel).read(meta_name).decode())
+    assert SpecifierSet(meta["Requires-Python"]).contains(DEFAULT_IMAGE.python + ".0")
+    reqs = [Requirement(r) for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
+    torch = next(r for r in reqs if r.name == "torch")
+    assert torch.specifier.contains(DEFAULT_IMAGE.torch), "pip must keep the image's torch, not download another"
+    assert not {r.name for r in reqs} & {"pulumi", "pulumi-gcp", "google-cloud-aiplatform", "fastapi", "functions-framework"}
+
+
+def test_upload_is_skipped_when_the_content_is_there(gcs, wheel):
+    gcs.create_bucket("acme-staging")
+    logs = []
+    first = upload_package(wheel, "acme-staging", logs.append)
+    second = upload_package(wheel, "acme-staging", logs.append)
+    assert first == second and first.startswith("gs://acme-staging/packages/") and first.endswith(wheel.name)
+    assert "uploaded" in logs[0] and "already uploaded" in logs[1]
+
+
+@pytest.mark.parametrize(
+    "env, gpus, expected",
+    [
+        ({}, 1, None),
+        ({}, 2, ["--nproc_per_node=2", "--standalone"]),
+        ({"CLUSTER_SPEC": json.dumps({"cluster": {"workerpool0": ["chief:2222"], "workerpool1": ["w0:2222"]},
+                                      "task": {"type": "workerpool0", "index": 0}})}, 2,
+         ["--nproc_per_node=2", "--nnodes=2", "--node_rank=0", "--master_addr=chief", "--master_port=2222"]),
+        ({"CLUSTER_SPEC": json.dumps({"cluster": {"workerpool0": ["chief:2222"], "workerpool1": ["w0:2222"]},
+                                      "task": {"type": "workerpool1", "index": 0}})}, 2,
+         ["--nproc_per_node=2", "--nnodes=2", "--node_rank=1", "--master_addr=chief", "--master_port=2222"]),
+        ({"LOCAL_RANK": "0"}, 2, None),
+    ],
+    ids=["1-gpu", "2-gpus", "2x2-chief", "2x2-worker", "already-under-torchrun"],
+)
+def test_process_launch_per_gpu_and_replica(env, gpus, expected):
+    cmd = torchrun_command(env, ["--config", "c.yaml"], gpus)
+    if expected is None:
+        assert cmd is None
+    else:
+        assert cmd[1:3] == ["-m", "torch.distributed.run"]
+        assert cmd[3:-4] == expected
+        assert cmd[-4:] == ["-m", "trainer.task", "--config", "c.yaml"]
+
+
+def _opts(**kw):
+    return jobs.LaunchOptions(run_id="r1", trainer_args=["--config", "configs/codellama-7b.yaml"], **{"expected_hours": 1.0, **kw})
+
+
+def test_request_body_for_the_labs_machine():
+    body = jobs.custom_job_body(_opts(), STACK, "gs://acme-staging/packages/h/llmops_kit-0.1.0-py3-none-any.whl")
+    (pool,) = body["jobSpec"]["workerPoolSpecs"]
+    assert pool["machineSpec"] == {"machineType": "g2-standard-24", "acceleratorType": "NVIDIA_L4", "acceleratorCount": 2}
+    pkg = pool["pythonPackageSpec"]
+    assert pkg["pythonModule"] == "trainer.task" and pkg["executorImageUri"] == DEFAULT_IMAGE.uri
+    assert pkg["args"] == ["--config", "configs/codellama-7b.yaml", "--set", "output.run_id=r1", "--set", "output.machine_type=g2-standard-24"]
+    assert {"name": "HF_TOKEN_SECRET", "value": "projects/acme-ml/secrets/llmops-dev-hf-token/versions/latest"} in pkg["env"]
+    assert not any("hf_" in a for a in pkg["args"])
+    assert body["labels"] == {"app": "llmops-kit", "run-id": "r1"}
+    assert body["jobSpec"]["baseOutputDirectory"] == {"outputUriPrefix": "gs://acme-models/runs/r1"}
+    assert "strategy" not in body["jobSpec"]["scheduling"]
+
+
+def test_cheaper_machine_spot_and_replicas():
+    body = jobs.custom_job_body(_opts(machine_type="g2-standard-12", spot=True, replicas=2), STACK, "gs://x/p.whl")
+    pools = body["jobSpec"]["workerPoolSpecs"]
+    assert [p["replicaCount"] for p in pools] == [1, 1]
+    assert pools[0]["machineSpec"] == {"machineType": "g2-standard-12", "acceleratorType": "NVIDIA_L4", "acceleratorCount": 1}
+    assert body["jobSpec"]["scheduling"]["strategy"] == "SPOT" and body["jobSpec"]["scheduling"]["restartJobOnWorkerRestart"]
+
+
+def test_cost_gate_refuses_over_the_cap_and_passes_under():
+    over = _opts(expected_hours=10.0, max_cost_usd=25.0)
+    est = jobs.estimate_cost(over)
+    assert est.on_demand_usd == pytest.approx(31.1) and est.spot_usd < est.on_demand_usd
+    with pytest.raises(jobs.LaunchError, match=r"over the \$25.00 cap"):
+        jobs.check_cost(est, over)
+    jobs.check_cost(est, _opts(expected_hours=10.0, yes=True))  # --yes launches anyway
+    jobs.check_cost(jobs.estimate_cost(_opts(expected_hours=5.0)), _opts(expected_hours=5.0))  # $15.55 passes
+
+
+def test_estimate_comes_from_the_last_comparable_run(tmp_path):
+    run = tmp_path / "r0"
+    run.mkdir()
+    (run / "report.json").write_text(json.dumps({"run_id": "r0", "status": "succeeded", "wall_seconds": 1800,
+                                                 "cost": {"machine_type": "g2-standard-24"}}))
+    est = jobs.estimate_cost(jobs.LaunchOptions(run_id="r1"), runs_dir=tmp_path)
+    assert est.hours == 0.5 and "r0" in est.basis
+
+
+def test_missing_stack_file_says_how_to_make_it(tmp_path):
+    with pytest.raises(StackError, match="pulumi stack output --json"):
+        load_stack(tmp_path / "stack.json")
+
+
+def _submit_and_follow(vertex_standin, gcs, states, capsys, tmp_path, **opts):
+    gcs.create_bucket("acme-staging")
+    models = gcs.create_bucket("acme-models")
+    models.blob("runs/r1/model/report.json").upload_from_string(json.dumps(
+        {"run_id": "r1", "status": "succeeded", "wall_seconds": 3000, "tuned_eval": {"execution_accuracy": 0.81},
+         "cost": {"usd": 2.59}}))
+    vertex_standin.responses[f"{JOBS}/1"] = [{"name": "projects/acme-ml/locations/us-central1/customJobs/1", **s} for s in states]
+    logs = []
+    result = launch(_opts(**opts), STACK, api_endpoint=vertex_standin.url, credentials=AnonymousCredentials(), poll_s=0,
+                    runs_dir=tmp_path, log=logs.append, sleep=lambda s: None)
+    return result, logs
+
+
+def test_submit_through_the_sdk_and_follow_to_success(vertex_standin, gcs, capsys, tmp_path):
+    states = [{"state": "JOB_STATE_PENDING"}, {"state": "JOB_STATE_RUNNING"}, {"state": "JOB_STATE_SUCCEEDED"}]
+    result, logs = _submit_and_follow(vertex_standin, gcs, states, capsys, tmp_path, spot=True)
+    (create,) = [r for r in vertex_standin.requests if r.method == "POST" and r.path == JOBS]
+    body = create.body
+    (pool,) = body["jobSpec"]["workerPoolSpecs"]
+    assert pool["machineSpec"] == {"machineType": "g2-standard-24", "acceleratorType": 11, "acceleratorCount": 2}  # NVIDIA_L4
+    assert pool["pythonPackageSpec"]["pythonModule"] == "trainer.task"
+    assert pool["pythonPackageSpec"]["packageUris"][0].startswith("gs://acme-staging/packages/")
+    assert body["jobSpec"]["serviceAccount"] == STACK.trainer_service_account
+    assert body["jobSpec"]["scheduling"]["strategy"] == 4 and body["jobSpec"]["scheduling"]["restartJobOnWorkerRestart"]
+    assert body["jobSpec"]["baseOutputDirectory"]["outputUriPrefix"] == "gs://acme-models/runs/r1"
+    assert body["labels"] == {"app": "llmops-kit", "run-id": "r1"}
+    # what was sent is what DRY_RUN=1 prints, field for field (the wire carries enums as integers)
+    capsys.readouterr()
+    launch(_opts(spot=True), STACK, dry_run=True, runs_dir=tmp_path, log=lambda m: None)
+    dry = json.loads(capsys.readouterr().out)
+    assert CustomJob.from_json(json.dumps(body)) == CustomJob.from_json(json.dumps(dry))
+    assert [line.split()[1] for line in logs if " (elapsed " in line] == ["pending", "running", "succeeded"]
+    assert result["state"] == "JOB_STATE_SUCCEEDED" and result["report"]["tuned_eval"]["execution_accuracy"] == 0.81
+    assert any(line.startswith("summary: succeeded, tuned execution accuracy 81.0%") for line in logs)
+    assert (tmp_path / "r1").is_dir()
+
+
+def test_follow_to_failure_prints_the_error(vertex_standin, gcs, capsys, tmp_path):
+    states = [{"state": "JOB_STATE_RUNNING"}, {"state": "JOB_STATE_FAILED", "error": {"code": 3, "message": "CUDA out of memory"}}]
+    result, logs = _submit_and_follow(vertex_standin, gcs, states, capsys, tmp_path)
+    assert result["state"] == "JOB_STATE_FAILED" and "report" not in result
+    assert any("CUDA out of memory" in line and "JOB_STATE_FAILED" in line for line in logs)
+    assert any("console.cloud.google.com/vertex-ai" in line for line in logs)
+
+
+def test_dry_run_prints_the_request_and_sends_nothing(vertex_standin, capsys, tmp_path):
+    result = launch(_opts(), STACK, dry_run=True, api_endpoint=vertex_standin.url, runs_dir=tmp_path, log=lambda m: None)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == result["request"] and printed["jobSpec"]["workerPoolSpecs"][0]["pythonPackageSpec"]["pythonModule"] == "trainer.task"
+    assert vertex_standin.requests == []
