@@ -146,6 +146,61 @@ def report(run: Annotated[Path, typer.Option("--run", "-r", help="run dir")] = P
     typer.echo((run / "report.md").read_text(encoding="utf-8"))
 
 
+@app.command()
+def launch(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    machine: Annotated[str | None, typer.Option(help="machine type from trainer/catalog.yaml (default: training.machine_type)")] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="machines; more than one uses Vertex's multi-worker pools")] = 1,
+    spot: Annotated[bool, typer.Option(help="Spot VMs: cheaper, can be reclaimed; the trainer resumes from its checkpoint")] = False,
+    image: Annotated[str | None, typer.Option(help="executor image URI (default: launcher/images.py)")] = None,
+    expected_hours: Annotated[float | None, typer.Option(help="for the cost estimate (default: last comparable run)")] = None,
+    max_cost: Annotated[float, typer.Option(help="refuse runs estimated above this many USD")] = 25.0,
+    yes: Annotated[bool, typer.Option("--yes", help="launch even above --max-cost")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the CreateCustomJob request body and stop")] = False,
+    stack_file: Annotated[Path, typer.Option(help="`pulumi stack output --json` saved to a file")] = Path(".cache/stack.json"),
+    run_id: Annotated[str | None, typer.Option(help="default: a timestamp")] = None,
+) -> None:
+    """Run the same trainer as a Vertex AI CustomJob (`make train BACKEND=vertex`), follow it, fetch its report."""
+    from datetime import datetime, timezone
+
+    from launcher.images import DEFAULT_IMAGE
+    from launcher.job import LaunchError, LaunchOptions
+    from launcher.launch import launch as _launch
+    from launcher.stack import StackError, load_stack
+
+    _config(config, overrides)  # validate locally before paying for a machine
+    args = (["--config", str(config)] if config else []) + [a for o in overrides or [] for a in ("--set", o)]
+    opts = LaunchOptions(run_id=run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"), trainer_args=args,
+                         replicas=replicas, spot=spot, image=image or DEFAULT_IMAGE.uri, expected_hours=expected_hours,
+                         max_cost_usd=max_cost, yes=yes)
+    if machine:
+        opts.machine_type = machine
+    try:
+        stack = load_stack(stack_file)
+        result = _launch(opts, stack, dry_run=dry_run, log=_log)
+    except (StackError, LaunchError, KeyError) as e:
+        _fail(str(e))
+    if result.get("state") and result["state"] != "JOB_STATE_SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@app.command()
+def cancel(
+    job: Annotated[str, typer.Argument(help="projects/.../customJobs/ID, as `make train BACKEND=vertex` printed it")],
+    stack_file: Annotated[Path, typer.Option(help="`pulumi stack output --json` saved to a file")] = Path(".cache/stack.json"),
+) -> None:
+    """Cancel a running CustomJob."""
+    from launcher.launch import cancel as _cancel
+    from launcher.stack import StackError, load_stack
+
+    try:
+        _cancel(job, load_stack(stack_file))
+    except StackError as e:
+        _fail(str(e))
+    typer.echo(f"cancel requested for {job}")
+
+
 @app.command("config")
 def show_config(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
     """Print the resolved run config (defaults + file + overrides) as YAML."""

@@ -108,7 +108,7 @@ def check_base(prep: Prepared, log: Log = print) -> tuple[EvalResult, bool]:
     return result, result.execution_accuracy >= cfg.eval.target_accuracy
 
 
-def run_training(prep: Prepared, log: Log = print) -> tuple[object, object, dict]:
+def run_training(prep: Prepared, log: Log = print, accelerator=None) -> tuple[object, object, dict]:
     """Attach LoRA, train (resuming if a checkpoint exists), save the adapter. Returns (model, tokenizer, section)."""
     cfg = prep.cfg
     torch.manual_seed(cfg.training.seed)
@@ -124,8 +124,10 @@ def run_training(prep: Prepared, log: Log = print) -> tuple[object, object, dict
     store = CheckpointStore(prep.checkpoint_root, keep=cfg.training.keep_checkpoints)
     from trainer.train import train
 
-    result = train(model, tokenizer, train_items, eval_items, cfg.training, store, log)
+    result = train(model, tokenizer, train_items, eval_items, cfg.training, store, log, accelerator)
     model = getattr(model, "module", model)
+    if accelerator is not None and not accelerator.is_main_process:
+        return model, tokenizer, {}
     adapter_dir = prep.run_dir / "adapter"
     tmp = adapter_dir.with_name("adapter.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -157,30 +159,60 @@ def _base_report(prep: Prepared) -> dict:
     }
 
 
+def _distributed_accelerator():
+    """An Accelerator when torchrun started several processes (WORLD_SIZE > 1), else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import Accelerator
+
+    return Accelerator()
+
+
+def _base_check_once(prep: Prepared, log: Log, acc) -> tuple[dict, bool]:
+    """Rank 0 checks the base model; the other ranks get its verdict (one evaluation, not one per GPU)."""
+    if acc is None:
+        result, good = check_base(prep, log)
+        return result.to_dict(), good
+    from accelerate.utils import broadcast_object_list
+
+    verdict = [None]
+    if acc.is_main_process:
+        result, good = check_base(prep, log)
+        verdict = [(result.to_dict(), good)]
+    broadcast_object_list(verdict, from_process=0)
+    return verdict[0]
+
+
 def run_pipeline(cfg: RunConfig, force: bool = False, log: Log = print) -> dict:
-    """The whole pipeline; returns the report. Writes the run dir as it goes, so a failure keeps what was done."""
+    """The whole pipeline; returns the report. Writes the run dir as it goes, so a failure keeps what was done.
+
+    Under torchrun every rank trains (data-parallel); only rank 0 checks, evaluates, merges and reports.
+    """
     t0 = time.monotonic()
+    acc = _distributed_accelerator()
+    if acc is not None and not acc.is_main_process:
+        return _worker(cfg, force, acc)
     prep = prepare(cfg, log)
     prep.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(prep.run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     report = _base_report(prep)
     try:
-        base_eval, good_enough = check_base(prep, log)
-        report["base_eval"] = base_eval.to_dict()
+        base_eval, good_enough = _base_check_once(prep, log, acc)
+        report["base_eval"] = base_eval
         if good_enough and not force:
             report["status"] = "skipped"
             report["decision"] = (
-                f"The base model already reaches {base_eval.execution_accuracy:.1%} execution accuracy "
+                f"The base model already reaches {base_eval['execution_accuracy']:.1%} execution accuracy "
                 f"(target {cfg.eval.target_accuracy:.0%}): no fine-tuning needed. Use --force to tune anyway."
             )
             log(report["decision"])
             return _finish(prep, report, t0, log)
         report["decision"] = (
-            f"Base model at {base_eval.execution_accuracy:.1%} execution accuracy "
+            f"Base model at {base_eval['execution_accuracy']:.1%} execution accuracy "
             + ("meets the target but --force was given: tuning." if good_enough else f"is below the {cfg.eval.target_accuracy:.0%} target: tuning.")
         )
         log(report["decision"])
-        model, tokenizer, sections = run_training(prep, log)
+        model, tokenizer, sections = run_training(prep, log, acc)
         report.update(sections)
         log("evaluating the tuned model")
         tuned = _evaluate(model, tokenizer, prep, prep.held_out, log)
@@ -206,6 +238,17 @@ def run_pipeline(cfg: RunConfig, force: bool = False, log: Log = print) -> dict:
         report["error"] = f"{type(e).__name__}: {e}"
         _finish(prep, report, t0, log, quiet=True)
         raise
+
+
+def _worker(cfg: RunConfig, force: bool, acc) -> dict:
+    """A non-zero rank: follow rank 0's decision and train its share; rank 0 does the rest."""
+    quiet: Log = lambda _msg: None  # noqa: E731 (rank 0 speaks for the job)
+    prep = prepare(cfg, quiet)
+    _, good_enough = _base_check_once(prep, quiet, acc)
+    if good_enough and not force:
+        return {"status": "worker"}
+    run_training(prep, quiet, acc)
+    return {"status": "worker"}
 
 
 def _clear_checkpoints(prep: Prepared) -> None:
