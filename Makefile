@@ -9,7 +9,7 @@ ARGS ?=
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train check-base eval report config data test lint clean budget-guard budget-alert
+.PHONY: cancel help setup train check-base eval report config data test lint clean budget-guard budget-alert
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,8 +24,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP) ## create .venv and install pinned dependencies
 
-train: $(STAMP) ## run the whole pipeline (CONFIG=..., ARGS='--set training.max_steps=20')
+BACKEND ?= local
+LAUNCH_FLAGS = $(if $(filter 1,$(DRY_RUN)),--dry-run) $(if $(filter 1,$(SPOT)),--spot) $(if $(filter 1,$(YES)),--yes) \
+  $(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(MACHINE),--machine $(MACHINE)) $(if $(IMAGE),--image $(IMAGE)) \
+  $(if $(MAX_COST),--max-cost $(MAX_COST)) $(if $(HOURS),--expected-hours $(HOURS))
+train: $(STAMP) ## run the pipeline (CONFIG=..., ARGS='--set k=v'); BACKEND=vertex [DRY_RUN=1 SPOT=1 REPLICAS=n MACHINE=... IMAGE=... MAX_COST=... YES=1]
+ifeq ($(BACKEND),vertex)
+	$(BIN)/llmops launch -c $(if $(filter configs/default.yaml,$(CONFIG)),configs/codellama-7b.yaml,$(CONFIG)) $(LAUNCH_FLAGS) $(ARGS)
+else
 	$(BIN)/llmops train -c $(CONFIG) $(ARGS)
+endif
+
+cancel: $(STAMP) ## cancel a Vertex job: JOB=projects/.../customJobs/ID
+	$(BIN)/llmops cancel $(JOB)
 
 check-base: $(STAMP) ## only the base-model check
 	$(BIN)/llmops check-base -c $(CONFIG) $(ARGS)

@@ -131,3 +131,21 @@ def test_help_on_every_command():
     for cmd in ([], ["train"], ["check-base"], ["eval"], ["merge"], ["report"], ["config"], ["data"]):
         result = runner.invoke(app, [*cmd, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, cmd
+
+
+def test_vertex_output_dirs_on_gcs(tiny_model_dir, tmp_path, gcs, monkeypatch, repo_root):
+    """As a CustomJob: AIP_MODEL_DIR / AIP_CHECKPOINT_DIR are gs:// paths; the run lands there, resume state is cleared."""
+    gcs.create_bucket("acme-models")
+    gcs.create_bucket("acme-staging")
+    monkeypatch.setenv("AIP_MODEL_DIR", "gs://acme-models/runs/r1/model/")
+    monkeypatch.setenv("AIP_CHECKPOINT_DIR", "gs://acme-staging/runs/r1/checkpoints/")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", *_small(tiny_model_dir, tmp_path / "unused"), "--set", "output.run_id=r1",
+                                 "--set", f"data.source={repo_root / 'data' / 'sql_sample.jsonl'}"])
+    assert result.exit_code == 0, result.output
+    names = {b.name for b in gcs.bucket("acme-models").list_blobs(prefix="runs/r1/model/")}
+    for rel in ("report.json", "report.md", "merged/model.safetensors", "merged/prompt_template.json", "adapter/adapter_config.json"):
+        assert f"runs/r1/model/{rel}" in names, rel
+    report = json.loads(gcs.bucket("acme-models").blob("runs/r1/model/report.json").download_as_bytes())
+    assert report["status"] == "succeeded"
+    assert not list(gcs.bucket("acme-staging").list_blobs(prefix="runs/r1/checkpoints/")), "checkpoints cleared after success"

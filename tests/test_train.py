@@ -57,17 +57,27 @@ def test_loss_goes_down(tiny_model_dir, tmp_path):
     assert [s for s, _ in result.eval_loss_history] == [3, 6, 9, 12]
 
 
-def test_resume_after_interruption_gives_the_same_adapter(tiny_model_dir, tmp_path):
+@pytest.fixture(params=["local", "gcs"])
+def checkpoint_root(request, tmp_path):
+    """Resume must work the same from a local dir and from gs:// (AIP_CHECKPOINT_DIR on Vertex)."""
+    if request.param == "local":
+        return str(tmp_path / "b")
+    gcs = request.getfixturevalue("gcs")
+    gcs.create_bucket("staging")
+    return "gs://staging/checkpoints/run-b"
+
+
+def test_resume_after_interruption_gives_the_same_adapter(tiny_model_dir, tmp_path, checkpoint_root):
     model, tok, train_items, eval_items = _setup(tiny_model_dir)
     train(model, tok, train_items, eval_items, CFG, CheckpointStore(tmp_path / "a"), log=lambda m: None)
     uninterrupted = _adapter_weights(model)
 
     model, tok, train_items, eval_items = _setup(tiny_model_dir)
     with pytest.raises(_Preempted):
-        train(model, tok, train_items, eval_items, CFG, _DiesAfterSave(tmp_path / "b", step=4), log=lambda m: None)
+        train(model, tok, train_items, eval_items, CFG, _DiesAfterSave(checkpoint_root, step=4), log=lambda m: None)
     logs = []
     model, tok, train_items, eval_items = _setup(tiny_model_dir)  # a fresh process: new model, new init
-    result = train(model, tok, train_items, eval_items, CFG, CheckpointStore(tmp_path / "b"), log=logs.append)
+    result = train(model, tok, train_items, eval_items, CFG, CheckpointStore(checkpoint_root), log=logs.append)
     assert result.resumed_from_step == 4
     assert any("resuming from checkpoint at step 4/6" in m for m in logs)
     resumed = _adapter_weights(model)
