@@ -9,10 +9,9 @@ from email.parser import Parser
 
 import pytest
 from google.auth.credentials import AnonymousCredentials
+from google.cloud.aiplatform_v1 import CustomJob
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
-
-from google.cloud.aiplatform_v1 import CustomJob
 
 from launcher import job as jobs
 from launcher.images import DEFAULT_IMAGE
@@ -184,3 +183,33 @@ def test_dry_run_prints_the_request_and_sends_nothing(vertex_standin, capsys, tm
     printed = json.loads(capsys.readouterr().out)
     assert printed == result["request"] and printed["jobSpec"]["workerPoolSpecs"][0]["pythonPackageSpec"]["pythonModule"] == "trainer.task"
     assert vertex_standin.requests == []
+
+
+def test_cli_dry_run_with_a_stack_file(tmp_path, repo_root):
+    """What `make train BACKEND=vertex DRY_RUN=1` runs: validated locally, printed, nothing sent."""
+    from dataclasses import asdict
+
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    stack_file = tmp_path / "stack.json"
+    stack_file.write_text(json.dumps(asdict(STACK)))
+    config = str(repo_root / "configs" / "codellama-7b.yaml")
+    result = CliRunner().invoke(app, ["launch", "-c", config, "--dry-run", "--stack-file", str(stack_file), "--run-id", "r9",
+                                      "--spot", "--expected-hours", "0.5"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output[result.output.index("{"):])
+    assert body["jobSpec"]["scheduling"]["strategy"] == "SPOT"
+    args = body["jobSpec"]["workerPoolSpecs"][0]["pythonPackageSpec"]["args"]
+    assert args[0] == "--config-json" and args[2:] == ["--set", "output.run_id=r9", "--set", "output.machine_type=g2-standard-24"]
+    from trainer.config import load_config
+    from trainer.task import parse_args
+
+    parsed = parse_args(args)  # what trainer.task does with them inside the job
+    cfg = load_config(parsed.config, parsed.overrides, inline=parsed.config_json)
+    assert cfg == load_config(config, ["output.run_id=r9", "output.machine_type=g2-standard-24"])
+    assert cfg.model.base == "codellama/CodeLlama-7b-hf" and cfg.training.max_steps == 80
+    assert "estimated cost: 0.50 h x 1 x g2-standard-24 = $1.55 on-demand" in result.output
+    bad = CliRunner().invoke(app, ["launch", "-c", config, "--dry-run", "--stack-file", str(tmp_path / "none.json")])
+    assert bad.exit_code == 2 and "pulumi stack output --json" in bad.output

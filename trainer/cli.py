@@ -169,8 +169,11 @@ def launch(
     from launcher.launch import launch as _launch
     from launcher.stack import StackError, load_stack
 
-    _config(config, overrides)  # validate locally before paying for a machine
-    args = (["--config", str(config)] if config else []) + [a for o in overrides or [] for a in ("--set", o)]
+    import json
+
+    cfg = _config(config, overrides)  # validated here, before paying for a machine
+    # The job gets the resolved config inline: the config file is on this machine, not in the job's package.
+    args = ["--config-json", json.dumps(cfg.model_dump(exclude={"output": {"run_id", "machine_type"}}), sort_keys=True)]
     opts = LaunchOptions(run_id=run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"), trainer_args=args,
                          replicas=replicas, spot=spot, image=image or DEFAULT_IMAGE.uri, expected_hours=expected_hours,
                          max_cost_usd=max_cost, yes=yes)

@@ -145,11 +145,17 @@ def _format_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML run config (or the defaults), apply overrides, validate."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, inline: str | None = None) -> RunConfig:
+    """Read a YAML run config (or the defaults, or `inline` JSON/YAML text), apply overrides, validate."""
     data: dict[str, Any] = {}
     source = "defaults"
-    if path is not None:
+    if inline is not None:
+        source = "inline config"
+        try:
+            data = yaml.safe_load(inline) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"inline config is not valid JSON/YAML: {e}") from None
+    elif path is not None:
         source = str(path)
         p = Path(path)
         if not p.is_file():

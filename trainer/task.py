@@ -18,6 +18,7 @@ from trainer.distributed import gpus_per_replica, torchrun_command
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="trainer.task", description=__doc__)
     p.add_argument("--config", help="run config YAML (local path inside the job)")
+    p.add_argument("--config-json", help="the whole run config as JSON (what the Vertex launcher passes)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="section.key=value (repeatable)")
     p.add_argument("--force", action="store_true", help="tune even if the base model meets the target")
     return p.parse_args(argv)
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, inline=args.config_json)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
