@@ -47,35 +47,34 @@ class Monitoring(pulumi.ComponentResource):
         channel_names = [c.name for c in channels]
         self.dashboard = gcp.monitoring.Dashboard(f"{name}-dashboard", project=cfg.project,
                                                   dashboard_json=dashboard_json(cfg.stack), opts=child)
-        self.endpoint_errors = gcp.monitoring.AlertPolicy(
-            f"{name}-endpoint-errors", project=cfg.project, display_name=f"llmops-kit {cfg.stack}: endpoint errors",
-            combiner="OR", notification_channels=channel_names, user_labels=cfg.labels_for("monitoring"),
-            conditions=[gcp.monitoring.AlertPolicyConditionArgs(
-                display_name="prediction errors above 1/min for 5 minutes",
-                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
-                    filter=f'metric.type="aiplatform.googleapis.com/prediction/online/error_count" {ENDPOINT}',
-                    comparison="COMPARISON_GT", threshold_value=1 / 60, duration="300s",
-                    aggregations=[gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
-                        alignment_period="60s", per_series_aligner="ALIGN_RATE", cross_series_reducer="REDUCE_SUM")],
-                ),
-            )],
-            opts=child,
+        self.endpoint_errors = self._threshold_alert(
+            f"{name}-endpoint-errors", cfg, channel_names, "endpoint errors", "prediction errors above 1/min for 5 minutes",
+            f'metric.type="aiplatform.googleapis.com/prediction/online/error_count" {ENDPOINT}',
+            "COMPARISON_GT", 1 / 60, "300s", alignment="60s", aligner="ALIGN_RATE", reducer="REDUCE_SUM",
         )
         # A GPU VM that does nothing still bills about $3/h. CPU is the signal every runtime reports
         # (GPU metrics need the Ops Agent); an hour under 5% means nobody is using it.
-        self.runtime_idle = gcp.monitoring.AlertPolicy(
-            f"{name}-runtime-idle", project=cfg.project, display_name=f"llmops-kit {cfg.stack}: GPU runtime idle",
-            combiner="OR", notification_channels=channel_names, user_labels=cfg.labels_for("monitoring"),
-            conditions=[gcp.monitoring.AlertPolicyConditionArgs(
-                display_name="runtime CPU under 5% for 60 minutes",
-                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
-                    filter='metric.type="compute.googleapis.com/instance/cpu/utilization" resource.type="gce_instance" '
-                           'metadata.user_labels."app"="llmops-kit"',
-                    comparison="COMPARISON_LT", threshold_value=0.05, duration="3600s",
-                    aggregations=[gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
-                        alignment_period="300s", per_series_aligner="ALIGN_MEAN")],
-                ),
-            )],
-            opts=child,
+        self.runtime_idle = self._threshold_alert(
+            f"{name}-runtime-idle", cfg, channel_names, "GPU runtime idle", "runtime CPU under 5% for 60 minutes",
+            'metric.type="compute.googleapis.com/instance/cpu/utilization" resource.type="gce_instance" '
+            'metadata.user_labels."app"="llmops-kit"',
+            "COMPARISON_LT", 0.05, "3600s", alignment="300s", aligner="ALIGN_MEAN",
         )
         self.register_outputs({})
+
+    def _threshold_alert(self, resource_name: str, cfg: StackConfig, channels: list, title: str, condition: str, metric_filter: str,
+                         comparison: str, threshold: float, duration: str, *, alignment: str, aligner: str,
+                         reducer: str | None = None) -> gcp.monitoring.AlertPolicy:
+        return gcp.monitoring.AlertPolicy(
+            resource_name, project=cfg.project, display_name=f"llmops-kit {cfg.stack}: {title}", combiner="OR",
+            notification_channels=channels, user_labels=cfg.labels_for("monitoring"),
+            conditions=[gcp.monitoring.AlertPolicyConditionArgs(
+                display_name=condition,
+                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+                    filter=metric_filter, comparison=comparison, threshold_value=threshold, duration=duration,
+                    aggregations=[gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+                        alignment_period=alignment, per_series_aligner=aligner, cross_series_reducer=reducer)],
+                ),
+            )],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
