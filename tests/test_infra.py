@@ -194,3 +194,18 @@ def test_secret_rule_needs_the_engines_secret_flag():
     typ = "gcp:secretmanager/secretVersion:SecretVersion"
     assert rules.violations(typ, {"secretData": "x"}, is_secret=lambda name: False)
     assert rules.violations(typ, {"secretData": "x"}, is_secret=lambda name: True) == []
+
+
+def test_monitoring_dashboard_and_alerts_route_to_the_channels(program):
+    import json
+
+    mocks, _ = program
+    (dash,) = mocks.of_type("monitoring/dashboard:Dashboard")
+    titles = [w["title"] for w in json.loads(dash.inputs["dashboardJson"])["gridLayout"]["widgets"]]
+    for needle in ("Training GPU utilization", "Training GPU memory", "Endpoint requests", "latency", "errors", "replicas"):
+        assert any(needle in t for t in titles), needle
+    channels = {c.name for c in mocks.of_type("monitoring/notificationChannel:NotificationChannel")}  # each channel's `name` output
+    policies = {p.inputs["displayName"]: p.inputs for p in mocks.of_type("monitoring/alertPolicy:AlertPolicy")}
+    assert set(policies) == {"llmops-kit dev: endpoint errors", "llmops-kit dev: GPU runtime idle"}
+    for p in policies.values():
+        assert set(p["notificationChannels"]) == channels
