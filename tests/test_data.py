@@ -120,3 +120,20 @@ def test_step_batches_are_deterministic_and_equal_sized():
     assert steps == step_batches(50, 4, 2, 1, 0)
     assert len(steps) == 6 and all(len(s) == 2 and all(len(m) == 4 for m in s) for s in steps)
     assert steps != step_batches(50, 4, 2, 1, 1)
+
+
+def test_atomic_write_leaves_no_partial_file_and_a_readable_one(tmp_path):
+    from trainer.atomic import atomic_write, atomic_write_text
+
+    target = tmp_path / "report.json"
+    atomic_write_text(target, "v1")
+    assert target.read_text() == "v1" and (target.stat().st_mode & 0o777) == 0o644
+
+    def crash(path):
+        path.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, crash)
+    assert target.read_text() == "v1", "a failed write keeps the previous file"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"], "no temp file left behind"

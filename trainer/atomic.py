@@ -18,6 +18,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports and configs are for other tools and people too
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
