@@ -9,7 +9,7 @@ ARGS ?=
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: cancel help setup train check-base eval report config data test lint clean budget-guard budget-alert
+.PHONY: serve predict cancel help setup train check-base eval report config data test lint clean budget-guard budget-alert
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ config: $(STAMP) ## print the resolved run config
 
 data: $(STAMP) ## regenerate the bundled sample data/sql_sample.jsonl
 	$(BIN)/llmops data data/sql_sample.jsonl
+
+serve: $(STAMP) ## serve runs/latest/merged on :8080 (MODEL_DIR=... to pick another)
+	MODEL_DIR=$(or $(MODEL_DIR),runs/latest/merged) $(BIN)/python -m serving
+
+predict: $(STAMP) ## ask the local server the lab's example question and print the SQL
+	$(BIN)/python -m serving.predict
 
 REGION ?= us-central1
 RATIO ?= 1.2
