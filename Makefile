@@ -9,7 +9,7 @@ ARGS ?=
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: serve predict cancel help setup train check-base eval report config data test lint clean budget-guard budget-alert
+.PHONY: deploy serve predict cancel help setup train check-base eval report config data test lint clean budget-guard budget-alert
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,10 @@ serve: $(STAMP) ## serve runs/latest/merged on :8080 (MODEL_DIR=... to pick anot
 
 predict: $(STAMP) ## ask the local server the lab's example question and print the SQL
 	$(BIN)/python -m serving.predict
+
+deploy: $(STAMP) ## deploy runs/latest to the Vertex endpoint (RUN=runs/ID, GATE=0.7, FORCE=1, DRY_RUN=1)
+	$(BIN)/llmops deploy --run $(or $(RUN),runs/latest) $(if $(GATE),--gate $(GATE)) $(if $(filter 1,$(FORCE)),--force) \
+	  $(if $(filter 1,$(DRY_RUN)),--dry-run) $(if $(MIN_REPLICAS),--min-replicas $(MIN_REPLICAS)) $(if $(MAX_REPLICAS),--max-replicas $(MAX_REPLICAS))
 
 REGION ?= us-central1
 RATIO ?= 1.2

@@ -22,6 +22,7 @@ class StackOutputs:
     models_bucket: str
     trainer_service_account: str
     hf_token_secret: str | None = None
+    serving_service_account: str | None = None
     endpoint_id: str | None = None
     registry_url: str | None = None
 

@@ -128,7 +128,7 @@ def test_failed_run_keeps_earlier_runs(small_run, tiny_model_dir):
 
 
 def test_help_on_every_command():
-    for cmd in ([], ["train"], ["check-base"], ["eval"], ["merge"], ["report"], ["config"], ["data"]):
+    for cmd in ([], ["train"], ["check-base"], ["eval"], ["merge"], ["report"], ["config"], ["data"], ["launch"], ["cancel"], ["deploy"]):
         result = runner.invoke(app, [*cmd, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, cmd
 

@@ -204,6 +204,30 @@ def cancel(
     typer.echo(f"cancel requested for {job}")
 
 
+@app.command()
+def deploy(
+    run: Annotated[Path, typer.Option("--run", "-r", help="run dir with report.json and merged/")] = Path("runs/latest"),
+    image_tag: Annotated[str, typer.Option(help="serving image tag in the stack's registry")] = "latest",
+    min_replicas: Annotated[int, typer.Option(min=1)] = 1,
+    max_replicas: Annotated[int, typer.Option(min=1)] = 2,
+    gate: Annotated[float, typer.Option(help="refuse models under this execution accuracy")] = 0.7,
+    force: Annotated[bool, typer.Option(help="deploy even if worse than the deployed model")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the upload and deploy requests and stop")] = False,
+    stack_file: Annotated[Path, typer.Option(help="`pulumi stack output --json` saved to a file")] = Path(".cache/stack.json"),
+) -> None:
+    """Upload the run's merged model as a new version and deploy it to the kit's Vertex endpoint (`make deploy`)."""
+    from launcher.stack import StackError, load_stack
+    from serving.deploy import DeployError, DeployOptions
+    from serving.deploy import deploy as _deploy
+
+    opts = DeployOptions(run_dir=run, image_tag=image_tag, min_replicas=min_replicas, max_replicas=max_replicas,
+                         accuracy_gate=gate, force=force)
+    try:
+        _deploy(opts, load_stack(stack_file), dry_run=dry_run, log=_log)
+    except (StackError, DeployError) as e:
+        _fail(str(e))
+
+
 @app.command("config")
 def show_config(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
     """Print the resolved run config (defaults + file + overrides) as YAML."""

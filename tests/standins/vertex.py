@@ -14,7 +14,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
@@ -50,9 +50,43 @@ class VertexStandIn:
         """Resource names of recorded POST calls ending in :verb."""
         return [r.path.removeprefix("/v1/").rsplit(":", 1)[0] for r in self.requests if r.method == "POST" and r.path.endswith(f":{verb}")]
 
-    def next_operation(self) -> dict:
+    operations: dict[str, dict] = field(default_factory=dict)
+
+    def next_operation(self, parent: str = "projects/p/locations/l", response: dict | None = None) -> dict:
+        """A long-running operation, already done (with `response` when the call returns one)."""
         self._ops += 1
-        return {"name": f"projects/p/locations/l/operations/{self._ops}"}
+        op = {"name": f"{parent}/operations/{self._ops}", "done": response is not None}
+        if response is not None:
+            op["response"] = response
+        self.operations[op["name"]] = op
+        return op
+
+    def find(self, name: str) -> dict | None:
+        return next((r for items in self.resources.values() for r in items if r.get("name") == name), None)
+
+    def mutate(self, path: str, body: dict) -> dict | None:
+        """Model upload and endpoint (un)deploy change the stored resources as Vertex would."""
+        target, _, verb = path.removeprefix("/v1/").rpartition(":")
+        parent = "/".join(target.split("/")[:4])
+        t = "type.googleapis.com/google.cloud.aiplatform.v1."
+        if verb == "upload":
+            n = len(self.resources.get("models", [])) + 1
+            model = {**body["model"], "name": body.get("parentModel") or f"{target}/{n}", "versionId": str(n),
+                     "supportedDeploymentResourcesTypes": ["DEDICATED_RESOURCES"]}  # as Vertex reports for custom containers
+            self.add("models", model)
+            return self.next_operation(parent, {"@type": t + "UploadModelResponse", "model": model["name"], "modelVersionId": str(n)})
+        endpoint = self.find(target)
+        if verb == "deployModel" and endpoint is not None:
+            deployed = {**body["deployedModel"], "id": f"dm{self._ops + 1}"}
+            endpoint.setdefault("deployedModels", []).append(deployed)
+            split = body.get("trafficSplit") or {}
+            endpoint["trafficSplit"] = {(deployed["id"] if k == "0" else k): v for k, v in split.items()}
+            return self.next_operation(parent, {"@type": t + "DeployModelResponse", "deployedModel": deployed})
+        if verb == "undeployModel" and endpoint is not None:
+            endpoint["deployedModels"] = [m for m in endpoint.get("deployedModels", []) if m["id"] != body["deployedModelId"]]
+            endpoint["trafficSplit"] = body.get("trafficSplit") or {}
+            return self.next_operation(parent, {"@type": t + "UndeployModelResponse"})
+        return None
 
 
 def _matches(resource: dict, flt: str) -> bool:
@@ -88,15 +122,19 @@ def _handler(state: VertexStandIn):
             if rec.path in state.responses and state.responses[rec.path]:
                 queue = state.responses[rec.path]
                 return self._send(200, queue.pop(0) if len(queue) > 1 else queue[0])
+            if "/operations/" in rec.path:
+                name = rec.path[rec.path.index("projects/"):]
+                if name in state.operations:
+                    return self._send(200, state.operations[name])
             collection = rec.path.rstrip("/").rsplit("/", 1)[-1]
             if collection in state.resources:
                 flt = rec.query.get("filter", [""])[0]
                 return self._send(200, {collection: [r for r in state.resources[collection] if _matches(r, flt)]})
-            name = rec.path.removeprefix("/v1/")
-            for items in state.resources.values():
-                for r in items:
-                    if r.get("name") == name:
-                        return self._send(200, r)
+            name, _, version = unquote(rec.path.removeprefix("/v1/")).partition("@")  # models/9@2: a model version
+            matches = [r for items in state.resources.values() for r in items if r.get("name") == name
+                       and (not version or r.get("versionId") == version)]
+            if matches:
+                return self._send(200, matches[-1])
             return self._send(404, {"error": {"code": 404, "message": f"{name} not found", "status": "NOT_FOUND"}})
 
         def do_POST(self) -> None:
@@ -105,8 +143,11 @@ def _handler(state: VertexStandIn):
                 return self._send(500, {"error": {"code": 500, "message": "stand-in failure", "status": "INTERNAL"}})
             if rec.path.endswith(":cancel"):
                 return self._send(200, {})
+            op = state.mutate(rec.path, rec.body or {})
+            if op is not None:
+                return self._send(200, op)
             collection = rec.path.rstrip("/").rsplit("/", 1)[-1]
-            if ":" not in collection and collection in ("customJobs", "models:upload", "endpoints"):
+            if collection in ("customJobs", "endpoints"):
                 created = {**(rec.body or {}), "name": f"{rec.path.removeprefix('/v1/')}/{len(state.resources.get(collection, [])) + 1}"}
                 state.add(collection, created)
                 return self._send(200, created)
