@@ -77,7 +77,7 @@ test: $(STAMP) ## run the tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff
-	$(BIN)/ruff check trainer launcher tests infra
+	$(BIN)/ruff check trainer launcher serving tests infra
 
 clean: ## remove the venv and build outputs (keeps runs/)
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

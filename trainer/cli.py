@@ -162,14 +162,13 @@ def launch(
     run_id: Annotated[str | None, typer.Option(help="default: a timestamp")] = None,
 ) -> None:
     """Run the same trainer as a Vertex AI CustomJob (`make train BACKEND=vertex`), follow it, fetch its report."""
+    import json
     from datetime import datetime, timezone
 
     from launcher.images import DEFAULT_IMAGE
     from launcher.job import LaunchError, LaunchOptions
     from launcher.launch import launch as _launch
     from launcher.stack import StackError, load_stack
-
-    import json
 
     cfg = _config(config, overrides)  # validated here, before paying for a machine
     # The job gets the resolved config inline: the config file is on this machine, not in the job's package.
