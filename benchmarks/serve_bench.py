@@ -1,6 +1,6 @@
 """`make bench-serve`: requests/s and p50/p95 latency at concurrency 1 and 8, batched vs batch size 1.
 
-    python benchmarks/serve_bench.py [--model runs/latest/merged] [--requests 48]
+    python benchmarks/serve_bench.py [--model runs/latest/merged] [--requests 96]
 
 Starts `python -m serving` (the container's command) on a free port for each setting, sends the
 lab's question from concurrent clients, and writes benchmarks/results/serve.json. Ratios, not
@@ -83,7 +83,7 @@ def run_setting(model: str, max_batch: int, concurrency: int, n: int) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="runs/latest/merged")
-    p.add_argument("--requests", type=int, default=48)
+    p.add_argument("--requests", type=int, default=96)
     args = p.parse_args()
     if not (Path(args.model) / "config.json").is_file():
         print(f"no model at {args.model}: run `make train` first", file=sys.stderr)
