@@ -9,7 +9,7 @@ ARGS ?=
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: bench-serve deploy serve predict cancel help setup train check-base eval report config data test lint clean budget-guard budget-alert
+.PHONY: bench bench-serve deploy serve predict cancel help setup train check-base eval report config data test lint clean budget-guard budget-alert
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ predict: $(STAMP) ## ask the local server the lab's example question and print t
 deploy: $(STAMP) ## deploy runs/latest to the Vertex endpoint (RUN=runs/ID, GATE=0.7, FORCE=1, DRY_RUN=1)
 	$(BIN)/llmops deploy --run $(or $(RUN),runs/latest) $(if $(GATE),--gate $(GATE)) $(if $(filter 1,$(FORCE)),--force) \
 	  $(if $(filter 1,$(DRY_RUN)),--dry-run) $(if $(MIN_REPLICAS),--min-replicas $(MIN_REPLICAS)) $(if $(MAX_REPLICAS),--max-replicas $(MAX_REPLICAS))
+
+bench: $(STAMP) ## the kit's training recipe vs the lab's on the embedded default (BUDGET=180 training seconds per arm)
+	$(BIN)/python benchmarks/train_bench.py --budget $(or $(BUDGET),180)
 
 bench-serve: $(STAMP) ## serving throughput and latency, batched vs batch size 1 (needs a trained model)
 	$(BIN)/python benchmarks/serve_bench.py --model $(or $(MODEL_DIR),runs/latest/merged)
