@@ -159,7 +159,7 @@ def run_baseline(budget: float, every: float) -> dict:
                 control.should_training_stop = True
 
     args = TrainingArguments(output_dir=str(REPO / ".cache" / "bench-baseline"), per_device_train_batch_size=32, gradient_accumulation_steps=4,
-                             learning_rate=3e-4, warmup_steps=0, max_steps=80, group_by_length=True, logging_steps=10_000,
+                             learning_rate=3e-4, warmup_steps=0, max_steps=80, train_sampling_strategy="group_by_length", logging_steps=10_000,
                              save_strategy="no", report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0)
     trainer = Trainer(model=model, args=args, train_dataset=data,
                       data_collator=DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt", padding=True))

@@ -101,3 +101,20 @@ def test_old_checkpoints_are_pruned(tmp_path):
     for step in (1, 2, 3):
         store.save(step, {"step": step})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-0000002", "step-0000003"]
+
+
+def test_loss_on_answer_positions_only_equals_the_full_computation(tiny_model):
+    """answer_loss_sum skips the output layer at prompt positions; the loss must not change."""
+    from trainer.data import IGNORE, Tokenized, collate
+    from trainer.train import answer_loss_sum
+
+    items = [Tokenized(list(range(1, 13)), [IGNORE] * 8 + list(range(9, 13))),
+             Tokenized(list(range(20, 29)), [IGNORE] * 5 + list(range(25, 29)))]
+    batch = collate(items, 64, pad_id=0)
+    with torch.no_grad():
+        fast = answer_loss_sum(tiny_model, batch)
+        # use_cache=False matters: with a cache transformers skips the packed-sequence mask
+        logits = tiny_model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        full = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten(),
+                                                 ignore_index=IGNORE, reduction="sum")
+    assert torch.allclose(fast, full, rtol=1e-5)

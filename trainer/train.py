@@ -82,11 +82,17 @@ class _GpuSampler:
 
 
 def answer_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed next-token cross-entropy over answer tokens (labels != -100)."""
+    """Summed next-token cross-entropy over answer tokens (labels != -100).
+
+    The output layer and softmax run only at positions that predict an answer token (in any row):
+    the prompt's logits would be thrown away, and over a real vocabulary they are a large share of a step.
+    """
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs, use_cache=False).logits
+    targets = batch["labels"][:, 1:]
+    keep = (targets != IGNORE).any(dim=0).nonzero().squeeze(1)  # positions t whose token t+1 is an answer token
+    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
     return torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE, reduction="sum"
+        logits.flatten(0, 1).float(), targets[:, keep].flatten(), ignore_index=IGNORE, reduction="sum"
     )
 
 
