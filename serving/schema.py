@@ -1,4 +1,4 @@
-"""The request body, validated: Vertex's `{"instances": [...], "parameters": {...}}`."""
+"""Pieces of the request body `{"instances": [...], "parameters": {...}}`; app._parse assembles them with clear errors."""
 
 from __future__ import annotations
 
@@ -30,8 +30,3 @@ class Parameters(_Strict):
     @classmethod
     def _ints_are_numbers(cls, v):
         return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-
-class PredictRequest(_Strict):
-    instances: list[PromptInstance | QuestionInstance] = Field(min_length=1)
-    parameters: Parameters = Field(default_factory=Parameters)

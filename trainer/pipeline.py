@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from trainer import catalog, storage
+from trainer import storage
 from trainer.atomic import atomic_write_text
 from trainer.checkpoints import CheckpointStore
 from trainer.config import RunConfig, vertex_dirs
@@ -291,8 +291,3 @@ def merge_run(run_dir: Path, cfg: RunConfig, log: Log = print) -> dict:
     held = split_examples(load_examples(cfg.data.source, cfg.data.split), cfg.data.eval_fraction, cfg.data.seed)[1]
     prompts = [render_prompt(template, e.question, e.context) for e in held[:16]]
     return merge_adapter(base_dir, adapter, run_dir / "merged", cfg.model, template, prompts)
-
-
-def machine_cost_note(machine_type: str) -> str:
-    m = catalog.machine(machine_type)
-    return f"{m.name}: ${m.usd_per_hour}/h"
