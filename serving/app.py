@@ -53,6 +53,7 @@ class Metrics:
         self.batch_size = Histogram("batch_size", "Instances per forward pass", registry=self.registry, buckets=(1, 2, 4, 8, 16, 32))
         self.generated = Counter("generated_tokens", "Tokens generated", registry=self.registry)
         self.tokens_per_s = Gauge("generated_tokens_per_second", "Generation throughput of the last batch", registry=self.registry)
+        self.queue_depth = Gauge("batch_queue_depth", "Instances waiting for a forward pass", registry=self.registry)
 
 
 def _default_loader(settings: Settings) -> Engine:
@@ -203,6 +204,7 @@ def create_app(settings: Settings | None = None, load_engine: Callable[[Settings
 
     @app.get("/metrics")
     async def prometheus() -> Response:
+        metrics.queue_depth.set(batcher.queue.qsize())
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
