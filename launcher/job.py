@@ -125,14 +125,15 @@ def check_cost(estimate: CostEstimate, opts: LaunchOptions) -> None:
 def submit(body: dict, stack: StackOutputs, api_endpoint: str | None = None, credentials=None):
     """Create the job through the google-cloud-aiplatform SDK; returns the SDK's CustomJob."""
     from google.cloud import aiplatform
-    from google.cloud.aiplatform_v1.types import Scheduling
+    from google.cloud.aiplatform_v1.types import Scheduling, WorkerPoolSpec
 
     init = {"project": stack.project, "location": stack.region, "credentials": credentials}
     if api_endpoint:
         init |= {"api_endpoint": api_endpoint, "api_transport": "rest"}
     aiplatform.init(**init)
     spec = body["jobSpec"]
-    pools = [_to_sdk_pool(p) for p in spec["workerPoolSpecs"]]
+    # Parse the REST body itself, so what is sent cannot drift from what DRY_RUN prints.
+    pools = [WorkerPoolSpec.from_json(json.dumps(p)) for p in spec["workerPoolSpecs"]]
     job = aiplatform.CustomJob(display_name=body["displayName"], worker_pool_specs=pools,
                                base_output_dir=spec["baseOutputDirectory"]["outputUriPrefix"], labels=body["labels"],
                                staging_bucket=f"gs://{stack.staging_bucket}")
@@ -141,21 +142,6 @@ def submit(body: dict, stack: StackOutputs, api_endpoint: str | None = None, cre
                restart_job_on_worker_restart=sched.get("restartJobOnWorkerRestart", False),
                scheduling_strategy=Scheduling.Strategy.SPOT if sched.get("strategy") == "SPOT" else None)
     return job
-
-
-def _to_sdk_pool(pool: dict) -> dict:
-    """REST camelCase -> the SDK's snake_case dicts."""
-    m, pkg = pool["machineSpec"], pool["pythonPackageSpec"]
-    machine = {"machine_type": m["machineType"]}
-    if "acceleratorType" in m:
-        machine |= {"accelerator_type": m["acceleratorType"], "accelerator_count": m["acceleratorCount"]}
-    return {
-        "machine_spec": machine,
-        "replica_count": pool["replicaCount"],
-        "disk_spec": {"boot_disk_type": pool["diskSpec"]["bootDiskType"], "boot_disk_size_gb": pool["diskSpec"]["bootDiskSizeGb"]},
-        "python_package_spec": {"executor_image_uri": pkg["executorImageUri"], "package_uris": pkg["packageUris"],
-                                "python_module": pkg["pythonModule"], "args": pkg["args"], "env": pkg["env"]},
-    }
 
 
 def follow(job_name: str, machine_type: str, replicas: int, get_state: Callable[[str], dict], poll_s: float = 30.0,
