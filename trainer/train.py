@@ -159,19 +159,17 @@ def train(
     model, optimizer = acc.prepare(model, optimizer)
     device = acc.device
     pad_id = tokenizer.pad_token_id
-    per_epoch = step_batches(len(train_items), cfg.batch_size, cfg.gradient_accumulation, cfg.seed, 0)
-    spe = len(per_epoch)
+    spe = len(step_batches(len(train_items), cfg.batch_size, cfg.gradient_accumulation, cfg.seed, 0))  # steps per epoch
     eval_subset = list(eval_items[:64])
     tokens = answer_tokens = 0
     model.train()
     t0 = time.monotonic()
     with _GpuSampler() as gpu, StepProgress(n_steps, start_step, enabled=acc.is_main_process, log=log) as progress:
-        schedule, schedule_epoch = per_epoch, 0
+        schedule, schedule_epoch = [], -1
         for step in range(start_step, n_steps):
-            epoch = step // spe
-            if epoch != schedule_epoch:
-                schedule = step_batches(len(train_items), cfg.batch_size, cfg.gradient_accumulation, cfg.seed, epoch)
-                schedule_epoch = epoch
+            if step // spe != schedule_epoch:  # each epoch has its own seeded order
+                schedule_epoch = step // spe
+                schedule = step_batches(len(train_items), cfg.batch_size, cfg.gradient_accumulation, cfg.seed, schedule_epoch)
             step_idx = [i for micro in schedule[step % spe] for i in micro]
             step_items = [train_items[i] for i in step_idx]
             n_answer = sum(t.answer_tokens for t in step_items)  # normaliser for the whole step, all ranks
@@ -194,7 +192,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
             history.append((done, round(acc.reduce(step_loss, "sum").item() / n_answer, 5)))
-            if done % cfg.eval_every == 0 or done == n_steps:
+            if eval_subset and (done % cfg.eval_every == 0 or done == n_steps):  # no held-out rows: no eval loss, not a 0
                 eval_history.append((done, round(eval_loss(model, eval_subset, cfg, pad_id, device), 5)))
             elapsed = time.monotonic() - t0
             progress.update(done, history[-1][1], tokens * world / max(elapsed, 1e-9), eval_history[-1][1] if eval_history else None)
