@@ -25,22 +25,20 @@ def test_base_fails_and_tuning_helps(default_run):
     report, _ = default_run
     assert report["status"] == "succeeded"
     assert report["base_eval"]["execution_accuracy"] <= 0.10
-    # The issue's target is 70%; the tiny model reaches about 12% (docs/embedded-default.md says why).
-    # What must hold: tuning clearly beats the base on held-out rows, on the same 200 rows.
-    assert report["tuned_eval"]["execution_accuracy"] >= report["base_eval"]["execution_accuracy"] + 0.05
+    # The issue's target on held-out rows (measured: 91.5%; docs/embedded-default.md).
+    assert report["tuned_eval"]["execution_accuracy"] >= 0.70
     assert report["tuned_eval"]["n"] == report["base_eval"]["n"] == 200
-    assert 0 <= report["train_split_eval"]["execution_accuracy"] <= 1
+    assert report["train_split_eval"]["execution_accuracy"] >= report["tuned_eval"]["execution_accuracy"] - 0.05
 
 
 def test_a_model_that_does_the_job_skips_training(default_run, repo_root):
     """The lab's step 2 with the embedded default: the tuned model, used as a base, passes the check."""
     report, runs = default_run
     merged = (runs / "latest" / "merged").resolve()
-    # "Does the job" = about as well as the tuned model did (merged and unmerged agree up to float noise).
-    target = round(report["tuned_eval"]["execution_accuracy"] - 0.02, 3)
+    # The default config's own target (80%): the tuned model clears it, so tuning is skipped.
+    target = 0.8
     result = CliRunner().invoke(app, ["train", "-c", str(repo_root / "configs" / "default.yaml"), "--set", f"output.runs_dir={runs}",
-                                      "--set", f"model.base={merged}", "--set", f"eval.target_accuracy={target}",
-                                      "--set", "output.run_id=step2"])
+                                      "--set", f"model.base={merged}", "--set", "output.run_id=step2"])
     assert result.exit_code == 0, result.output
     step2 = json.loads((runs / "step2" / "report.json").read_text())
     assert step2["status"] == "skipped" and "no fine-tuning needed" in step2["decision"]

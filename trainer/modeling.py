@@ -128,6 +128,8 @@ def attach_lora(model, lora: LoraConfig, training: TrainingConfig):
         target_modules=lora.target_modules,
         use_rslora=lora.use_rslora,
         modules_to_save=lora.modules_to_save or None,
+        # A tied base (the embedded one) stays tied: a trained embedding copy must also be the output layer.
+        ensure_weight_tying=bool(getattr(model.config, "tie_word_embeddings", False)),
         bias="none",
         task_type="CAUSAL_LM",
     )

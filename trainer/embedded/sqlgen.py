@@ -151,10 +151,9 @@ def _table_name(rng: random.Random, domain: Domain) -> str:
     return domain.table if rng.random() < 0.5 else f"table_name_{rng.randint(1, 99)}"
 
 
-def _single_table(rng: random.Random, schema: tuple[Domain, str, str] | None = None) -> dict[str, str]:
-    """One row; `schema` = (domain, table, context) fixes the tables (for several queries on one schema)."""
-    domain, table, fixed_context = schema or (rng.choice(DOMAINS), None, None)
-    table = table or _table_name(rng, domain)
+def _single_table(rng: random.Random) -> dict[str, str]:
+    domain = rng.choice(DOMAINS)
+    table = _table_name(rng, domain)
     cols = domain.columns
     texts = [c for c in cols if c.kind == "text"]
     nums = [c for c in cols if c.kind != "text"]
@@ -205,8 +204,6 @@ def _single_table(rng: random.Random, schema: tuple[Domain, str, str] | None = N
             num = rng.choice(nums)
             q = f"What is the highest {num.words} for each {key.words}?"
             a = f"SELECT {key.name}, MAX({num.name}) FROM {table} GROUP BY {key.name}"
-    if fixed_context is not None:
-        return {"question": q, "context": fixed_context, "answer": a, "_schema": (domain, table, fixed_context)}
     context = _create(table, cols)
     # Multi-table contexts, as in the real data: a distractor table the query does not use.
     if rng.random() < 0.3:
@@ -215,7 +212,7 @@ def _single_table(rng: random.Random, schema: tuple[Domain, str, str] | None = N
         rng.shuffle(tables)
         if len({t.split()[2] for t in tables}) == 2:  # distinct table names only
             context = "; ".join(tables)
-    return {"question": q, "context": context, "answer": a, "_schema": (domain, table, context)}
+    return {"question": q, "context": context, "answer": a}
 
 
 def _join(rng: random.Random) -> dict[str, str]:
@@ -231,7 +228,7 @@ def _join(rng: random.Random) -> dict[str, str]:
         f"ON T1.{key} = T2.{key} WHERE T2.{where.name} = {_literal(where, v)}"
     )
     context = f"{_create(child.table, child.columns)}; {_create(parent.table, parent.columns)}"
-    return {"question": q, "context": context, "answer": a, "_schema": None}
+    return {"question": q, "context": context, "answer": a}
 
 
 def generate(n: int, seed: int = 0) -> list[dict[str, str]]:
@@ -244,26 +241,8 @@ def generate(n: int, seed: int = 0) -> list[dict[str, str]]:
         if row["answer"] in seen:
             continue
         seen.add(row["answer"])
-        rows.append({k: row[k] for k in ("question", "context", "answer")})
+        rows.append(row)
     return rows
-
-
-def sql_corpus(n_docs: int, seed: int, exclude_answers: set[str] = frozenset(), queries_per_doc: int = 4) -> list[str]:
-    """SQL text without the question/answer prompt format, to pretrain the tiny base on.
-
-    Each document is a schema followed by commented queries over it, the way SQL appears
-    in code a foundation model has read: `CREATE TABLE ...;` then `-- comment` / query lines.
-    """
-    rng = random.Random(seed)
-    docs = []
-    while len(docs) < n_docs:
-        first = _join(rng) if rng.random() < 0.08 else _single_table(rng)
-        rows = [first] + [_single_table(rng, first["_schema"]) for _ in range(queries_per_doc - 1) if first["_schema"]]
-        lines = [first["context"] + ";"]
-        lines += [f"-- {r['question']}\n{r['answer']};" for r in rows if r["answer"] not in exclude_answers]
-        if len(lines) > 1:
-            docs.append("\n".join(lines))
-    return docs
 
 
 SAMPLE_ROWS = 2400
