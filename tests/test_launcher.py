@@ -133,7 +133,7 @@ def test_missing_stack_file_says_how_to_make_it(tmp_path):
         load_stack(tmp_path / "stack.json")
 
 
-def _submit_and_follow(vertex_standin, gcs, states, capsys, tmp_path, **opts):
+def _submit_and_follow(vertex_standin, gcs, states, capsys, tmp_path, sleep=lambda s: None, **opts):
     gcs.create_bucket("acme-staging")
     models = gcs.create_bucket("acme-models")
     models.blob("runs/r1/model/report.json").upload_from_string(json.dumps(
@@ -142,8 +142,20 @@ def _submit_and_follow(vertex_standin, gcs, states, capsys, tmp_path, **opts):
     vertex_standin.responses[f"{JOBS}/1"] = [{"name": "projects/acme-ml/locations/us-central1/customJobs/1", **s} for s in states]
     logs = []
     result = launch(_opts(**opts), STACK, api_endpoint=vertex_standin.url, credentials=AnonymousCredentials(), poll_s=0,
-                    runs_dir=tmp_path, log=logs.append, sleep=lambda s: None)
+                    runs_dir=tmp_path, log=logs.append, sleep=sleep)
     return result, logs
+
+
+def test_ctrl_c_stops_following_but_leaves_the_job_running(vertex_standin, gcs, capsys, tmp_path):
+    def interrupted(_seconds):
+        raise KeyboardInterrupt
+
+    states = [{"state": "JOB_STATE_RUNNING"}] * 3
+    result, logs = _submit_and_follow(vertex_standin, gcs, states, capsys, tmp_path, sleep=interrupted)
+    assert result["job"].endswith("/customJobs/1") and "state" not in result
+    assert any(f"make cancel JOB={result['job']}" in line and "keeps running" in line for line in logs)
+    assert not [r for r in vertex_standin.requests if r.path.endswith(":cancel")]  # nothing cancelled behind the user's back
+    assert not (tmp_path / "r1").exists()
 
 
 def test_submit_through_the_sdk_and_follow_to_success(vertex_standin, gcs, capsys, tmp_path):
