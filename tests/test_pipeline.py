@@ -120,6 +120,23 @@ def test_failed_run_keeps_earlier_runs(small_run, tiny_model_dir):
     assert set(before) <= {p.name for p in runs.iterdir()}
 
 
+def test_rerun_of_an_interrupted_run_reuses_its_base_check(tiny_model_dir, tmp_path):
+    """A Spot restart reruns the same command: the base check's verdict is read back, not paid for again."""
+    failing = ("--set", "training.max_length=16")  # fails after the base check, before any training step
+
+    def run(run_id, *extra):
+        result = runner.invoke(app, ["train", *_small(tiny_model_dir, tmp_path, *failing, "--set", f"output.run_id={run_id}", *extra)])
+        assert result.exit_code == 2, result.output
+        return result.output, json.loads((tmp_path / run_id / "report.json").read_text())
+
+    out1, first = run("a")
+    out2, second = run("b")
+    assert "reusing" not in out1 and "reusing the interrupted run's result" in out2
+    assert second["base_eval"] == first["base_eval"] and second["status"] == "failed"
+    out3, _ = run("c", "--set", "eval.max_new_tokens=20")  # other eval settings: a different answer, so evaluate again
+    assert "reusing" not in out3
+
+
 def test_help_on_every_command():
     for cmd in ([], ["train"], ["check-base"], ["eval"], ["merge"], ["report"], ["config"], ["data"], ["launch"], ["cancel"], ["deploy"]):
         result = runner.invoke(app, [*cmd, "--help"])

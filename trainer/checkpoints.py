@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from trainer import storage
+from trainer.atomic import atomic_write_text
 
 _STEP_DIR = re.compile(r"^step-(\d{7})$")
 MARKER = "COMPLETE"
@@ -65,6 +66,19 @@ class CheckpointStore:
                 local = storage.download_file(storage.join(self.root, name, "state.pt"), Path(tmp))
                 return torch.load(local, weights_only=False)
         return torch.load(Path(self.root) / name / "state.pt", weights_only=False)
+
+    def write_note(self, name: str, text: str) -> None:
+        """A small sidecar file next to the checkpoints (lives and dies with them)."""
+        if self.remote:
+            storage.write_text(storage.join(self.root, name), text)
+        else:
+            atomic_write_text(Path(self.root) / name, text)
+
+    def read_note(self, name: str) -> str | None:
+        if self.remote:
+            return storage.read_text(storage.join(self.root, name))
+        path = Path(self.root) / name
+        return path.read_text(encoding="utf-8") if path.is_file() else None
 
     def _prune(self) -> None:
         for step in self._complete_steps()[: -self.keep]:

@@ -168,17 +168,37 @@ def _distributed_accelerator():
     return Accelerator()
 
 
+_BASE_CHECK_NOTE = "base_eval.json"
+
+
+def _check_base_resumable(prep: Prepared, log: Log) -> tuple[dict, bool]:
+    """check_base, remembered beside the checkpoints: a run restarted after preemption
+    (same checkpoint dir, same eval settings) reuses the verdict instead of paying for it again."""
+    store = CheckpointStore(prep.checkpoint_root)
+    key = {"model": prep.cfg.model.model_dump(), "data": prep.cfg.data.model_dump(),
+           "eval": prep.cfg.eval.model_dump(exclude={"target_accuracy"})}
+    try:
+        saved = json.loads(store.read_note(_BASE_CHECK_NOTE) or "null")
+    except ValueError:
+        saved = None
+    if isinstance(saved, dict) and saved.get("key") == key and isinstance(saved.get("result"), dict):
+        result = saved["result"]
+        log(f"base-model check: reusing the interrupted run's result ({result['execution_accuracy']:.1%} execution accuracy)")
+        return result, result["execution_accuracy"] >= prep.cfg.eval.target_accuracy
+    result, good = check_base(prep, log)
+    store.write_note(_BASE_CHECK_NOTE, json.dumps({"key": key, "result": result.to_dict()}))
+    return result.to_dict(), good
+
+
 def _base_check_once(prep: Prepared, log: Log, acc) -> tuple[dict, bool]:
     """Rank 0 checks the base model; the other ranks get its verdict (one evaluation, not one per GPU)."""
     if acc is None:
-        result, good = check_base(prep, log)
-        return result.to_dict(), good
+        return _check_base_resumable(prep, log)
     from accelerate.utils import broadcast_object_list
 
     verdict = [None]
     if acc.is_main_process:
-        result, good = check_base(prep, log)
-        verdict = [(result.to_dict(), good)]
+        verdict = [_check_base_resumable(prep, log)]
     broadcast_object_list(verdict, from_process=0)
     return verdict[0]
 
@@ -206,6 +226,7 @@ def run_pipeline(cfg: RunConfig, force: bool = False, log: Log = print) -> dict:
                 f"(target {cfg.eval.target_accuracy:.0%}): no fine-tuning needed. Use --force to tune anyway."
             )
             log(report["decision"])
+            _clear_checkpoints(prep)
             return _finish(prep, report, t0, log)
         report["decision"] = (
             f"Base model at {base_eval['execution_accuracy']:.1%} execution accuracy "

@@ -110,6 +110,17 @@ def write_text(uri: str, text: str) -> None:
     client().bucket(bucket).blob(name).upload_from_string(text)
 
 
+def read_text(uri: str) -> str | None:
+    """A small object's text, or None when it does not exist."""
+    from google.api_core.exceptions import NotFound
+
+    bucket, name = split_uri(uri)
+    try:
+        return client().bucket(bucket).blob(name).download_as_text()
+    except NotFound:
+        return None
+
+
 def delete_prefix(uri: str) -> None:
     bucket, prefix = split_uri(uri)
     for blob in client().list_blobs(bucket, prefix=prefix.rstrip("/") + "/"):
