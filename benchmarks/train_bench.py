@@ -1,6 +1,6 @@
 """`make bench`: the kit's training recipe against the lab's, on the embedded default, same machine, same threads.
 
-    python benchmarks/train_bench.py [--budget 180] [--eval-every 45] [--rounds 1]
+    python benchmarks/train_bench.py [--budget 330] [--eval-every 45] [--rounds 1]
 
 Baseline: the lab's recipe as the notebook ran it: HF Trainer, labels = input_ids (the loss covers
 the prompt), DataCollatorForSeq2Seq padding (multiple of 8), group_by_length, LoRA r=16/alpha=16/
@@ -200,7 +200,7 @@ def compare(baseline: dict, kit: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget", type=float, default=180.0, help="training seconds per arm")
+    p.add_argument("--budget", type=float, default=330.0, help="training seconds per arm (330: long enough for both whole recipes on 2 cores)")
     p.add_argument("--eval-every", type=float, default=45.0)
     p.add_argument("--rounds", type=int, default=1, help="baseline/kit pairs, alternating")
     p.add_argument("--arm", choices=["baseline", "kit"], help=argparse.SUPPRESS)  # a child process runs one arm
