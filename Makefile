@@ -79,11 +79,12 @@ budget-guard: $(STAMP) ## run the budget guard locally on :8080 (DRY_RUN=true un
 budget-alert: $(STAMP) ## post a realistic budget notification to the local guard (RATIO=1.2)
 	$(BIN)/python infra/budget_guard/send_alert.py --ratio $(RATIO)
 
-test: $(STAMP) ## run the tests
+test: $(STAMP) ## lint, then run the tests
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff
-	$(BIN)/ruff check trainer launcher serving tests infra
+lint: $(STAMP) ## ruff only
+	$(BIN)/ruff check .
 
 clean: ## remove the venv and build outputs (keeps runs/)
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
