@@ -186,8 +186,9 @@ def _check_base_resumable(prep: Prepared, log: Log) -> tuple[dict, bool]:
         log(f"base-model check: reusing the interrupted run's result ({result['execution_accuracy']:.1%} execution accuracy)")
         return result, result["execution_accuracy"] >= prep.cfg.eval.target_accuracy
     result, good = check_base(prep, log)
-    store.write_note(_BASE_CHECK_NOTE, json.dumps({"key": key, "result": result.to_dict()}))
-    return result.to_dict(), good
+    checked = result.to_dict()
+    store.write_note(_BASE_CHECK_NOTE, json.dumps({"key": key, "result": checked}))
+    return checked, good
 
 
 def _base_check_once(prep: Prepared, log: Log, acc) -> tuple[dict, bool]:
