@@ -14,10 +14,16 @@ from launcher.stack import StackOutputs
 from trainer import catalog
 
 TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+WAITING = {"JOB_STATE_QUEUED", "JOB_STATE_PENDING"}  # created, not running yet: waiting for machines (or quota)
+QUEUE_NOTE_EVERY_S = 600
 
 
 class LaunchError(RuntimeError):
     pass
+
+
+class QueuedTooLong(LaunchError):
+    """The job waited for machines longer than the launcher was told to follow it."""
 
 
 @dataclass
@@ -32,6 +38,12 @@ class LaunchOptions:
     expected_hours: float | None = None  # None: from the last comparable run's report, else 1.0
     max_cost_usd: float = 25.0
     yes: bool = False  # launch even above max_cost_usd
+    max_queued_minutes: float = 60.0  # a job still waiting for machines after this is cancelled (it waits for quota)
+
+
+def job_labels(opts: LaunchOptions, stack_labels: dict[str, str]) -> dict[str, str]:
+    """The stack's labels (the budget guard selects the kit's jobs by them) plus the run id."""
+    return {**stack_labels, "run-id": opts.run_id.lower()[:63]}
 
 
 def worker_pool_specs(opts: LaunchOptions, package_uri: str, hf_secret: str | None) -> list[dict]:
@@ -62,11 +74,14 @@ def worker_pool_specs(opts: LaunchOptions, package_uri: str, hf_secret: str | No
 
 def custom_job_body(opts: LaunchOptions, stack: StackOutputs, package_uri: str) -> dict:
     """The CreateCustomJob request body (REST JSON). DRY_RUN prints exactly this."""
-    labels = {**catalog.labels(), "run-id": opts.run_id.lower()}
+    labels = job_labels(opts, stack.labels)
     scheduling = {"timeout": f"{int(opts.timeout_hours * 3600)}s"}
     if opts.spot:
-        # Spot VMs can be reclaimed; restart on the same job and resume from AIP_CHECKPOINT_DIR.
-        scheduling |= {"strategy": "SPOT", "restartJobOnWorkerRestart": True}
+        scheduling["strategy"] = "SPOT"
+    if opts.spot or opts.replicas > 1:
+        # A reclaimed Spot VM, or one failed worker of several, restarts the whole job: torchrun's rendezvous needs every
+        # worker to start together, and the run resumes from AIP_CHECKPOINT_DIR. (Vertex's default restarts a worker in place.)
+        scheduling["restartJobOnWorkerRestart"] = True
     return {
         "displayName": f"llmops-train-{opts.run_id}",
         "labels": labels,
@@ -145,21 +160,40 @@ def submit(body: dict, stack: StackOutputs, api_endpoint: str | None = None, cre
 
 
 def follow(job_name: str, machine_type: str, replicas: int, get_state: Callable[[str], dict], poll_s: float = 30.0,
-           log: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep) -> dict:
-    """Print state changes with timestamps and the cost so far until the job ends; returns the final job JSON."""
-    started = time.monotonic()
-    last = None
+           log: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep, *, max_queued_s: float = 3600.0,
+           clock: Callable[[], float] = time.monotonic, region: str = "") -> dict:
+    """Print state changes with timestamps and the cost so far until the job ends; returns the final job JSON.
+
+    A job that keeps waiting for machines is usually waiting for GPU quota that will not come: say so every
+    QUEUE_NOTE_EVERY_S, and raise QueuedTooLong after max_queued_s (the caller cancels it).
+    """
+    started = clock()
+    last, running_since, noted = None, None, 0.0
+    m = catalog.machine(machine_type)
     while True:
         job = get_state(job_name)
         state = job.get("state", "JOB_STATE_UNSPECIFIED")
+        now = clock()
         if state != last:
-            elapsed = time.monotonic() - started
-            cost = catalog.cost_usd(machine_type, elapsed * replicas)
+            if state == "JOB_STATE_RUNNING":
+                running_since = now
+            billed = 0.0 if running_since is None else now - running_since
             log(f"{datetime.now(timezone.utc):%H:%M:%S} {state.removeprefix('JOB_STATE_').lower()} "
-                f"(elapsed {elapsed / 60:.1f} min, about ${cost:.2f})")
+                f"(elapsed {(now - started) / 60:.1f} min, about ${catalog.cost_usd(machine_type, billed * replicas):.2f} so far)")
             last = state
         if state in TERMINAL:
             return job
+        if state in WAITING:
+            waited = now - started
+            if waited >= max_queued_s:
+                raise QueuedTooLong(f"the job waited {waited / 60:.0f} min for {replicas}x {m.name}"
+                                    + (f" ({m.accelerator_count}x {m.accelerator_type} each)" if m.accelerator_type else "")
+                                    + f"{' in ' + region if region else ''} without starting")
+            if waited - noted >= QUEUE_NOTE_EVERY_S:
+                noted = waited
+                log(f"  still {state.removeprefix('JOB_STATE_').lower()} after {waited / 60:.0f} min: Vertex is waiting for machines. "
+                    "If it never starts, the project may lack GPU quota for custom training in this region "
+                    "(custom_model_training_nvidia_l4_gpus); `make doctor` checks it.")
         sleep(poll_s)
 
 

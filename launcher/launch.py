@@ -9,6 +9,7 @@ from pathlib import Path
 from launcher import job as jobs
 from launcher.package import build_wheel, package_uri, upload_package
 from launcher.stack import StackOutputs
+from trainer import layout
 
 
 def _job_client(stack: StackOutputs, api_endpoint: str | None, credentials):
@@ -23,7 +24,7 @@ def _job_client(stack: StackOutputs, api_endpoint: str | None, credentials):
 
 def launch(opts: jobs.LaunchOptions, stack: StackOutputs, dry_run: bool = False, follow: bool = True, *,
            api_endpoint: str | None = None, credentials=None, poll_s: float = 30.0, runs_dir: Path = Path("runs"),
-           log: Callable[[str], None] = print, sleep=None) -> dict:
+           log: Callable[[str], None] = print, sleep=None, clock=None) -> dict:
     """Returns {"request": body, "job": name, "state": ..., "report": {...}} as far as it got."""
     estimate = jobs.estimate_cost(opts, runs_dir)
     log(estimate.line())
@@ -47,31 +48,44 @@ def launch(opts: jobs.LaunchOptions, stack: StackOutputs, dry_run: bool = False,
         return {"state": j.state.name, "error": j.error.message}
 
     try:
-        final = jobs.follow(name, opts.machine_type, opts.replicas, get_state, poll_s, log, **({"sleep": sleep} if sleep else {}))
+        final = jobs.follow(name, opts.machine_type, opts.replicas, get_state, poll_s, log, **({"sleep": sleep} if sleep else {}),
+                            max_queued_s=opts.max_queued_minutes * 60, region=stack.region, **({"clock": clock} if clock else {}))
     except KeyboardInterrupt:
         log(f"\nstopped following; the job keeps running. Cancel it with: make cancel JOB={name}")
+        return result
+    except jobs.QueuedTooLong as e:
+        client.cancel_custom_job(name=name)
+        log(f"{e}: cancelled it, so it cannot start unwatched later. The project probably has no GPU quota for it: "
+            f"`make doctor` checks custom_model_training_nvidia_l4_gpus in {stack.region}; request quota, or try another region "
+            "or machine (MACHINE=...), or wait longer (--max-queued-minutes).")
+        result["state"] = "QUEUED_TOO_LONG"
         return result
     result["state"] = final["state"]
     if final["state"] != "JOB_STATE_SUCCEEDED":
         log(f"job ended {final['state']}: {final.get('error') or 'no error message'}\n  logs: {jobs.console_url(name)}")
         return result
-    report_uri = f"{body['jobSpec']['baseOutputDirectory']['outputUriPrefix']}/model/report.json"
-    result["report"] = _download_report(report_uri, runs_dir / opts.run_id, log)
+    run_uri = layout.vertex_run_dir(stack.models_bucket, opts.run_id)
+    result["report"] = fetch_report(run_uri, runs_dir / opts.run_id, log)
+    if result["report"] and result["report"].get("status") == "succeeded":
+        layout.point_latest(runs_dir, opts.run_id)  # runs/latest: the newest run with a model, wherever it ran
     return result
 
 
-def _download_report(uri: str, dest: Path, log) -> dict | None:
+def fetch_report(run_uri: str, dest: Path, log) -> dict | None:
+    """Copy a remote run's report files into runs/<run-id>/ (the model stays in the bucket; report.json says where)."""
     from trainer import storage
 
-    try:
-        local = storage.download_file(uri, dest)
-    except storage.StorageError as e:
-        log(f"job succeeded but its report could not be read: {e}")
-        return None
-    report = json.loads(local.read_text(encoding="utf-8"))
-    tuned = report.get("tuned_eval", {}).get("execution_accuracy")
-    log(f"summary: {report['status']}, tuned execution accuracy {tuned if tuned is None else f'{tuned:.1%}'}, "
-        f"wall {report['wall_seconds'] / 60:.1f} min, cost ${report['cost']['usd']:.2f}")
+    for name in layout.REPORT_FILES:
+        try:
+            storage.download_to(layout.join(run_uri, name), dest / name)
+        except storage.StorageError as e:
+            if name == layout.REPORT_JSON:
+                log(f"job succeeded but its report could not be read: {e}")
+                return None
+    report = json.loads((dest / layout.REPORT_JSON).read_text(encoding="utf-8"))
+    tuned = (report.get("tuned_eval") or {}).get("execution_accuracy")
+    log(f"summary: {report['status']}, tuned execution accuracy {'n/a' if tuned is None else f'{tuned:.1%}'}, "
+        f"wall {report['wall_seconds'] / 60:.1f} min, cost ${report['cost']['usd']:.2f}; report in {dest}")
     return report
 
 

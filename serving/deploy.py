@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher.stack import StackOutputs
-from trainer import catalog
+from trainer import catalog, layout
 
 MODEL_DISPLAY_NAME = "llmops-kit-text-to-sql"
 
@@ -41,22 +41,37 @@ def _label_accuracy(labels: dict) -> float | None:
     return float(raw.replace("-", ".", 1)) if raw else None
 
 
-def read_run(run_dir: Path) -> tuple[str, float]:
-    path = run_dir / "report.json"
+@dataclass(frozen=True)
+class RunToDeploy:
+    run_id: str
+    accuracy: float
+    output_uri: str  # where the run folder is: a local dir, or gs://.../runs/<id>/model for a Vertex run
+
+
+def read_run(run_dir: Path) -> RunToDeploy:
+    path = run_dir / layout.REPORT_JSON
     if not path.is_file():
-        raise DeployError(f"{path} not found: train a model first (make train)")
+        raise DeployError(f"{path} not found: train a model first (make train, or make train BACKEND=vertex)")
     report = json.loads(path.read_text(encoding="utf-8"))
     acc = (report.get("tuned_eval") or {}).get("execution_accuracy")
     if report.get("status") != "succeeded" or acc is None:
         raise DeployError(f"run {report.get('run_id')} has status {report.get('status')!r}: nothing to deploy")
-    return report["run_id"], float(acc)
+    return RunToDeploy(report["run_id"], float(acc), report.get("output_uri") or str(run_dir))
+
+
+def artifact_uri(run: RunToDeploy, stack: StackOutputs) -> str:
+    """The merged model in the models bucket: where a Vertex run wrote it, or where a local run's copy goes."""
+    if run.output_uri.startswith("gs://"):
+        return layout.join(run.output_uri, layout.MERGED)
+    return layout.join(layout.vertex_run_dir(stack.models_bucket, run.run_id), layout.MERGED)
 
 
 def plan(opts: DeployOptions, stack: StackOutputs, current_accuracy: float | None) -> dict:
     """The upload and deploy requests, after the accuracy gates."""
     if not stack.endpoint_id or not stack.registry_url:
         raise DeployError("the stack outputs lack endpoint_id / registry_url: run `pulumi up` and export them again")
-    run_id, acc = read_run(opts.run_dir)
+    run = read_run(opts.run_dir)
+    run_id, acc = run.run_id, run.accuracy
     if acc < opts.accuracy_gate:
         raise DeployError(f"run {run_id}: execution accuracy {acc:.1%} is below the {opts.accuracy_gate:.0%} gate; not deploying")
     if current_accuracy is not None and acc < current_accuracy and not opts.force:
@@ -65,10 +80,10 @@ def plan(opts: DeployOptions, stack: StackOutputs, current_accuracy: float | Non
     return {
         "upload": {
             "display_name": MODEL_DISPLAY_NAME,
-            "artifact_uri": f"gs://{stack.models_bucket}/runs/{run_id}/model/merged",
+            "artifact_uri": artifact_uri(run, stack),
             "serving_container_image_uri": f"{stack.registry_url}/llmops-serving:{opts.image_tag}",
             "serving_container_ports": [8080],
-            "labels": {**catalog.labels(), "run-id": run_id.lower(), "eval-accuracy": _accuracy_label(acc)},
+            "labels": {**stack.labels, "run-id": run_id.lower(), "eval-accuracy": _accuracy_label(acc)},
         },
         "deploy": {
             "endpoint": f"projects/{stack.project}/locations/{stack.region}/endpoints/{stack.endpoint_id}",
@@ -117,7 +132,7 @@ def _ensure_artifact(run_dir: Path, uri: str, log) -> None:
 
     if storage.list_names(uri):
         return
-    merged = run_dir / "merged"
+    merged = run_dir / layout.MERGED
     if not (merged / "config.json").is_file():
         raise DeployError(f"no model at {uri} and no {merged} to upload")
     storage.upload_dir(merged, uri)
@@ -125,9 +140,10 @@ def _ensure_artifact(run_dir: Path, uri: str, log) -> None:
 
 
 def _deployed_accuracy(deployed) -> float | None:
+    """The accuracy label of the model version that is deployed (not the model's default version)."""
     from google.cloud import aiplatform
 
     try:
-        return _label_accuracy(dict(aiplatform.Model(deployed.model).labels))
+        return _label_accuracy(dict(aiplatform.Model(deployed.model, version=deployed.model_version_id or None).labels))
     except Exception:  # a model we did not upload: no label to compare against
         return None

@@ -8,7 +8,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytest_plugins = ["tests.standins.gcs", "tests.standins.vertex", "tests.standins.webhook"]
+pytest_plugins = ["tests.standins.gcs", "tests.standins.vertex", "tests.standins.secretmanager", "tests.standins.webhook"]
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from tests.standins.gcs import free_port
 GUARD_DIR = Path(__file__).resolve().parents[1] / "infra" / "budget_guard"
 P = "projects/test-project/locations/us-central1"
 KIT = {"app": "llmops-kit", "stack": "dev"}
+TEMPLATE = "llmops-dev"  # the kit's runtime template ID (infra/kit_infra/runtime.py template_id)
 
 
 class Guard:
@@ -75,21 +76,33 @@ class Guard:
         self._log.close()
 
 
+def _runtime(rid: str, template: str, state: str) -> dict:
+    return {"name": f"{P}/notebookRuntimes/{rid}", "displayName": rid, "runtimeState": state,
+            "notebookRuntimeTemplateRef": {"notebookRuntimeTemplate": f"{P}/notebookRuntimeTemplates/{template}"}}
+
+
 @pytest.fixture
 def kit_resources(vertex_standin):
-    """Two labelled endpoints' models, jobs and runtimes beside unlabelled ones that must stay untouched."""
+    """The kit's endpoint models, jobs and runtimes beside others' that must stay untouched."""
     v = vertex_standin
-    v.add("endpoints", {"name": f"{P}/endpoints/1", "labels": KIT, "deployedModels": [{"id": "m1"}, {"id": "m2"}],
+    v.add("endpoints", {"name": f"{P}/endpoints/1", "displayName": "kit", "labels": KIT,
+                        "deployedModels": [{"id": "m1", "model": f"{P}/models/1"}, {"id": "m2", "model": f"{P}/models/1"}],
                         "trafficSplit": {"m1": 50, "m2": 50}})
-    v.add("endpoints", {"name": f"{P}/endpoints/9", "labels": {"app": "other"}, "deployedModels": [{"id": "x1"}]})
-    v.add("customJobs", {"name": f"{P}/customJobs/10", "labels": KIT, "state": "JOB_STATE_RUNNING"})
-    v.add("customJobs", {"name": f"{P}/customJobs/11", "labels": KIT, "state": "JOB_STATE_PENDING"})
-    v.add("customJobs", {"name": f"{P}/customJobs/12", "labels": KIT, "state": "JOB_STATE_SUCCEEDED"})
-    v.add("customJobs", {"name": f"{P}/customJobs/99", "labels": {}, "state": "JOB_STATE_RUNNING"})
-    v.add("notebookRuntimes", {"name": f"{P}/notebookRuntimes/r1", "labels": KIT, "runtimeState": "RUNNING"})
-    v.add("notebookRuntimes", {"name": f"{P}/notebookRuntimes/r2", "labels": KIT, "runtimeState": "STOPPED"})
-    v.add("notebookRuntimes", {"name": f"{P}/notebookRuntimes/r9", "labels": {"app": "someone-else"}, "runtimeState": "RUNNING"})
+    v.add("endpoints", {"name": f"{P}/endpoints/9", "displayName": "other", "labels": {"app": "other"},
+                        "deployedModels": [{"id": "x1", "model": f"{P}/models/9"}], "trafficSplit": {"x1": 100}})
+    v.add("endpoints", {"name": f"{P}/endpoints/8", "displayName": "other-stack", "labels": {**KIT, "stack": "prod"},
+                        "deployedModels": [{"id": "p1", "model": f"{P}/models/8"}], "trafficSplit": {"p1": 100}})
+    for jid, labels, state in ((10, KIT, "JOB_STATE_RUNNING"), (11, KIT, "JOB_STATE_PENDING"), (12, KIT, "JOB_STATE_SUCCEEDED"),
+                               (99, {}, "JOB_STATE_RUNNING"), (98, {"app": "llmops-kit"}, "JOB_STATE_RUNNING")):
+        v.add("customJobs", {"name": f"{P}/customJobs/{jid}", "displayName": f"j{jid}", "labels": labels, "state": state})
+    v.add("notebookRuntimes", _runtime("r1", TEMPLATE, "RUNNING"))
+    v.add("notebookRuntimes", _runtime("r2", TEMPLATE, "STOPPED"))
+    v.add("notebookRuntimes", _runtime("r9", "someone-elses-template", "RUNNING"))
     return v
+
+
+def _mutations(v) -> list:
+    return [r for r in v.requests if r.method == "POST" and r.error is None]
 
 
 @pytest.fixture
@@ -100,7 +113,8 @@ def start_guard(gcs, gcs_server, vertex_standin, webhook, tmp_path):
     def start(**env) -> Guard:
         base = {"PROJECT_ID": "test-project", "REGION": "us-central1", "STATE_BUCKET": "staging", "DRY_RUN": "false",
                 "VERTEX_API_ENDPOINT": vertex_standin.url, "STORAGE_EMULATOR_HOST": f"http://{gcs_server}",
-                "WEBHOOK_URL": webhook.url, "BUDGET_CURRENCY": "USD"}
+                "WEBHOOK_URL": webhook.url, "BUDGET_CURRENCY": "USD", "LABEL_SELECTOR": "app=llmops-kit,stack=dev",
+                "RUNTIME_TEMPLATE": TEMPLATE, "ACTION_TIMEOUT_S": "10"}
         g = Guard({**base, **env}, tmp_path / f"guard{len(guards)}.log")
         guards.append(g)
         return g
@@ -124,7 +138,7 @@ def test_below_threshold_only_logs_the_ratio(start_guard, kit_resources, webhook
     status = _warnings(guard, "budget_status")
     assert status and status[-1]["ratio"] == 0.2
     assert not _warnings(guard, "budget_threshold") and webhook.posts == []
-    assert [r for r in kit_resources.requests if r.method == "POST"] == []
+    assert _mutations(kit_resources) == []
 
 
 def test_each_notify_threshold_once_per_period(start_guard, kit_resources, webhook, gcs):
@@ -137,20 +151,28 @@ def test_each_notify_threshold_once_per_period(start_guard, kit_resources, webho
     assert [e["threshold"] for e in _warnings(guard, "budget_threshold")] == [0.5, 0.9]
     assert len(webhook.posts) == 2 and "95%" in webhook.posts[1]["text"]
     assert _state(gcs)["notified"] == [0.5, 0.9]
-    assert [r for r in kit_resources.requests if r.method == "POST"] == [], "no enforcement below 100%"
+    assert _mutations(kit_resources) == [], "no enforcement below 100%"
 
 
-def test_enforce_stops_only_the_kits_labelled_resources(start_guard, kit_resources):
+def test_enforce_stops_only_the_kits_resources(start_guard, kit_resources):
     guard = start_guard()
     assert guard.alert(cost=120.0, alert=1.0) == 200
-    assert kit_resources.calls("undeployModel") == [f"{P}/endpoints/1", f"{P}/endpoints/1"]
-    bodies = [r.body for r in kit_resources.requests if r.path.endswith(":undeployModel")]
+    v = kit_resources
+    assert v.targets("endpoints.undeployModel") == [f"{P}/endpoints/1", f"{P}/endpoints/1"]
+    bodies = [r.body for r in v.calls("endpoints.undeployModel")]
     assert [b["deployedModelId"] for b in bodies] == ["m1", "m2"]
     assert bodies[0].get("trafficSplit") == {"m2": 100} and not bodies[1].get("trafficSplit")
-    assert kit_resources.calls("cancel") == [f"{P}/customJobs/10", f"{P}/customJobs/11"]
-    assert kit_resources.calls("stop") == [f"{P}/notebookRuntimes/r1"]
-    lists = [r for r in kit_resources.requests if r.method == "GET"]
-    assert all(r.query["filter"] == ['labels.app="llmops-kit"'] for r in lists)
+    assert "deployedModels" not in v.find(f"{P}/endpoints/1"), "both undeploys finished: each was awaited"
+    assert v.targets("customJobs.cancel") == [f"{P}/customJobs/10", f"{P}/customJobs/11"]
+    assert {v.find(f"{P}/customJobs/{j}")["state"] for j in (10, 11)} == {"JOB_STATE_CANCELLED"}
+    assert v.targets("notebookRuntimes.stop") == [f"{P}/notebookRuntimes/r1"]
+    assert v.find(f"{P}/notebookRuntimes/r1")["runtimeState"] == "STOPPED" and v.find(f"{P}/notebookRuntimes/r9")["runtimeState"] == "RUNNING"
+    label_filter = 'labels.app="llmops-kit" AND labels.stack="dev"'
+    assert [r.query["filter"] for r in v.calls("endpoints.list")] == [[label_filter]]
+    assert [r.query["filter"] for r in v.calls("customJobs.list")] == [[label_filter]]
+    assert [r.query["filter"] for r in v.calls("notebookRuntimes.list")] == [[f'notebookRuntimeTemplate="{TEMPLATE}" AND runtimeState=RUNNING']]
+    assert v.refused() == [], "every request the guard sent is one Vertex accepts"
+    assert not [e for e in guard.logs() if e["severity"] == "ERROR"]
     actions = [e for e in guard.logs() if e.get("action")]
     assert {e["resource"] for e in actions} == {f"{P}/endpoints/1/deployedModels/m1", f"{P}/endpoints/1/deployedModels/m2",
                                                 f"{P}/customJobs/10", f"{P}/customJobs/11", f"{P}/notebookRuntimes/r1"}
@@ -164,25 +186,27 @@ def test_duplicate_and_repeated_messages_do_not_repeat_work(start_guard, kit_res
     assert guard.post(headers, body) == 200
     assert guard.post(headers, body) == 200  # Pub/Sub redelivery of the same message
     assert guard.alert(cost=130.0, alert=1.0) == 200  # later messages over the threshold
-    assert len(kit_resources.calls("cancel")) == 2 and len(kit_resources.calls("stop")) == 1
+    assert len(kit_resources.calls("customJobs.cancel")) == 2 and len(kit_resources.calls("notebookRuntimes.stop")) == 1
     assert len(webhook.posts) == 2  # 50% and 90%, once each
 
 
 def test_forecast_only_enforces_when_configured(start_guard, kit_resources):
     guard = start_guard()
     assert guard.alert(cost=40.0, forecast=1.0) == 200
-    assert kit_resources.calls("cancel") == []
+    assert kit_resources.calls("customJobs.cancel") == []
     guard.stop()
     guard = start_guard(ENFORCE_ON_FORECAST="true")
     assert guard.alert(cost=40.0, forecast=1.0) == 200
-    assert len(kit_resources.calls("cancel")) == 2
+    assert len(kit_resources.calls("customJobs.cancel")) == 2
 
 
 def test_new_period_resets_the_state(start_guard, kit_resources, webhook, gcs):
     guard = start_guard()
     assert guard.alert(cost=120.0, alert=1.0) == 200
+    for jid in (10, 11):  # the kit's jobs run again next month
+        kit_resources.set_job_state(f"{P}/customJobs/{jid}", "JOB_STATE_RUNNING")
     assert guard.alert(cost=120.0, alert=1.0, period="2026-12-01T08:00:00Z") == 200
-    assert len(kit_resources.calls("cancel")) == 4, "enforced again in the new period"
+    assert len(kit_resources.calls("customJobs.cancel")) == 4, "enforced again in the new period"
     assert len(webhook.posts) == 4
     assert _state(gcs)["period"] == "2026-12-01T08:00:00Z"
 
@@ -204,28 +228,29 @@ def test_bad_messages_are_logged_and_acknowledged(start_guard, kit_resources, ma
     assert guard.post(*make()) == 200, "acknowledged, so Pub/Sub does not redeliver it forever"
     errors = [e for e in guard.logs() if e["severity"] == "ERROR"]
     assert any(reason in e["message"] for e in errors), errors
-    assert [r for r in kit_resources.requests if r.method == "POST"] == []
+    assert _mutations(kit_resources) == []
 
 
 def test_one_failing_action_does_not_stop_the_others_and_is_retried(start_guard, kit_resources, gcs):
-    kit_resources.fail.add("customJobs/10:cancel")
+    v = kit_resources
+    v.fail.add("customJobs/10:cancel")
     guard = start_guard()
     assert guard.alert(cost=120.0, alert=1.0) == 200
-    assert len(kit_resources.calls("undeployModel")) == 2 and kit_resources.calls("stop") == [f"{P}/notebookRuntimes/r1"]
-    assert f"{P}/customJobs/11" in kit_resources.calls("cancel")
+    assert len(v.calls("endpoints.undeployModel")) == 2 and v.targets("notebookRuntimes.stop") == [f"{P}/notebookRuntimes/r1"]
+    assert f"{P}/customJobs/11" in v.targets("customJobs.cancel")
     state = _state(gcs)
     assert state["enforced"] is False and any("customJobs/10" in f for f in state["last_failures"])
     assert any(e["severity"] == "ERROR" and "customJobs/10" in e["message"] for e in guard.logs())
-    kit_resources.fail.clear()
+    v.fail.clear()
     assert guard.alert(cost=125.0, alert=1.0) == 200  # the next message retries
-    assert kit_resources.calls("cancel").count(f"{P}/customJobs/10") == 2
+    assert v.targets("customJobs.cancel") == [f"{P}/customJobs/11", f"{P}/customJobs/10"]
     assert _state(gcs)["enforced"] is True
 
 
 def test_dry_run_logs_and_does_nothing(start_guard, kit_resources):
     guard = start_guard(DRY_RUN="true")
     assert guard.alert(cost=150.0, alert=1.0) == 200
-    assert [r for r in kit_resources.requests if r.method == "POST"] == []
+    assert _mutations(kit_resources) == []
     would = [e for e in guard.logs() if e["message"].startswith("dry run: would")]
     assert {e["action"] for e in would} == {"undeploy", "cancel", "stop"} and len(would) == 5
 
@@ -243,8 +268,8 @@ def test_concurrent_instances_do_not_double_act(start_guard, kit_resources, webh
     for t in threads:
         t.join()
     assert codes == [200, 200]
-    assert sorted(kit_resources.calls("cancel")) == [f"{P}/customJobs/10", f"{P}/customJobs/11"]
-    assert kit_resources.calls("stop") == [f"{P}/notebookRuntimes/r1"]
+    assert sorted(kit_resources.targets("customJobs.cancel")) == [f"{P}/customJobs/10", f"{P}/customJobs/11"]
+    assert kit_resources.targets("notebookRuntimes.stop") == [f"{P}/notebookRuntimes/r1"]
     assert len(webhook.posts) == 2
 
 
@@ -287,5 +312,60 @@ def test_make_budget_alert_against_a_local_guard(start_guard, kit_resources, tmp
     assert send_alert.main(["--ratio", "1.2", "--url", f"http://127.0.0.1:{guard.port}/"]) == 0
     assert "HTTP 200" in capsys.readouterr().out
     assert json.loads((tmp_path / "state.json").read_text())["state"]["dry_run_enforced"] is True
-    assert [r for r in kit_resources.requests if r.method == "POST"] == []
+    assert _mutations(kit_resources) == []
     assert len([e for e in guard.logs() if e["message"].startswith("dry run: would")]) == 5
+
+
+def test_jobs_the_launcher_submits_are_the_jobs_the_guard_cancels(start_guard, vertex_standin):
+    """The seam: the labels `make train BACKEND=vertex` puts on a CustomJob select it for the guard."""
+    from launcher.job import LaunchOptions, job_labels
+
+    labels = job_labels(LaunchOptions(run_id="R7"), {"app": "llmops-kit", "stack": "dev"})
+    vertex_standin.add("customJobs", {"name": f"{P}/customJobs/70", "displayName": "j", "labels": labels, "state": "JOB_STATE_RUNNING"})
+    guard = start_guard()
+    assert guard.alert(cost=130.0, alert=1.0) == 200
+    assert vertex_standin.targets("customJobs.cancel") == [f"{P}/customJobs/70"]
+
+
+def test_slow_operations_are_awaited_one_at_a_time(start_guard, kit_resources):
+    """Undeploys answer operations that take several polls: the guard waits for each before the next on the endpoint."""
+    kit_resources.op_polls = 3
+    guard = start_guard()
+    assert guard.alert(cost=120.0, alert=1.0) == 200
+    assert kit_resources.refused() == [], "no second mutation while one was running"
+    assert "deployedModels" not in kit_resources.find(f"{P}/endpoints/1")
+    assert kit_resources.find(f"{P}/notebookRuntimes/r1")["runtimeState"] == "STOPPED"
+
+
+def test_an_operation_that_fails_is_not_recorded_as_done(start_guard, kit_resources, gcs):
+    kit_resources.op_polls = 2
+    kit_resources.fail.add("notebookRuntimes/r1/operations/")  # polling the stop answers 500
+    guard = start_guard()
+    assert guard.alert(cost=120.0, alert=1.0) == 200
+    state = _state(gcs)
+    assert state["enforced"] is False and any("notebookRuntimes/r1" in f for f in state["last_failures"])
+    kit_resources.fail.clear()
+    kit_resources.complete_all()
+    assert guard.alert(cost=121.0, alert=1.0) == 200
+    assert _state(gcs)["enforced"] is True
+
+
+def test_without_credentials_the_actions_fail_clearly_and_are_retried(start_guard, kit_resources, gcs, tmp_path):
+    """`make budget-guard` without `gcloud auth application-default login`: a clear failure, never a 500."""
+    guard = start_guard(VERTEX_API_ENDPOINT="", GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "none.json"),
+                        GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9")
+    assert guard.alert(cost=120.0, alert=1.0) == 200
+    errors = [e["message"] for e in guard.logs() if e["severity"] == "ERROR"]
+    assert any("no Google credentials" in m for m in errors), errors
+    state = _state(gcs)
+    assert state["enforced"] is False and len(state["last_failures"]) == 3 and state["lease_until"] == 0
+    assert guard.alert(cost=121.0, alert=1.0) == 200  # retried: a later message tries again
+    assert sum("no Google credentials" in e["message"] for e in guard.logs() if e["severity"] == "ERROR") >= 2
+
+
+def test_misconfigured_guard_says_which_setting(start_guard, kit_resources):
+    guard = start_guard(LABEL_SELECTOR="", DRY_RUN="maybe")
+    assert guard.alert(cost=120.0, alert=1.0) == 200
+    errors = " ".join(e["message"] for e in guard.logs() if e["severity"] == "ERROR")
+    assert "LABEL_SELECTOR" in errors and "DRY_RUN" in errors
+    assert _mutations(kit_resources) == []

@@ -13,13 +13,15 @@ from serving.deploy import DeployError, DeployOptions, deploy
 P = "projects/acme-ml/locations/us-central1"
 STACK = StackOutputs(project="acme-ml", region="us-central1", staging_bucket="acme-staging", models_bucket="acme-models",
                      trainer_service_account="t@x", serving_service_account="llmops-dev-serving@acme-ml.iam.gserviceaccount.com",
-                     endpoint_id="123", registry_url="us-central1-docker.pkg.dev/acme-ml/llmops-dev")
+                     endpoint_id="123", registry_url="us-central1-docker.pkg.dev/acme-ml/llmops-dev", stack="dev",
+                     labels={"app": "llmops-kit", "stack": "dev"})
 
 
 @pytest.fixture
 def endpoint_with_old_model(vertex_standin):
     vertex_standin.add("endpoints", {"name": f"{P}/endpoints/123", "displayName": "llmops-kit-dev",
-                                     "deployedModels": [{"id": "old1", "model": f"{P}/models/9"}], "trafficSplit": {"old1": 100}})
+                                     "deployedModels": [{"id": "old1", "model": f"{P}/models/9", "modelVersionId": "1"}],
+                                     "trafficSplit": {"old1": 100}})
     vertex_standin.add("models", {"name": f"{P}/models/9", "displayName": "llmops-kit-text-to-sql", "versionId": "1",
                                   "labels": {"app": "llmops-kit", "eval-accuracy": "0-7500"}})
     return vertex_standin
@@ -31,11 +33,14 @@ def models_bucket(gcs):
     return gcs.bucket("acme-models")
 
 
-def _run(tmp_path, accuracy: float, status: str = "succeeded"):
+def _run(tmp_path, accuracy: float, status: str = "succeeded", output_uri: str | None = None):
     run = tmp_path / "run"
-    (run / "merged").mkdir(parents=True, exist_ok=True)
-    (run / "merged" / "config.json").write_text("{}")  # a local run's merged model (contents don't matter to Vertex here)
-    (run / "report.json").write_text(json.dumps({"run_id": "R42", "status": status, "tuned_eval": {"execution_accuracy": accuracy}}))
+    if output_uri is None:
+        (run / "merged").mkdir(parents=True, exist_ok=True)
+        (run / "merged" / "config.json").write_text("{}")  # a local run's merged model (contents don't matter to Vertex here)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "report.json").write_text(json.dumps({"run_id": "R42", "status": status, "tuned_eval": {"execution_accuracy": accuracy},
+                                                 "output_uri": output_uri or str(run)}))
     return run
 
 
@@ -44,7 +49,7 @@ def _deploy(standin, run, **kw):
 
 
 def _posts(standin):
-    return [(r.path.rsplit(":", 1)[-1], r.body) for r in standin.requests if r.method == "POST"]
+    return [(r.path.rsplit(":", 1)[-1], r.body) for r in standin.requests if r.method == "POST" and r.error is None]
 
 
 def test_upload_new_version_deploy_then_undeploy_the_old_one(endpoint_with_old_model, tmp_path, models_bucket):
@@ -52,6 +57,7 @@ def test_upload_new_version_deploy_then_undeploy_the_old_one(endpoint_with_old_m
     _deploy(v, _run(tmp_path, 0.82))
     assert "runs/R42/model/merged/config.json" in {b.name for b in models_bucket.list_blobs()}, "a local run's model is uploaded first"
     posts = _posts(v)
+    assert v.refused() == []
     assert [verb for verb, _ in posts] == ["upload", "deployModel", "undeployModel"], "old version goes only after the new one is up"
     upload = posts[0][1]
     assert upload["parentModel"] == f"{P}/models/9", "a new version of the kit's model, not a new model"
@@ -59,7 +65,7 @@ def test_upload_new_version_deploy_then_undeploy_the_old_one(endpoint_with_old_m
     assert m["displayName"] == "llmops-kit-text-to-sql" and m["artifactUri"] == "gs://acme-models/runs/R42/model/merged"
     assert m["containerSpec"]["imageUri"] == "us-central1-docker.pkg.dev/acme-ml/llmops-dev/llmops-serving:latest"
     assert m["containerSpec"]["ports"] == [{"containerPort": 8080}]
-    assert m["labels"] == {"app": "llmops-kit", "run-id": "r42", "eval-accuracy": "0-8200"}
+    assert m["labels"] == {"app": "llmops-kit", "stack": "dev", "run-id": "r42", "eval-accuracy": "0-8200"}
     dep = posts[1][1]
     res = dep["deployedModel"]["dedicatedResources"]
     assert res["machineSpec"] == {"machineType": "g2-standard-12", "acceleratorType": 11, "acceleratorCount": 1}  # NVIDIA_L4
@@ -98,3 +104,20 @@ def test_dry_run_prints_the_requests(endpoint_with_old_model, tmp_path, capsys):
     assert printed["upload"]["artifact_uri"] == "gs://acme-models/runs/R42/model/merged"
     assert printed["deploy"]["machine_type"] == "g2-standard-12" and printed["deploy"]["traffic_percentage"] == 100
     assert _posts(endpoint_with_old_model) == []
+
+
+def test_compares_against_the_deployed_version_not_the_default_one(endpoint_with_old_model, tmp_path):
+    """Version 1 (75%) is deployed; a later version 2 (95%) was uploaded but never deployed and is the default."""
+    v = endpoint_with_old_model
+    v.add("models", {"name": f"{P}/models/9", "displayName": "llmops-kit-text-to-sql", "versionId": "2",
+                     "labels": {"app": "llmops-kit", "eval-accuracy": "0-9500"}})
+    _deploy(v, _run(tmp_path, 0.80))  # better than what serves (75%), so no --force needed
+    assert [verb for verb, _ in _posts(v)] == ["upload", "deployModel", "undeployModel"]
+
+
+def test_a_vertex_runs_model_is_deployed_from_where_the_job_wrote_it(endpoint_with_old_model, tmp_path, models_bucket):
+    models_bucket.blob("runs/R42/model/merged/config.json").upload_from_string("{}")
+    _deploy(endpoint_with_old_model, _run(tmp_path, 0.9, output_uri="gs://acme-models/runs/R42/model"))
+    upload = _posts(endpoint_with_old_model)[0][1]
+    assert upload["model"]["artifactUri"] == "gs://acme-models/runs/R42/model/merged"
+    assert [b.name for b in models_bucket.list_blobs()] == ["runs/R42/model/merged/config.json"], "nothing uploaded again"

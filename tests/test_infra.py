@@ -33,7 +33,8 @@ def test_runtime_template_is_the_labs_machine_and_shuts_down_when_idle(program):
     mocks, _ = program
     (tpl,) = mocks.of_type("colab/runtimeTemplate:RuntimeTemplate")
     assert tpl.inputs["machineSpec"] == {"machineType": "g2-standard-24", "acceleratorType": "NVIDIA_L4", "acceleratorCount": 2}
-    assert tpl.inputs["dataPersistentDiskSpec"] == {"diskType": "PD_STANDARD", "diskSizeGb": "100"}
+    assert tpl.inputs["dataPersistentDiskSpec"] == {"diskType": "pd-standard", "diskSizeGb": "100"}
+    assert tpl.inputs["name"] == "llmops-dev"
     assert tpl.inputs["idleShutdownConfig"] == {"idleTimeout": "3600s"}
     assert tpl.inputs["eucConfig"] == {"eucDisabled": True}
     assert not mocks.of_type("colab/runtime:Runtime"), "no runtime unless createRuntime is set"
@@ -61,7 +62,7 @@ def test_budget_thresholds_topic_and_channels(program):
     assert [(r["thresholdPercent"], r["spendBasis"]) for r in i["thresholdRules"]] == [
         (0.5, "CURRENT_SPEND"), (0.9, "CURRENT_SPEND"), (1.0, "CURRENT_SPEND"), (1.0, "FORECASTED_SPEND")]
     (topic,) = mocks.of_type("pubsub/topic:Topic")
-    assert i["allUpdatesRule"]["pubsubTopic"] == f"{topic.name}-id" and i["allUpdatesRule"]["schemaVersion"] == "1.0"
+    assert i["allUpdatesRule"]["pubsubTopic"] == "projects/acme-ml/topics/llmops-dev-budget-alerts" and i["allUpdatesRule"]["schemaVersion"] == "1.0"
     emails = sorted(c.inputs["labels"]["email_address"] for c in mocks.of_type("monitoring/notificationChannel:NotificationChannel"))
     assert emails == ["ml-team@example.com", "oncall@example.com"]
     assert len(i["allUpdatesRule"]["monitoringNotificationChannels"]) == 2
@@ -98,6 +99,8 @@ def test_budget_guard_function(program):
     env = fn.inputs["serviceConfig"]["environmentVariables"]
     assert env["NOTIFY_THRESHOLDS"] == "0.5,0.9" and env["ENFORCE_THRESHOLD"] == "1.0" and env["DRY_RUN"] == "true"
     assert env["LABEL_SELECTOR"] == "app=llmops-kit,stack=dev" and env["STATE_BUCKET"] == "acme-ml-llmops-dev-staging"
+    (tpl,) = mocks.of_type("colab/runtimeTemplate:RuntimeTemplate")
+    assert env["RUNTIME_TEMPLATE"] == tpl.inputs["name"], "the guard finds the kit's runtimes by the template it was made from"
     assert fn.inputs["buildConfig"]["entryPoint"] == "on_budget_alert"
     assert fn.inputs["eventTrigger"]["eventType"] == "google.cloud.pubsub.topic.v1.messagePublished"
     (src,) = [o for o in mocks.of_type("storage/bucketObject:BucketObject") if o.inputs["name"].startswith("budget-guard/")]
@@ -117,6 +120,9 @@ def test_endpoint_and_registry_and_outputs(program):
     assert exports["endpoint_id"] == ep.inputs["name"] and exports["endpoint_id"].isdigit()
     for key in ("staging_bucket", "datasets_bucket", "budget_topic", "serving_service_account", "runtime_template"):
         assert exports.get(key), key
+    assert exports["labels"] == {"app": "llmops-kit", "stack": "dev"} and exports["stack"] == "dev"
+    assert exports["hf_token_secret"] == "projects/acme-ml/secrets/llmops-dev-hf-token"
+    assert exports["runtime_template_id"] == "llmops-dev"
 
 
 def test_policies_hold_for_every_resource(program):
@@ -171,6 +177,32 @@ def test_idle_shutdown_can_be_turned_off_only_explicitly():
     raw = {"gcp:project": "acme-ml", "billingAccount": "01D4EE-079462-DFD6EC", "budgetAmount": "200",
            "notificationEmails": ["a@example.com"], "idleShutdownMinutes": 0, "allowNoIdleShutdown": True}
     assert validate(raw, "dev").runtime.idle_shutdown_minutes is None
+
+
+def test_stack_outputs_are_what_the_client_tools_read(program, tmp_path):
+    """`pulumi stack output --json > .cache/stack.json` is the seam between infra and the launcher/deploy."""
+    import json
+
+    from launcher.stack import load_stack
+
+    _, exports = program
+    path = tmp_path / "stack.json"
+    path.write_text(json.dumps(exports))
+    stack = load_stack(path)
+    assert stack.labels == {"app": "llmops-kit", "stack": "dev"} and stack.models_bucket == "acme-ml-llmops-dev-models"
+    assert stack.trainer_service_account == "llmops-dev-trainer@acme-ml.iam.gserviceaccount.com"
+
+
+def test_runtime_template_inputs_follow_the_aiplatform_contract(program):
+    """What the provider passes through to the API is held to the aiplatform v1 discovery document."""
+    from tests.standins import discovery
+
+    mocks, _ = program
+    (tpl,) = mocks.of_type("colab/runtimeTemplate:RuntimeTemplate")
+    disk = tpl.inputs["dataPersistentDiskSpec"]
+    assert disk["diskType"] in discovery.enum_values("aiplatform", "v1", "GoogleCloudAiplatformV1PersistentDiskSpec", "diskType")
+    accelerators = discovery.enum_values("aiplatform", "v1", "GoogleCloudAiplatformV1MachineSpec", "acceleratorType")
+    assert tpl.inputs["machineSpec"]["acceleratorType"] in accelerators
 
 
 @pytest.mark.parametrize(

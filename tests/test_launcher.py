@@ -21,8 +21,8 @@ from launcher.stack import StackError, StackOutputs, load_stack
 from trainer.distributed import torchrun_command
 
 STACK = StackOutputs(project="acme-ml", region="us-central1", staging_bucket="acme-staging", models_bucket="acme-models",
-                     trainer_service_account="llmops-dev-trainer@acme-ml.iam.gserviceaccount.com",
-                     hf_token_secret="projects/acme-ml/secrets/llmops-dev-hf-token")
+                     trainer_service_account="llmops-dev-trainer@acme-ml.iam.gserviceaccount.com", stack="dev",
+                     labels={"app": "llmops-kit", "stack": "dev"}, hf_token_secret="projects/acme-ml/secrets/llmops-dev-hf-token")
 JOBS = "/v1/projects/acme-ml/locations/us-central1/customJobs"
 
 
@@ -96,9 +96,9 @@ def test_request_body_for_the_labs_machine():
     assert pkg["args"] == ["--config", "configs/codellama-7b.yaml", "--set", "output.run_id=r1", "--set", "output.machine_type=g2-standard-24"]
     assert {"name": "HF_TOKEN_SECRET", "value": "projects/acme-ml/secrets/llmops-dev-hf-token/versions/latest"} in pkg["env"]
     assert not any("hf_" in a for a in pkg["args"])
-    assert body["labels"] == {"app": "llmops-kit", "run-id": "r1"}
+    assert body["labels"] == {"app": "llmops-kit", "stack": "dev", "run-id": "r1"}, "the stack's labels: the guard selects by them"
     assert body["jobSpec"]["baseOutputDirectory"] == {"outputUriPrefix": "gs://acme-models/runs/r1"}
-    assert "strategy" not in body["jobSpec"]["scheduling"]
+    assert body["jobSpec"]["scheduling"] == {"timeout": "14400s"}
 
 
 def test_cheaper_machine_spot_and_replicas():
@@ -107,6 +107,13 @@ def test_cheaper_machine_spot_and_replicas():
     assert [p["replicaCount"] for p in pools] == [1, 1]
     assert pools[0]["machineSpec"] == {"machineType": "g2-standard-12", "acceleratorType": "NVIDIA_L4", "acceleratorCount": 1}
     assert body["jobSpec"]["scheduling"]["strategy"] == "SPOT" and body["jobSpec"]["scheduling"]["restartJobOnWorkerRestart"]
+
+
+def test_several_replicas_restart_together_even_on_demand():
+    """One failed worker restarted alone cannot rejoin torchrun's rendezvous: the whole job restarts."""
+    body = jobs.custom_job_body(_opts(replicas=3), STACK, "gs://x/p.whl")
+    assert body["jobSpec"]["scheduling"] == {"timeout": "14400s", "restartJobOnWorkerRestart": True}
+    assert [p["replicaCount"] for p in body["jobSpec"]["workerPoolSpecs"]] == [1, 2]
 
 
 def test_cost_gate_refuses_over_the_cap_and_passes_under():
@@ -133,16 +140,17 @@ def test_missing_stack_file_says_how_to_make_it(tmp_path):
         load_stack(tmp_path / "stack.json")
 
 
-def _submit_and_follow(vertex_standin, gcs, states, capsys, tmp_path, sleep=lambda s: None, **opts):
+def _submit_and_follow(vertex_standin, gcs, states, capsys, tmp_path, sleep=lambda s: None, clock=None, **opts):
     gcs.create_bucket("acme-staging")
     models = gcs.create_bucket("acme-models")
     models.blob("runs/r1/model/report.json").upload_from_string(json.dumps(
         {"run_id": "r1", "status": "succeeded", "wall_seconds": 3000, "tuned_eval": {"execution_accuracy": 0.81},
-         "cost": {"usd": 2.59}}))
-    vertex_standin.responses[f"{JOBS}/1"] = [{"name": "projects/acme-ml/locations/us-central1/customJobs/1", **s} for s in states]
+         "cost": {"usd": 2.59, "machine_type": "g2-standard-24"}, "output_uri": "gs://acme-models/runs/r1/model"}))
+    models.blob("runs/r1/model/report.md").upload_from_string("# Run r1\n")
+    vertex_standin.script_states("projects/acme-ml/locations/us-central1/customJobs/1", states)
     logs = []
     result = launch(_opts(**opts), STACK, api_endpoint=vertex_standin.url, credentials=AnonymousCredentials(), poll_s=0,
-                    runs_dir=tmp_path, log=logs.append, sleep=sleep)
+                    runs_dir=tmp_path, log=logs.append, sleep=sleep, clock=clock)
     return result, logs
 
 
@@ -154,14 +162,14 @@ def test_ctrl_c_stops_following_but_leaves_the_job_running(vertex_standin, gcs, 
     result, logs = _submit_and_follow(vertex_standin, gcs, states, capsys, tmp_path, sleep=interrupted)
     assert result["job"].endswith("/customJobs/1") and "state" not in result
     assert any(f"make cancel JOB={result['job']}" in line and "keeps running" in line for line in logs)
-    assert not [r for r in vertex_standin.requests if r.path.endswith(":cancel")]  # nothing cancelled behind the user's back
+    assert not vertex_standin.calls("customJobs.cancel")  # nothing cancelled behind the user's back
     assert not (tmp_path / "r1").exists()
 
 
 def test_submit_through_the_sdk_and_follow_to_success(vertex_standin, gcs, capsys, tmp_path):
     states = [{"state": "JOB_STATE_PENDING"}, {"state": "JOB_STATE_RUNNING"}, {"state": "JOB_STATE_SUCCEEDED"}]
     result, logs = _submit_and_follow(vertex_standin, gcs, states, capsys, tmp_path, spot=True)
-    (create,) = [r for r in vertex_standin.requests if r.method == "POST" and r.path == JOBS]
+    (create,) = vertex_standin.calls("customJobs.create")
     body = create.body
     (pool,) = body["jobSpec"]["workerPoolSpecs"]
     assert pool["machineSpec"] == {"machineType": "g2-standard-24", "acceleratorType": 11, "acceleratorCount": 2}  # NVIDIA_L4
@@ -170,7 +178,8 @@ def test_submit_through_the_sdk_and_follow_to_success(vertex_standin, gcs, capsy
     assert body["jobSpec"]["serviceAccount"] == STACK.trainer_service_account
     assert body["jobSpec"]["scheduling"]["strategy"] == 4 and body["jobSpec"]["scheduling"]["restartJobOnWorkerRestart"]
     assert body["jobSpec"]["baseOutputDirectory"]["outputUriPrefix"] == "gs://acme-models/runs/r1"
-    assert body["labels"] == {"app": "llmops-kit", "run-id": "r1"}
+    assert body["labels"] == {"app": "llmops-kit", "stack": "dev", "run-id": "r1"}
+    assert vertex_standin.refused() == []
     # what was sent is what DRY_RUN=1 prints, field for field (the wire carries enums as integers)
     capsys.readouterr()
     launch(_opts(spot=True), STACK, dry_run=True, runs_dir=tmp_path, log=lambda m: None)
@@ -179,7 +188,31 @@ def test_submit_through_the_sdk_and_follow_to_success(vertex_standin, gcs, capsy
     assert [line.split()[1] for line in logs if " (elapsed " in line] == ["pending", "running", "succeeded"]
     assert result["state"] == "JOB_STATE_SUCCEEDED" and result["report"]["tuned_eval"]["execution_accuracy"] == 0.81
     assert any(line.startswith("summary: succeeded, tuned execution accuracy 81.0%") for line in logs)
-    assert (tmp_path / "r1").is_dir()
+    # The report lands where `make deploy` and the next cost estimate read it, and runs/latest points at the run.
+    assert json.loads((tmp_path / "r1" / "report.json").read_text())["run_id"] == "r1"
+    assert (tmp_path / "r1" / "report.md").read_text() == "# Run r1\n"
+    assert (tmp_path / "latest").resolve() == (tmp_path / "r1").resolve()
+    from serving.deploy import read_run
+
+    assert read_run(tmp_path / "latest").output_uri == "gs://acme-models/runs/r1/model"
+    assert jobs.expected_hours(_opts(expected_hours=None), tmp_path) == (3000 / 3600, "from run r1")
+
+
+def test_a_job_that_waits_for_machines_too_long_is_cancelled_with_the_reason(vertex_standin, gcs, capsys, tmp_path):
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += 300  # five minutes between polls
+
+    states = [{"state": "JOB_STATE_PENDING"}]
+    result, logs = _submit_and_follow(vertex_standin, gcs, states, capsys, tmp_path, sleep=sleep, clock=lambda: now[0],
+                                      max_queued_minutes=30)
+    assert result["state"] == "QUEUED_TOO_LONG"
+    assert vertex_standin.targets("customJobs.cancel") == [result["job"]], "cancelled so it cannot start unwatched later"
+    assert any("still pending after 10 min" in line and "custom_model_training_nvidia_l4_gpus" in line for line in logs)
+    assert any("waited 30 min for 1x g2-standard-24 (2x NVIDIA_L4 each) in us-central1" in line and "make doctor" in line
+               for line in logs)
+    assert not (tmp_path / "latest").exists()
 
 
 def test_follow_to_failure_prints_the_error(vertex_standin, gcs, capsys, tmp_path):
@@ -195,6 +228,17 @@ def test_dry_run_prints_the_request_and_sends_nothing(vertex_standin, capsys, tm
     printed = json.loads(capsys.readouterr().out)
     assert printed == result["request"] and printed["jobSpec"]["workerPoolSpecs"][0]["pythonPackageSpec"]["pythonModule"] == "trainer.task"
     assert vertex_standin.requests == []
+
+
+def test_stack_file_errors_say_what_to_do(tmp_path):
+    bad = tmp_path / "stack.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(StackError, match="holds a JSON list"):
+        load_stack(bad)
+    bad.write_text(json.dumps({"project": "p", "region": "r", "staging_bucket": "s", "models_bucket": "m",
+                               "trainer_service_account": "t"}))
+    with pytest.raises(StackError, match=r"lacks \['stack', 'labels'\].*pulumi stack output --json"):
+        load_stack(bad)
 
 
 def test_cli_dry_run_with_a_stack_file(tmp_path, repo_root):

@@ -1,9 +1,6 @@
 """The pipeline: base-model check -> train -> evaluate -> merge -> report. Each stage also runs alone.
 
-Run layout (other tools read it):
-    runs/<run-id>/report.json, report.md, report.png, adapter/, merged/, config.yaml
-    runs/latest -> <run-id>            (newest run that produced a model)
-    runs/checkpoints/<fingerprint>/    (resume state; removed when the run succeeds)
+The run folder it writes is described in trainer/layout.py (other tools read it from there).
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from trainer import storage
+from trainer import layout, storage
 from trainer.atomic import atomic_write_text
 from trainer.checkpoints import CheckpointStore
 from trainer.config import RunConfig, vertex_dirs
@@ -44,7 +41,7 @@ class Prepared:
     cfg: RunConfig
     run_id: str
     run_dir: Path  # always local; uploaded to the remote output dir at the end
-    remote_dir: str | None  # gs:// destination (AIP_MODEL_DIR or a gs:// runs_dir)
+    remote_dir: str | None  # gs:// folder the run is uploaded to (AIP_MODEL_DIR, or <gs:// runs_dir>/<run-id>)
     checkpoint_root: str
     base_dir: str
     train: list[Example]
@@ -74,12 +71,13 @@ def prepare(cfg: RunConfig, log: Log = print) -> Prepared:
     if cfg.training.num_threads:
         torch.set_num_threads(cfg.training.num_threads)
     model_dir_env, ckpt_env = vertex_dirs()
-    remote = model_dir_env or (cfg.output.runs_dir if storage.is_gcs(cfg.output.runs_dir) else None)
-    runs_root = Path(".cache/llmops/vertex-runs") if remote else Path(cfg.output.runs_dir)
+    gcs_runs = cfg.output.runs_dir if storage.is_gcs(cfg.output.runs_dir) else None
+    runs_root = Path(".cache/llmops/vertex-runs") if (model_dir_env or gcs_runs) else Path(cfg.output.runs_dir)
     _check_writable(runs_root)
     run_id = cfg.output.run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = runs_root / run_id
-    ckpt = ckpt_env or cfg.output.checkpoint_dir or str(runs_root / "checkpoints" / fingerprint(cfg))
+    remote = model_dir_env.rstrip("/") if model_dir_env else (layout.join(gcs_runs, run_id) if gcs_runs else None)
+    ckpt = ckpt_env or cfg.output.checkpoint_dir or str(runs_root / layout.CHECKPOINTS / fingerprint(cfg))
     examples = load_examples(cfg.data.source, cfg.data.split)
     train_rows, held_out = split_examples(examples, cfg.data.eval_fraction, cfg.data.seed)
     if cfg.data.max_train_examples:
@@ -128,8 +126,8 @@ def run_training(prep: Prepared, log: Log = print, accelerator=None) -> tuple[ob
     model = getattr(model, "module", model)
     if accelerator is not None and not accelerator.is_main_process:
         return model, tokenizer, {}
-    adapter_dir = prep.run_dir / "adapter"
-    tmp = adapter_dir.with_name("adapter.tmp")
+    adapter_dir = prep.run_dir / layout.ADAPTER
+    tmp = adapter_dir.with_name(f"{layout.ADAPTER}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -140,18 +138,11 @@ def run_training(prep: Prepared, log: Log = print, accelerator=None) -> tuple[ob
     return model, tokenizer, {"train": section, "parameters": {"trainable": trainable, "total": total}}
 
 
-def _update_latest(prep: Prepared) -> None:
-    link = prep.run_dir.parent / "latest"
-    tmp = prep.run_dir.parent / f".latest.tmp{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(prep.run_id)
-    os.replace(tmp, link)
-
-
 def _base_report(prep: Prepared) -> dict:
     return {
         "run_id": prep.run_id,
         "status": "running",
+        "output_uri": prep.remote_dir or str(prep.run_dir),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "base_model": prep.cfg.model.base,
         "data": {"source": prep.cfg.data.source, "train_rows": len(prep.train), "held_out_rows": len(prep.held_out)},
@@ -215,7 +206,7 @@ def run_pipeline(cfg: RunConfig, force: bool = False, log: Log = print) -> dict:
         return _worker(cfg, force, acc)
     prep = prepare(cfg, log)
     prep.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(prep.run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    atomic_write_text(prep.run_dir / layout.CONFIG, yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     report = _base_report(prep)
     try:
         base_eval, good_enough = _base_check_once(prep, log, acc)
@@ -245,14 +236,14 @@ def run_pipeline(cfg: RunConfig, force: bool = False, log: Log = print) -> dict:
         del model
         log("merging the adapter into the base (full precision) and checking greedy outputs match")
         prompts = [render_prompt(prep.template, e.question, e.context) for e in prep.held_out[:16]]
-        report["merge"] = merge_adapter(prep.base_dir, prep.run_dir / "adapter", prep.run_dir / "merged", cfg.model,
+        report["merge"] = merge_adapter(prep.base_dir, prep.run_dir / layout.ADAPTER, prep.run_dir / layout.MERGED, cfg.model,
                                         prep.template, prompts, min(cfg.eval.max_new_tokens, 64))
-        write_model_card(prep.run_dir / "merged", base=cfg.model.base, r=cfg.lora.r, alpha=cfg.lora.alpha,
+        write_model_card(prep.run_dir / layout.MERGED, base=cfg.model.base, r=cfg.lora.r, alpha=cfg.lora.alpha,
                          targets=cfg.lora.target_modules, exec_acc=f"{tuned.execution_accuracy:.1%}",
                          exact=f"{tuned.exact_match:.1%}", run_id=prep.run_id)
         report["status"] = "succeeded"
         result = _finish(prep, report, t0, log)
-        _update_latest(prep)
+        layout.point_latest(prep.run_dir.parent, prep.run_id)
         _clear_checkpoints(prep)
         return result
     except BaseException as e:
@@ -287,7 +278,7 @@ def _finish(prep: Prepared, report: dict, t0: float, log: Log, quiet: bool = Fal
     report["cost"] = cost_section(prep.cfg.output.machine_type or "local", wall)
     write_report(prep.run_dir, report)
     if prep.remote_dir:
-        storage.upload_dir(prep.run_dir, prep.remote_dir if vertex_dirs()[0] else storage.join(prep.remote_dir, prep.run_id))
+        storage.upload_dir(prep.run_dir, prep.remote_dir)
     if not quiet:
         log(f"run {prep.run_id}: {report['status']} in {wall:.0f}s; report at {prep.run_dir / 'report.md'}")
     return report
@@ -305,11 +296,11 @@ def evaluate_model_dir(model_dir: str, cfg: RunConfig, log: Log = print) -> Eval
 
 def merge_run(run_dir: Path, cfg: RunConfig, log: Log = print) -> dict:
     """Merge a finished run's adapter again (e.g. after a failed merge)."""
-    adapter = run_dir / "adapter"
+    adapter = run_dir / layout.ADAPTER
     if not (adapter / "adapter_config.json").is_file():
         raise RunError(f"{run_dir} has no adapter/ to merge (did training finish?)")
     base_dir = resolve_model_dir(cfg.model.base, log=log)
     template = load_template(adapter) or cfg.data.prompt_template
     held = split_examples(load_examples(cfg.data.source, cfg.data.split), cfg.data.eval_fraction, cfg.data.seed)[1]
     prompts = [render_prompt(template, e.question, e.context) for e in held[:16]]
-    return merge_adapter(base_dir, adapter, run_dir / "merged", cfg.model, template, prompts)
+    return merge_adapter(base_dir, adapter, run_dir / layout.MERGED, cfg.model, template, prompts)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from trainer import catalog
+from trainer import catalog, layout
 from trainer.atomic import atomic_write, atomic_write_json, atomic_write_text
 
 PROJECT_TO = ("g2-standard-24", "g2-standard-12")
@@ -43,10 +43,10 @@ def cost_section(machine_type: str, wall_seconds: float) -> dict:
 
 def write_report(run_dir: Path, report: dict) -> None:
     """Write report.json, report.md and report.png (each atomically)."""
-    atomic_write_json(run_dir / "report.json", report)
-    atomic_write_text(run_dir / "report.md", render_markdown(report))
+    atomic_write_json(run_dir / layout.REPORT_JSON, report)
+    atomic_write_text(run_dir / layout.REPORT_MD, render_markdown(report))
     if report.get("train"):
-        plot(report, run_dir / "report.png")
+        plot(report, run_dir / layout.REPORT_PNG)
 
 
 def _pct(x: float | None) -> str:
@@ -117,4 +117,4 @@ def plot(r: dict, path: Path) -> None:
 
 
 def read_report(run_dir: Path) -> dict:
-    return json.loads((run_dir / "report.json").read_text(encoding="utf-8"))
+    return json.loads((run_dir / layout.REPORT_JSON).read_text(encoding="utf-8"))

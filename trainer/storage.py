@@ -65,6 +65,21 @@ def download_file(uri: str, dest_dir: Path) -> Path:
     return local
 
 
+def download_to(uri: str, dest: Path) -> Path:
+    """Download one object to exactly `dest` (atomically: a partial download never takes its place)."""
+    bucket, name = split_uri(uri)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part{os.getpid()}")
+    try:
+        client().bucket(bucket).blob(name).download_to_filename(str(tmp))
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"could not download {uri}: {e}") from None
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, dest)
+    return dest
+
+
 def list_names(uri: str) -> list[str]:
     """Object names under a gs:// prefix, relative to it."""
     bucket, prefix = split_uri(uri)

@@ -24,20 +24,44 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_hf_token(env: dict = os.environ) -> None:
-    """HF_TOKEN from Secret Manager when the launcher passed the secret's name (the value never travels in args)."""
+SECRET_MANAGER_ENDPOINT = "LLMOPS_SECRET_MANAGER_ENDPOINT"  # another Secret Manager endpoint (a local stand-in in tests)
+
+
+class SecretError(RuntimeError):
+    """The HF token secret exists but cannot be read."""
+
+
+def load_hf_token(env=os.environ, log=print) -> bool:
+    """HF_TOKEN from Secret Manager when the launcher passed the secret's version name (the value never travels in args).
+
+    A secret with no version yet means no token: public models still load, and a gated one fails with the Hub's
+    own message. Returns whether a token was set.
+    """
     name = env.get("HF_TOKEN_SECRET")
     if not name or env.get("HF_TOKEN"):
-        return
-    import base64
+        return bool(env.get("HF_TOKEN"))
+    from google.api_core import exceptions
+    from google.cloud import secretmanager
 
-    import google.auth
-    from google.auth.transport.requests import AuthorizedSession
+    endpoint = env.get(SECRET_MANAGER_ENDPOINT)
+    kwargs = {}
+    if endpoint:
+        kwargs["client_options"] = {"api_endpoint": endpoint}
+        if endpoint.startswith("http://"):
+            from google.auth.credentials import AnonymousCredentials
 
-    creds, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
-    resp = AuthorizedSession(creds).get(f"https://secretmanager.googleapis.com/v1/{name}:access", timeout=30)
-    resp.raise_for_status()
-    env["HF_TOKEN"] = base64.b64decode(resp.json()["payload"]["data"]).decode().strip()
+            kwargs |= {"transport": "rest", "credentials": AnonymousCredentials()}
+    try:
+        response = secretmanager.SecretManagerServiceClient(**kwargs).access_secret_version(name=name, timeout=30)
+    except exceptions.NotFound:
+        log(f"no Hugging Face token: {name.rsplit('/versions/', 1)[0]} has no version (add one with "
+            "`pulumi config set --secret llmops-kit:hfToken hf_...` and `pulumi up`); public models only")
+        return False
+    except exceptions.PermissionDenied as e:
+        raise SecretError(f"cannot read the Hugging Face token {name}: {e.message} (the job's service account needs "
+                          "roles/secretmanager.secretAccessor on it; infra grants it to the trainer account)") from None
+    env["HF_TOKEN"] = response.payload.data.decode().strip()
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     relaunch = torchrun_command(os.environ, argv, gpus_per_replica(os.environ))
     if relaunch:
         return subprocess.call(relaunch)
-    load_hf_token()
+    try:
+        load_hf_token()
+    except SecretError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from trainer.pipeline import run_pipeline
 
     report = run_pipeline(cfg, force=args.force)

@@ -1,15 +1,20 @@
-"""What the guard does to stop spend: only on resources carrying the kit's labels, in one project and region.
+"""What the guard does to stop spend: only on the kit's own resources, in one project and region.
 
-- undeploy every deployed model from the kit's Vertex endpoints (the endpoints stay),
-- cancel the kit's CustomJobs that are queued, pending or running,
-- stop the kit's running Colab Enterprise runtimes.
+- undeploy every deployed model from the kit's Vertex endpoints (selected by the kit's labels; the endpoints stay),
+- cancel the kit's CustomJobs that are queued, pending or running (selected by the kit's labels),
+- stop the kit's running Colab Enterprise runtimes: those made from the kit's runtime template. Runtimes carry
+  no kit labels and ListNotebookRuntimes cannot filter on labels; its filter takes `notebookRuntimeTemplate`.
 
-Each action is independent: one failing does not stop the others.
+Each action is a long-running operation (or an asynchronous cancel): the guard waits for it, within a bound,
+and reports it done only when it finished. Undeploys of one endpoint run one after another (Vertex refuses a
+second mutation while one runs). One action failing does not stop the others; failures are retried on the
+next message.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from google.cloud import aiplatform_v1 as vertex
@@ -17,11 +22,9 @@ from settings import GuardSettings
 
 log = logging.getLogger("budget_guard")
 
-_ACTIVE_JOB_STATES = {
-    vertex.JobState.JOB_STATE_QUEUED,
-    vertex.JobState.JOB_STATE_PENDING,
-    vertex.JobState.JOB_STATE_RUNNING,
-}
+_ACTIVE_JOB_STATES = {vertex.JobState.JOB_STATE_QUEUED, vertex.JobState.JOB_STATE_PENDING, vertex.JobState.JOB_STATE_RUNNING}
+_FINISHED_JOB_STATES = {vertex.JobState.JOB_STATE_CANCELLED, vertex.JobState.JOB_STATE_SUCCEEDED, vertex.JobState.JOB_STATE_FAILED,
+                        vertex.JobState.JOB_STATE_EXPIRED}
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,14 @@ class ActionResult:
 
 
 class KitResources:
-    """The kit's labelled Vertex resources, through the real aiplatform_v1 clients."""
+    """The kit's Vertex resources, through the real aiplatform_v1 clients."""
 
-    def __init__(self, settings: GuardSettings, credentials=None) -> None:
+    def __init__(self, settings: GuardSettings, credentials=None, clock=time.monotonic, sleep=time.sleep) -> None:
         self.s = settings
         self.trigger: dict = {}  # the spend that triggered the actions, logged with each one
         self.parent = f"projects/{settings.project}/locations/{settings.region}"
+        self.clock, self.sleep = clock, sleep
+        self.deadline = float("inf")
         endpoint = settings.vertex_api_endpoint or f"{settings.region}-aiplatform.googleapis.com"
         kwargs = {"client_options": {"api_endpoint": endpoint}, "credentials": credentials}
         if endpoint.startswith("http://"):  # a local stand-in speaks REST over plain HTTP
@@ -48,11 +53,19 @@ class KitResources:
         self.jobs = vertex.JobServiceClient(**kwargs)
         self.notebooks = vertex.NotebookServiceClient(**kwargs)
 
+    def _wait_s(self) -> float:
+        """How long one operation may take: the per-action bound, never past the overall deadline."""
+        return max(0.0, min(self.s.action_timeout_s, self.deadline - self.clock()))
+
     def _run(self, action: str, resource: str, call) -> ActionResult:
         fields = {"json_fields": {"action": action, "resource": resource, **self.trigger}}
         if self.s.dry_run:
             log.warning("dry run: would %s %s", action, resource, extra=fields)
             return ActionResult(action, resource, ok=True, dry_run=True)
+        if self._wait_s() <= 0:
+            error = "not attempted: the guard ran out of time this invocation; retried on the next message"
+            log.error("failed to %s %s: %s", action, resource, error, extra=fields)
+            return ActionResult(action, resource, ok=False, dry_run=False, error=error)
         try:
             call()
         except Exception as e:  # logged and retried on the next message; the other actions still run
@@ -60,6 +73,8 @@ class KitResources:
             return ActionResult(action, resource, ok=False, dry_run=False, error=str(e))
         log.warning("%s %s", action, resource, extra=fields)
         return ActionResult(action, resource, ok=True, dry_run=False)
+
+    # -- endpoints -----------------------------------------------------------------------------------------------------
 
     def undeploy_models(self) -> list[ActionResult]:
         results = []
@@ -73,27 +88,52 @@ class KitResources:
                 split = {remaining[0]: 100} if remaining else {}
                 resource = f"{endpoint.name}/deployedModels/{model_id}"
                 results.append(self._run("undeploy", resource, lambda e=endpoint.name, m=model_id, t=split: self.endpoints.undeploy_model(
-                    endpoint=e, deployed_model_id=m, traffic_split=t)))
+                    endpoint=e, deployed_model_id=m, traffic_split=t).result(timeout=self._wait_s())))
         return results
+
+    # -- jobs ----------------------------------------------------------------------------------------------------------
 
     def cancel_jobs(self) -> list[ActionResult]:
         results = []
         for job in self.jobs.list_custom_jobs(request={"parent": self.parent, "filter": self.s.label_filter()}):
-            if self.s.matches(dict(job.labels)) and job.state in _ACTIVE_JOB_STATES:
-                results.append(self._run("cancel", job.name, lambda n=job.name: self.jobs.cancel_custom_job(name=n)))
+            if self.s.matches(dict(job.labels)) and job.state in _ACTIVE_JOB_STATES | {vertex.JobState.JOB_STATE_CANCELLING}:
+                results.append(self._run("cancel", job.name, lambda n=job.name: self._cancel_and_wait(n)))
         return results
 
+    def _cancel_and_wait(self, name: str) -> None:
+        """Cancel is asynchronous: done only when the job reached a final state."""
+        if self.jobs.get_custom_job(name=name).state != vertex.JobState.JOB_STATE_CANCELLING:
+            self.jobs.cancel_custom_job(name=name)
+        until = self.clock() + self._wait_s()
+        delay = 0.2
+        while True:
+            state = self.jobs.get_custom_job(name=name).state
+            if state in _FINISHED_JOB_STATES:
+                return
+            if self.clock() >= until:
+                raise TimeoutError(f"cancel requested, but the job is still {state.name} after {self.s.action_timeout_s:.0f}s")
+            self.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    # -- runtimes ------------------------------------------------------------------------------------------------------
+
     def stop_runtimes(self) -> list[ActionResult]:
+        if not self.s.runtime_template:
+            return []
         results = []
-        running = vertex.NotebookRuntime.RuntimeState.RUNNING
-        for runtime in self.notebooks.list_notebook_runtimes(request={"parent": self.parent, "filter": self.s.label_filter()}):
-            if self.s.matches(dict(runtime.labels)) and runtime.runtime_state == running:
-                results.append(self._run("stop", runtime.name, lambda n=runtime.name: self.notebooks.stop_notebook_runtime(name=n)))
+        flt = f'notebookRuntimeTemplate="{self.s.runtime_template}" AND runtimeState=RUNNING'
+        for runtime in self.notebooks.list_notebook_runtimes(request={"parent": self.parent, "filter": flt}):
+            template = runtime.notebook_runtime_template_ref.notebook_runtime_template.rsplit("/", 1)[-1]
+            if template != self.s.runtime_template or runtime.runtime_state != vertex.NotebookRuntime.RuntimeState.RUNNING:
+                continue  # never trust a filter alone with a destructive call
+            results.append(self._run("stop", runtime.name, lambda n=runtime.name: self.notebooks.stop_notebook_runtime(
+                name=n).result(timeout=self._wait_s())))
         return results
 
     def enforce(self, trigger: dict | None = None) -> list[ActionResult]:
         """All three actions; a listing that fails is reported as a failed action of its own."""
         self.trigger = trigger or {}
+        self.deadline = self.clock() + self.s.enforce_budget_s
         results = []
         for name, step in (("undeploy", self.undeploy_models), ("cancel", self.cancel_jobs), ("stop", self.stop_runtimes)):
             try:
@@ -102,3 +142,13 @@ class KitResources:
                 log.error("could not list resources to %s: %s", name, e)
                 results.append(ActionResult(name, f"{self.parent} (listing)", ok=False, dry_run=self.s.dry_run, error=str(e)))
         return results
+
+
+def unavailable(settings: GuardSettings, error: Exception) -> list[ActionResult]:
+    """Every action, failed: the Vertex clients could not be built (no credentials, bad endpoint)."""
+    hint = ("no Google credentials: for a local run, `gcloud auth application-default login`; deployed, the function's "
+            "service account provides them") if "credentials" in str(error).lower() else "could not create the Vertex AI clients"
+    message = f"{hint} ({type(error).__name__}: {error})"
+    log.error("cannot act on the kit's resources: %s", message)
+    parent = f"projects/{settings.project}/locations/{settings.region}"
+    return [ActionResult(a, f"{parent} (clients)", ok=False, dry_run=settings.dry_run, error=message) for a in ("undeploy", "cancel", "stop")]

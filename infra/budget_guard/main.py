@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import replace
 
 import functions_framework
-from actions import KitResources
+from actions import KitResources, unavailable
 from message import BudgetNotification, InvalidMessage, parse_pubsub_message
 from settings import GuardSettings, SettingsError
 from state import GuardState, LocalStateStore, StateStore
@@ -128,8 +128,12 @@ def handle(n: BudgetNotification, settings: GuardSettings, store, resources: Kit
         return outcome
     log.warning("spend at %.0f%% of budget: stopping the kit's resources labelled %s%s", 100 * n.ratio, settings.labels,
                 " (dry run)" if settings.dry_run else "", extra={"json_fields": {"event": "enforce", "cost": n.cost}})
-    resources = resources or KitResources(settings, credentials=_vertex_credentials(settings))
-    results = resources.enforce({"cost": n.cost, "budget": n.budget, "currency": n.currency, "ratio": round(n.ratio, 4)})
+    try:
+        resources = resources or KitResources(settings, credentials=_vertex_credentials(settings))
+    except Exception as e:  # no credentials, bad endpoint: every action failed; retried on the next message
+        results = unavailable(settings, e)
+    else:
+        results = resources.enforce({"cost": n.cost, "budget": n.budget, "currency": n.currency, "ratio": round(n.ratio, 4)})
     failures = [f"{r.action} {r.resource}: {r.error}" for r in results if not r.ok]
     store.update(lambda s: replace(s.for_period(n.period_start), lease_until=0.0, last_failures=failures,
                                    **{flag: not failures}))

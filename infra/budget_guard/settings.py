@@ -1,86 +1,86 @@
-"""The guard's policy, read from the environment that infra sets (all validated at start)."""
+"""The guard's policy, read from the environment that infra sets, validated once at start (pydantic-settings)."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Ratio = Annotated[float, Field(gt=0, le=2)]  # thresholds are fractions of the budget
 
 
 class SettingsError(ValueError):
     pass
 
 
-def _bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+class GuardSettings(BaseSettings):
+    """Every setting is an environment variable of the same name in upper case (infra/kit_infra/guard.py sets them)."""
 
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
 
-def _ratio(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}: {raw!r} is not a number") from None
-    if not 0 < value <= 2:
-        raise SettingsError(f"{name}: thresholds are fractions of the budget in (0, 2], got {value}")
-    return value
-
-
-@dataclass(frozen=True)
-class GuardSettings:
-    project: str
+    project: str = Field(validation_alias=AliasChoices("PROJECT_ID", "GOOGLE_CLOUD_PROJECT"))
     region: str
-    notify_thresholds: tuple[float, ...] = (0.5, 0.9)
-    enforce_threshold: float = 1.0
+    label_selector: Annotated[dict[str, str], NoDecode] = Field(
+        description="key=value,... : the labels that make a resource the kit's (the launcher and deploy set them)")
+    runtime_template: str | None = Field(None, description="ID of the kit's runtime template; its runtimes are the kit's")
+    notify_thresholds: Annotated[tuple[Ratio, ...], NoDecode] = (0.5, 0.9)
+    enforce_threshold: Ratio = 1.0
     enforce_on_forecast: bool = False
     dry_run: bool = True
-    labels: dict[str, str] = field(default_factory=lambda: {"app": "llmops-kit"})
     state_bucket: str = ""
     state_object: str = "budget-guard/state.json"
-    state_path: str | None = None  # a local file instead of GCS (make budget-guard)
+    state_path: str | None = Field(None, description="a local file instead of GCS (make budget-guard)")
     webhook_url: str | None = None
-    currency: str | None = None  # expected budget currency; a mismatch is refused
-    vertex_api_endpoint: str | None = None  # default: the regional Vertex endpoint
+    budget_currency: str | None = Field(None, description="expected budget currency; a mismatch is refused")
+    vertex_api_endpoint: str | None = Field(None, description="default: the regional Vertex endpoint")
+    action_timeout_s: float = Field(60.0, gt=0, description="how long to wait for one undeploy, cancel or stop")
+    enforce_budget_s: float = Field(240.0, gt=0, description="all actions of one message (the function times out at 300 s)")
+
+    @field_validator("label_selector", mode="before")
+    @classmethod
+    def _pairs(cls, raw):
+        if isinstance(raw, dict):
+            return raw
+        labels = {}
+        for pair in str(raw).split(","):
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip() or not value.strip():
+                raise ValueError(f"entries look like key=value, got {pair!r}")
+            labels[key.strip()] = value.strip()
+        return labels
+
+    @field_validator("notify_thresholds", mode="before")
+    @classmethod
+    def _list(cls, raw):
+        return tuple(sorted(float(t) for t in str(raw).split(",") if t.strip())) if isinstance(raw, str) else raw
+
+    @field_validator("webhook_url", "state_path", "runtime_template", "vertex_api_endpoint", "budget_currency", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, raw):
+        return raw or None
+
+    @model_validator(mode="after")
+    def _state_somewhere(self) -> GuardSettings:
+        if not self.state_bucket and not self.state_path:
+            raise ValueError("STATE_BUCKET is not set (the guard's own bucket holds its state; STATE_PATH=file for local runs)")
+        return self
 
     @classmethod
     def from_env(cls) -> GuardSettings:
-        project = os.environ.get("PROJECT_ID") or os.environ.get("GOOGLE_CLOUD_PROJECT")
-        if not project:
-            raise SettingsError("PROJECT_ID is not set")
-        region = os.environ.get("REGION")
-        if not region:
-            raise SettingsError("REGION is not set")
-        bucket = os.environ.get("STATE_BUCKET", "")
-        state_path = os.environ.get("STATE_PATH") or None
-        if not bucket and not state_path:
-            raise SettingsError("STATE_BUCKET is not set (the staging bucket holds the guard's state; STATE_PATH=file for local runs)")
-        notify = tuple(sorted(_ratio("NOTIFY_THRESHOLDS", t) for t in os.environ.get("NOTIFY_THRESHOLDS", "0.5,0.9").split(",") if t.strip()))
-        labels = {}
-        for pair in os.environ.get("LABEL_SELECTOR", "app=llmops-kit").split(","):
-            key, sep, value = pair.partition("=")
-            if not sep or not key.strip() or not value.strip():
-                raise SettingsError(f"LABEL_SELECTOR entries look like key=value, got {pair!r}")
-            labels[key.strip()] = value.strip()
-        return cls(
-            project=project,
-            region=region,
-            notify_thresholds=notify,
-            enforce_threshold=_ratio("ENFORCE_THRESHOLD", os.environ.get("ENFORCE_THRESHOLD", "1.0")),
-            enforce_on_forecast=_bool("ENFORCE_ON_FORECAST", False),
-            dry_run=_bool("DRY_RUN", True),
-            labels=labels,
-            state_bucket=bucket,
-            state_path=state_path,
-            state_object=os.environ.get("STATE_OBJECT", "budget-guard/state.json"),
-            webhook_url=os.environ.get("WEBHOOK_URL") or None,
-            currency=os.environ.get("BUDGET_CURRENCY") or None,
-            vertex_api_endpoint=os.environ.get("VERTEX_API_ENDPOINT") or None,
-        )
+        try:
+            return cls()
+        except ValidationError as e:
+            problems = "; ".join(f"{str(err['loc'][0]).upper() if err['loc'] else 'settings'}: {err['msg']}" for err in e.errors())
+            raise SettingsError(problems) from None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.label_selector
+
+    @property
+    def currency(self) -> str | None:
+        return self.budget_currency
 
     def label_filter(self) -> str:
         """The Vertex list filter for the kit's labels."""

@@ -24,7 +24,8 @@ def source_hash() -> str:
 
 class BudgetGuard(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, topic: gcp.pubsub.Topic, staging: gcp.storage.Bucket,
-                 service_account: gcp.serviceaccount.Account, opts: pulumi.ResourceOptions | None = None) -> None:
+                 service_account: gcp.serviceaccount.Account, runtime_template_id: pulumi.Input[str],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmops:infra:BudgetGuard", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
         archive = gcp.storage.BucketObject(
@@ -40,6 +41,7 @@ class BudgetGuard(pulumi.ComponentResource):
             "ENFORCE_THRESHOLD": str(max(cfg.budget_thresholds)),
             "DRY_RUN": "true" if cfg.guard_dry_run else "false",
             "LABEL_SELECTOR": ",".join(f"{k}={v}" for k, v in sorted(cfg.labels.items())),
+            "RUNTIME_TEMPLATE": runtime_template_id,  # the kit's runtimes are the ones made from its template
             "BUDGET_CURRENCY": cfg.budget_currency,
         }
         secret_env = []

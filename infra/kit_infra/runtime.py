@@ -7,7 +7,11 @@ import pulumi_gcp as gcp
 
 from kit_infra.config import StackConfig
 
-DISK_TYPES = {"pd-standard": "PD_STANDARD", "pd-ssd": "PD_SSD", "pd-balanced": "PD_BALANCED"}
+
+def template_id(stack: str) -> str:
+    """The template's resource ID. The budget guard selects the kit's runtimes by it: ListNotebookRuntimes
+    filters on `notebookRuntimeTemplate` (the template ID), not on labels, and runtimes carry no kit labels."""
+    return f"llmops-{stack}"
 
 
 class NotebookRuntime(pulumi.ComponentResource):
@@ -21,13 +25,15 @@ class NotebookRuntime(pulumi.ComponentResource):
             f"{name}-template",
             project=cfg.project,
             location=cfg.region,
+            name=template_id(cfg.stack),
             display_name=f"llmops-kit {cfg.stack}: {spec.machine_type} {spec.accelerator_count}x{spec.accelerator_type}",
             description="The lab's runtime: fine-tune and test CodeLlama-7B with LoRA. Shuts down when idle.",
             machine_spec=gcp.colab.RuntimeTemplateMachineSpecArgs(
                 machine_type=spec.machine_type, accelerator_type=spec.accelerator_type, accelerator_count=spec.accelerator_count,
             ),
             data_persistent_disk_spec=gcp.colab.RuntimeTemplateDataPersistentDiskSpecArgs(
-                disk_type=DISK_TYPES[spec.disk_type], disk_size_gb=str(spec.disk_size_gb),
+                # The API's own spelling ("pd-standard", per PersistentDiskSpec.diskType in aiplatform v1), not an enum name.
+                disk_type=spec.disk_type, disk_size_gb=str(spec.disk_size_gb),
             ),
             idle_shutdown_config=idle,
             euc_config=gcp.colab.RuntimeTemplateEucConfigArgs(euc_disabled=True),  # no end-user credentials on the VM

@@ -19,6 +19,17 @@ class Recorded:
     inputs: dict
 
 
+# Resource ids in the formats pulumi-gcp documents for `pulumi import` of each type (so stack outputs built from
+# `.id` look as they will on a real stack).
+ID_FORMATS = {
+    "gcp:secretmanager/secret:Secret": "projects/{project}/secrets/{secretId}",
+    "gcp:colab/runtimeTemplate:RuntimeTemplate": "projects/{project}/locations/{location}/notebookRuntimeTemplates/{name}",
+    "gcp:pubsub/topic:Topic": "projects/{project}/topics/{name}",
+    "gcp:vertex/aiEndpoint:AiEndpoint": "projects/{project}/locations/{location}/endpoints/{name}",
+    "gcp:artifactregistry/repository:Repository": "projects/{project}/locations/{location}/repositories/{repositoryId}",
+}
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.resources: list[Recorded] = []
@@ -26,14 +37,19 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.resources.append(Recorded(args.typ, args.name, dict(args.inputs)))
         state = dict(args.inputs)
+        resource_id = f"{args.name}-id"
+        if args.typ in ID_FORMATS:
+            resource_id = ID_FORMATS[args.typ].format_map({"project": "p", "location": "l", **args.inputs})
         if args.typ == "gcp:serviceaccount/account:Account":
             state["email"] = f"{args.inputs['accountId']}@{args.inputs.get('project', 'p')}.iam.gserviceaccount.com"
         if args.typ == "gcp:cloudfunctionsv2/function:Function":
             state["serviceConfig"] = {**state.get("serviceConfig", {}), "service": f"projects/p/services/{args.inputs.get('name')}"}
         if args.typ == "gcp:projects/iAMCustomRole:IAMCustomRole":
             state["name"] = f"projects/{args.inputs['project']}/roles/{args.inputs['roleId']}"
+        if args.typ == "gcp:secretmanager/secret:Secret":
+            state["name"] = resource_id
         state.setdefault("name", args.inputs.get("name", args.name))
-        return f"{args.name}-id", state
+        return resource_id, state
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         if args.token == "gcp:organizations/getProject:getProject":

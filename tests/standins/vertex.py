@@ -1,174 +1,369 @@
-"""A local HTTP stand-in for the Vertex AI REST API (v1), for the real google-cloud-aiplatform clients.
+"""A local Vertex AI REST API (aiplatform v1) for the real google-cloud-aiplatform clients, held to the contract.
 
-Clients reach it with `client_options={"api_endpoint": "http://127.0.0.1:PORT"}`, REST
-transport and anonymous credentials. It holds resources as REST JSON (camelCase, enums by
-name or number), answers list calls (with `labels.k="v"` filters, as Vertex does), records
-every request, and answers mutating calls with a long-running operation. `fail` makes chosen
-calls answer 500, to test partial failure.
+Clients reach it with `api_endpoint="http://127.0.0.1:PORT"`, REST transport and anonymous credentials.
+Every request is validated against Google's discovery document (tests/standins/discovery.py). Beyond that,
+it behaves as Vertex does where the kit depends on it:
+
+- resources are stored as Vertex returns them (camelCase, enums by name: what arrives as integers is mapped
+  through Google's generated descriptors), and fixtures added by tests are validated the same way;
+- list calls evaluate the `filter` expression, after checking it uses only the fields the method documents;
+- mutations (deploy, undeploy, stop, upload) answer a long-running operation that completes after `op_polls`
+  GETs; a second mutation of an endpoint while one is running is refused (FAILED_PRECONDITION), and an
+  undeploy that would leave traffic on a missing model is refused;
+- a created CustomJob starts PENDING; `job_runner(standin, name)` (if set) runs it in a thread, as Vertex runs
+  the job's container; `script_states(name, [...])` instead plays a fixed sequence of states on GETs;
+- cancel moves a job to CANCELLING, then CANCELLED; cancelling a finished job is refused.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import threading
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, unquote, urlsplit
+from datetime import datetime, timezone
 
 import pytest
 
-_FILTER = re.compile(r'labels\.([\w-]+)\s*=\s*"?([\w.-]+)"?')
+from tests.standins.discovery import ApiError
+from tests.standins.server import DiscoveryStandIn
+
+PREFIX = "GoogleCloudAiplatformV1"
+SCHEMAS = {"customJobs": "CustomJob", "endpoints": "Endpoint", "models": "Model", "notebookRuntimes": "NotebookRuntime",
+           "notebookRuntimeTemplates": "NotebookRuntimeTemplate", "notebookExecutionJobs": "NotebookExecutionJob"}
+TERMINAL_JOB_STATES = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+T = "type.googleapis.com/google.cloud.aiplatform.v1."
+# Fields whose filter value is the last segment of another field (the filter descriptions say "represents the ... ID").
+ID_FIELDS = {"notebookRuntimeTemplate": "notebookRuntimeTemplateRef.notebookRuntimeTemplate"}
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    query: dict
-    body: dict | None
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass
-class VertexStandIn:
-    port: int = 0
-    resources: dict[str, list[dict]] = field(default_factory=dict)  # collection -> REST JSON resources
-    requests: list[Recorded] = field(default_factory=list)
-    fail: set[str] = field(default_factory=set)  # substrings of paths that answer 500
-    responses: dict[str, list[dict]] = field(default_factory=dict)  # path -> queued JSON answers (GET)
-    _ops: int = 0
+def _get(resource: dict, dotted: str):
+    node = resource
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+
+class VertexStandIn(DiscoveryStandIn):
+    API = ("aiplatform", "v1")
+
+    def __init__(self, op_polls: int = 1) -> None:
+        super().__init__()
+        self.op_polls = op_polls
+        self.resources: dict[str, dict] = {}  # resource name -> resource (REST JSON, enums by name)
+        self.versions: dict[str, list[dict]] = {}  # model name -> its versions, oldest first
+        self.operations: dict[str, dict] = {}
+        self._pending: dict[str, dict] = {}  # operation name -> {"polls_left", "apply", "lock"}
+        self._busy: dict[str, str] = {}  # endpoint/runtime name -> running operation
+        self._scripts: dict[str, list[dict]] = {}
+        self._ids = itertools.count(1)
+        self.job_runner = None  # callable(standin, job_name), run in a thread for each created CustomJob
+        self.cancel_events: dict[str, threading.Event] = {}
+
+    def dispatch(self, verb, raw_path, raw_body):
+        # google-cloud-aiplatform's own HTTP rules poll operations at /ui/{name} (its REST transport lists that
+        # binding first); Vertex serves it like /v1/{name}. The discovery document describes /v1 only.
+        if raw_path.startswith("/ui/") and "/operations/" in raw_path:
+            raw_path = "/v1/" + raw_path[len("/ui/"):]
+        return super().dispatch(verb, raw_path, raw_body)
+
+    # -- fixtures ------------------------------------------------------------------------------------------------------
+
+    def normalise(self, collection: str, body: dict) -> dict:
+        """A resource as Vertex stores and returns it: validated, camelCase, enums by name."""
+        from google.protobuf import descriptor_pool, json_format, message_factory
+
+        ref = PREFIX + SCHEMAS[collection]
+        self.api.check(ref, body, "", request=False)
+        descriptor = descriptor_pool.Default().FindMessageTypeByName(f"google.cloud.aiplatform.v1.{SCHEMAS[collection]}")
+        message = message_factory.GetMessageClass(descriptor)()
+        json_format.ParseDict(body, message)
+        return json_format.MessageToDict(message)
 
     def add(self, collection: str, resource: dict) -> dict:
-        self.resources.setdefault(collection, []).append(resource)
-        return resource
-
-    def calls(self, verb: str) -> list[str]:
-        """Resource names of recorded POST calls ending in :verb."""
-        return [r.path.removeprefix("/v1/").rsplit(":", 1)[0] for r in self.requests if r.method == "POST" and r.path.endswith(f":{verb}")]
-
-    operations: dict[str, dict] = field(default_factory=dict)
-
-    def next_operation(self, parent: str = "projects/p/locations/l", response: dict | None = None) -> dict:
-        """A long-running operation, already done (with `response` when the call returns one)."""
-        self._ops += 1
-        op = {"name": f"{parent}/operations/{self._ops}", "done": response is not None}
-        if response is not None:
-            op["response"] = response
-        self.operations[op["name"]] = op
-        return op
+        """Put a resource in place (a test fixture); it must be valid by the contract."""
+        stored = self.normalise(collection, resource)
+        with self.lock:
+            self.resources[stored["name"]] = stored
+            if collection == "models":
+                self.versions.setdefault(stored["name"], []).append(stored)
+        return stored
 
     def find(self, name: str) -> dict | None:
-        return next((r for items in self.resources.values() for r in items if r.get("name") == name), None)
+        return self.resources.get(name)
 
-    def mutate(self, path: str, body: dict) -> dict | None:
-        """Model upload and endpoint (un)deploy change the stored resources as Vertex would."""
-        target, _, verb = path.removeprefix("/v1/").rpartition(":")
-        parent = "/".join(target.split("/")[:4])
-        t = "type.googleapis.com/google.cloud.aiplatform.v1."
-        if verb == "upload":
-            n = len(self.resources.get("models", [])) + 1
-            model = {**body["model"], "name": body.get("parentModel") or f"{target}/{n}", "versionId": str(n),
-                     "supportedDeploymentResourcesTypes": ["DEDICATED_RESOURCES"]}  # as Vertex reports for custom containers
-            self.add("models", model)
-            return self.next_operation(parent, {"@type": t + "UploadModelResponse", "model": model["name"], "modelVersionId": str(n)})
-        endpoint = self.find(target)
-        if verb == "deployModel" and endpoint is not None:
-            deployed = {**body["deployedModel"], "id": f"dm{self._ops + 1}"}
+    def of(self, collection: str) -> list[dict]:
+        return [r for n, r in self.resources.items() if f"/{collection}/" in n and "/operations/" not in n]
+
+    def script_states(self, job_name: str, states: list[dict]) -> None:
+        """GETs of this job answer these (partial) resources in turn; the last one repeats."""
+        self._scripts[job_name] = list(states)
+
+    def set_job_state(self, name: str, state: str, error: str | None = None) -> None:
+        with self.lock:
+            job = self.resources[name]
+            job["state"] = state
+            job["updateTime"] = _now()
+            if state == "JOB_STATE_RUNNING":
+                job.setdefault("startTime", _now())
+            if state in TERMINAL_JOB_STATES:
+                job["endTime"] = _now()
+            if error:
+                job["error"] = {"code": 3, "message": error}
+
+    # -- operations ----------------------------------------------------------------------------------------------------
+
+    def _check_idle(self, name: str) -> None:
+        running = self._busy.get(name)
+        if running:
+            raise ApiError(400, f"{name} has an operation in progress ({running}); wait for it to finish and retry.",
+                           status="FAILED_PRECONDITION")
+
+    def _operation(self, owner: str, metadata: str, apply, busy: str | None = None) -> dict:
+        if busy:
+            self._check_idle(busy)
+        name = f"{owner}/operations/{next(self._ids)}"
+        op = {"name": name, "metadata": {"@type": T + metadata, "genericMetadata": {"createTime": _now(), "updateTime": _now()}},
+              "done": False}
+        self.operations[name] = op
+        self._pending[name] = {"polls_left": self.op_polls, "apply": apply, "busy": busy}
+        if busy:
+            self._busy[busy] = name
+        if self.op_polls <= 0:
+            self._complete(name)
+        return dict(op)
+
+    def _complete(self, name: str) -> None:
+        pending = self._pending.pop(name)
+        op = self.operations[name]
+        try:
+            response = pending["apply"]()
+            op["response"] = response or {"@type": "type.googleapis.com/google.protobuf.Empty"}
+        except ApiError as e:
+            op["error"] = {"code": {400: 9, 404: 5}.get(e.code, 13), "message": e.message}
+        op["done"] = True
+        if pending["busy"]:
+            self._busy.pop(pending["busy"], None)
+
+    def operations_get(self, params, query, body):
+        name = params["name"]
+        op = self.operations.get(name)
+        if op is None:
+            raise ApiError(404, f"Operation {name} not found.")
+        pending = self._pending.get(name)
+        if pending:
+            pending["polls_left"] -= 1
+            if pending["polls_left"] <= 0:
+                self._complete(name)
+        return dict(op)
+
+    def complete_all(self) -> None:
+        """Let every running operation finish (as time passing would)."""
+        with self.lock:
+            for name in list(self._pending):
+                self._complete(name)
+
+    # -- lists ---------------------------------------------------------------------------------------------------------
+
+    def _list(self, collection: str, params, query) -> dict:
+        flt = (query.get("filter") or [""])[0]
+        method = self.api.method(f"aiplatform.projects.locations.{collection}.list")
+        terms = self.api.check_filter(method, flt) if flt else []
+        parent = params["parent"] + f"/{collection}/"
+        items = [r for n, r in self.resources.items() if n.startswith(parent) and n.count("/") == parent.count("/")
+                 and all(self._holds(collection, r, t) for t in terms)]
+        if collection == "models":  # a model is listed once, as its default version
+            items = [self.versions[r["name"]][-1] for r in items]
+        return {collection: items} if items else {}
+
+    @staticmethod
+    def _holds(collection: str, resource: dict, term: tuple[str, str, str]) -> bool:
+        field, op, want = term
+        if field.startswith("labels."):
+            have = (resource.get("labels") or {}).get(field.split(".", 1)[1].strip('"'))
+        else:
+            camel = re.sub(r"_(\w)", lambda m: m.group(1).upper(), field)
+            singular = collection[:-1]
+            if camel == singular:
+                have = resource["name"].rsplit("/", 1)[-1]
+            elif camel in ID_FIELDS:
+                ref = _get(resource, ID_FIELDS[camel])
+                have = ref.rsplit("/", 1)[-1] if ref else None
+            else:
+                have = _get(resource, camel)
+        if op == "=":
+            return have is not None and str(have) == want
+        if op == "!=":
+            return have is None or str(have) != want
+        if op == ":":
+            return have is not None and (want == "*" or re.fullmatch(want.replace("*", ".*"), str(have)) is not None)
+        if op == "=~":
+            return have is not None and re.search(want, str(have)) is not None
+        raise ApiError(501, f"stand-in: filter operator {op} not evaluated")
+
+    def _get_resource(self, name: str, kind: str) -> dict:
+        resource = self.resources.get(name)
+        if resource is None:
+            raise ApiError(404, f"The {kind} does not exist.")
+        return resource
+
+    # -- custom jobs ---------------------------------------------------------------------------------------------------
+
+    def customJobs_create(self, params, query, body):
+        pools = (body.get("jobSpec") or {}).get("workerPoolSpecs") or []
+        if not pools:
+            raise ApiError(400, "job_spec.worker_pool_specs is required.")
+        for i, pool in enumerate(pools):
+            if not (pool.get("containerSpec") or pool.get("pythonPackageSpec")):
+                raise ApiError(400, f"job_spec.worker_pool_specs[{i}] needs a container_spec or a python_package_spec.")
+        if int(pools[0].get("replicaCount") or 0) != 1:
+            raise ApiError(400, "job_spec.worker_pool_specs[0].replica_count must be 1: the first pool is the chief.")
+        name = f"{params['parent']}/customJobs/{next(self._ids)}"
+        job = self.normalise("customJobs", {**body, "name": name})
+        job |= {"state": "JOB_STATE_PENDING", "createTime": _now(), "updateTime": _now()}
+        self.resources[name] = job
+        self.cancel_events[name] = threading.Event()
+        if self.job_runner is not None:
+            threading.Thread(target=self.job_runner, args=(self, name), daemon=True).start()
+        return job
+
+    def customJobs_get(self, params, query, body):
+        name = params["name"]
+        job = self._get_resource(name, "CustomJob")
+        script = self._scripts.get(name)
+        if script:
+            job.update(script.pop(0) if len(script) > 1 else script[0])
+        if job["state"] == "JOB_STATE_CANCELLING" and self.job_runner is None:
+            job["state"] = "JOB_STATE_CANCELLED"
+        return job
+
+    def customJobs_list(self, params, query, body):
+        return self._list("customJobs", params, query)
+
+    def customJobs_cancel(self, params, query, body):
+        job = self._get_resource(params["name"], "CustomJob")
+        if job["state"] in TERMINAL_JOB_STATES:
+            raise ApiError(400, f"Cannot cancel {job['name']}: it is in state {job['state']}.", status="FAILED_PRECONDITION")
+        job["state"] = "JOB_STATE_CANCELLING"
+        self.cancel_events.setdefault(job["name"], threading.Event()).set()
+        return {}
+
+    # -- endpoints -----------------------------------------------------------------------------------------------------
+
+    def endpoints_get(self, params, query, body):
+        return self._get_resource(params["endpoint"] if "endpoint" in params else params["name"], "Endpoint")
+
+    def endpoints_list(self, params, query, body):
+        return self._list("endpoints", params, query)
+
+    def endpoints_deployModel(self, params, query, body):
+        name = params["endpoint"]
+        endpoint = self._get_resource(name, "Endpoint")
+        deployed = dict(body["deployedModel"])
+        model_name, _, version = deployed["model"].partition("@")
+        versions = self.versions.get(model_name)
+        if not versions or (version and not any(v["versionId"] == version for v in versions)):
+            raise ApiError(404, f"Model {deployed['model']} not found.")
+        deployed_id = str(next(self._ids) + 1_000_000)
+
+        def apply():
+            deployed.update(id=deployed_id, model=model_name, modelVersionId=version or versions[-1]["versionId"], createTime=_now())
             endpoint.setdefault("deployedModels", []).append(deployed)
-            split = body.get("trafficSplit") or {}
-            endpoint["trafficSplit"] = {(deployed["id"] if k == "0" else k): v for k, v in split.items()}
-            return self.next_operation(parent, {"@type": t + "DeployModelResponse", "deployedModel": deployed})
-        if verb == "undeployModel" and endpoint is not None:
-            endpoint["deployedModels"] = [m for m in endpoint.get("deployedModels", []) if m["id"] != body["deployedModelId"]]
-            endpoint["trafficSplit"] = body.get("trafficSplit") or {}
-            return self.next_operation(parent, {"@type": t + "UndeployModelResponse"})
-        return None
+            split = body.get("trafficSplit")
+            if split:
+                endpoint["trafficSplit"] = {(deployed_id if k == "0" else k): v for k, v in split.items()}
+            return {"@type": T + "DeployModelResponse", "deployedModel": deployed}
+
+        return self._operation(name, "DeployModelOperationMetadata", apply, busy=name)
+
+    def endpoints_undeployModel(self, params, query, body):
+        name = params["endpoint"]
+        endpoint = self._get_resource(name, "Endpoint")
+        self._check_idle(name)
+        target = body["deployedModelId"]
+        if not any(d["id"] == target for d in endpoint.get("deployedModels", [])):
+            raise ApiError(404, f"Deployed model {target} not found on {name}.")
+        remaining = [d["id"] for d in endpoint.get("deployedModels", []) if d["id"] != target]
+        split = body.get("trafficSplit")
+        if split is None or split == {}:
+            split = {k: v for k, v in (endpoint.get("trafficSplit") or {}).items() if k != target}
+        if remaining and (sum(split.values()) != 100 or set(split) - set(remaining)):
+            raise ApiError(400, f"Undeploying {target} would leave traffic split {split} over deployed models {remaining}: "
+                                "the split must add up to 100 over the models that stay.", status="FAILED_PRECONDITION")
+
+        def apply():
+            endpoint["deployedModels"] = [d for d in endpoint.get("deployedModels", []) if d["id"] != target]
+            endpoint["trafficSplit"] = split if remaining else {}
+            if not endpoint["deployedModels"]:
+                endpoint.pop("deployedModels")
+            if not endpoint["trafficSplit"]:
+                endpoint.pop("trafficSplit")
+            return {"@type": T + "UndeployModelResponse"}
+
+        return self._operation(name, "UndeployModelOperationMetadata", apply, busy=name)
+
+    # -- models --------------------------------------------------------------------------------------------------------
+
+    def models_upload(self, params, query, body):
+        parent_model = body.get("parentModel")
+        if parent_model and parent_model not in self.versions:
+            raise ApiError(404, f"Parent model {parent_model} not found.")
+        name = parent_model or f"{params['parent']}/models/{next(self._ids)}"
+        model = self.normalise("models", {**body["model"], "name": name})
+
+        def apply():
+            versions = self.versions.setdefault(name, [])
+            model.update(versionId=str(len(versions) + 1), createTime=_now(), versionCreateTime=_now(),
+                         supportedDeploymentResourcesTypes=["DEDICATED_RESOURCES"])
+            versions.append(model)
+            self.resources[name] = model
+            return {"@type": T + "UploadModelResponse", "model": name, "modelVersionId": model["versionId"]}
+
+        return self._operation(name, "UploadModelOperationMetadata", apply)
+
+    def models_get(self, params, query, body):
+        name, _, version = params["name"].partition("@")
+        versions = self.versions.get(name) or []
+        match = [v for v in versions if not version or v["versionId"] == version]
+        if not match:
+            raise ApiError(404, f"The Model does not exist: {params['name']}.")
+        return match[-1]
+
+    def models_list(self, params, query, body):
+        return self._list("models", params, query)
+
+    # -- notebook runtimes ---------------------------------------------------------------------------------------------
+
+    def notebookRuntimes_list(self, params, query, body):
+        return self._list("notebookRuntimes", params, query)
+
+    def notebookRuntimes_get(self, params, query, body):
+        return self._get_resource(params["name"], "NotebookRuntime")
+
+    def notebookRuntimes_stop(self, params, query, body):
+        name = params["name"]
+        runtime = self._get_resource(name, "NotebookRuntime")
+
+        def apply():
+            runtime["runtimeState"] = "STOPPED"
+            return {"@type": T + "StopNotebookRuntimeResponse"}
+
+        runtime["runtimeState"] = "BEING_STOPPED"
+        return self._operation(name, "StopNotebookRuntimeOperationMetadata", apply, busy=name)
 
 
-def _matches(resource: dict, flt: str) -> bool:
-    labels = resource.get("labels", {})
-    return all(labels.get(k) == v for k, v in _FILTER.findall(flt or ""))
-
-
-def _handler(state: VertexStandIn):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:  # keep test output clean
-            pass
-
-        def _send(self, status: int, body: dict) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def _record(self) -> Recorded:
-            parts = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            rec = Recorded(self.command, parts.path, parse_qs(parts.query), body)
-            state.requests.append(rec)
-            return rec
-
-        def do_GET(self) -> None:
-            rec = self._record()
-            if any(f in rec.path for f in state.fail):
-                return self._send(500, {"error": {"code": 500, "message": "stand-in failure", "status": "INTERNAL"}})
-            if rec.path in state.responses and state.responses[rec.path]:
-                queue = state.responses[rec.path]
-                return self._send(200, queue.pop(0) if len(queue) > 1 else queue[0])
-            if "/operations/" in rec.path:
-                name = rec.path[rec.path.index("projects/"):]
-                if name in state.operations:
-                    return self._send(200, state.operations[name])
-            collection = rec.path.rstrip("/").rsplit("/", 1)[-1]
-            if collection in state.resources:
-                flt = rec.query.get("filter", [""])[0]
-                return self._send(200, {collection: [r for r in state.resources[collection] if _matches(r, flt)]})
-            name, _, version = unquote(rec.path.removeprefix("/v1/")).partition("@")  # models/9@2: a model version
-            matches = [r for items in state.resources.values() for r in items if r.get("name") == name
-                       and (not version or r.get("versionId") == version)]
-            if matches:
-                return self._send(200, matches[-1])
-            return self._send(404, {"error": {"code": 404, "message": f"{name} not found", "status": "NOT_FOUND"}})
-
-        def do_POST(self) -> None:
-            rec = self._record()
-            if any(f in rec.path for f in state.fail):
-                return self._send(500, {"error": {"code": 500, "message": "stand-in failure", "status": "INTERNAL"}})
-            if rec.path.endswith(":cancel"):
-                return self._send(200, {})
-            op = state.mutate(rec.path, rec.body or {})
-            if op is not None:
-                return self._send(200, op)
-            collection = rec.path.rstrip("/").rsplit("/", 1)[-1]
-            if collection in ("customJobs", "endpoints"):
-                created = {**(rec.body or {}), "name": f"{rec.path.removeprefix('/v1/')}/{len(state.resources.get(collection, [])) + 1}"}
-                state.add(collection, created)
-                return self._send(200, created)
-            return self._send(200, state.next_operation())
-
-        do_PATCH = do_POST
-
-        def do_DELETE(self) -> None:
-            self._record()
-            self._send(200, state.next_operation())
-
-    return Handler
+def requests_json(standin: VertexStandIn) -> str:
+    return json.dumps([r.__dict__ for r in standin.requests], indent=1, default=str)
 
 
 @pytest.fixture
 def vertex_standin():
-    state = VertexStandIn()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    standin = VertexStandIn().start()
+    yield standin
+    standin.stop()
