@@ -9,7 +9,7 @@ ARGS ?=
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: bench bench-serve deploy serve predict cancel help setup train check-base eval report config data test lint clean budget-guard budget-alert
+.PHONY: bench bench-serve deploy serve predict cancel help setup train check-base eval report config data test e2e lint clean budget-guard budget-alert image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -59,8 +59,11 @@ serve: $(STAMP) ## serve runs/latest/merged on :8080 (MODEL_DIR=... to pick anot
 predict: $(STAMP) ## ask the local server the lab's example question and print the SQL
 	$(BIN)/python -m serving.predict
 
-deploy: $(STAMP) ## deploy runs/latest to the Vertex endpoint (RUN=runs/ID, GATE=0.7, FORCE=1, DRY_RUN=1)
-	$(BIN)/llmops deploy --run $(or $(RUN),runs/latest) $(if $(GATE),--gate $(GATE)) $(if $(filter 1,$(FORCE)),--force) \
+image: $(STAMP) ## build and push the kit image with Cloud Build, unless its content-hash tag is there (DRY_RUN=1 prints the request)
+	$(BIN)/llmops image $(if $(filter 1,$(DRY_RUN)),--dry-run)
+
+deploy: $(STAMP) ## deploy runs/latest to the Vertex endpoint (RUN=runs/ID, GATE=0.7, FORCE=1, DRY_RUN=1, IMAGE=...)
+	$(BIN)/llmops deploy --run $(or $(RUN),runs/latest) $(if $(GATE),--gate $(GATE)) $(if $(filter 1,$(FORCE)),--force) $(if $(IMAGE),--image $(IMAGE)) \
 	  $(if $(filter 1,$(DRY_RUN)),--dry-run) $(if $(MIN_REPLICAS),--min-replicas $(MIN_REPLICAS)) $(if $(MAX_REPLICAS),--max-replicas $(MAX_REPLICAS))
 
 bench: $(STAMP) ## the kit's training recipe vs the lab's on the embedded default (BUDGET=330 training seconds per arm: both whole recipes)
@@ -69,12 +72,9 @@ bench: $(STAMP) ## the kit's training recipe vs the lab's on the embedded defaul
 bench-serve: $(STAMP) ## serving throughput and latency, batched vs batch size 1 (needs a trained model)
 	$(BIN)/python benchmarks/serve_bench.py --model $(or $(MODEL_DIR),runs/latest/merged)
 
-REGION ?= us-central1
 RATIO ?= 1.2
-budget-guard: $(STAMP) ## run the budget guard locally on :8080 (DRY_RUN=true unless DRY_RUN=false; PROJECT=your-project)
-	cd infra/budget_guard && DRY_RUN=$(or $(DRY_RUN),true) STATE_PATH=$(CURDIR)/.cache/budget-guard/state.json \
-	  PROJECT_ID=$(or $(PROJECT),local-project) REGION=$(REGION) \
-	  $(CURDIR)/$(BIN)/functions-framework --target on_budget_alert --signature-type cloudevent --host 127.0.0.1 --port 8080
+budget-guard: $(STAMP) ## run the budget guard locally on 127.0.0.1:8080 for the stack in .cache/stack.json (dry run unless DRY_RUN=false)
+	$(BIN)/llmops budget-guard $(if $(filter false,$(DRY_RUN)),--no-dry-run)
 
 budget-alert: $(STAMP) ## post a realistic budget notification to the local guard (RATIO=1.2)
 	$(BIN)/python infra/budget_guard/send_alert.py --ratio $(RATIO)

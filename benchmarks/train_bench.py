@@ -119,9 +119,9 @@ def run_baseline(budget: float, every: float) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
+    from common.prompts import LAB_TEMPLATE, render_prompt
     from trainer.config import load_config
     from trainer.modeling import resolve_model_dir
-    from trainer.prompts import LAB_TEMPLATE, render_prompt
 
     cfg = load_config(REPO / "configs" / "default.yaml")
     torch.manual_seed(0)

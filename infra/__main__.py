@@ -7,6 +7,7 @@ from kit_infra.budget import Budget
 from kit_infra.guard import BudgetGuard
 from kit_infra.identity import Identity
 from kit_infra.monitoring import Monitoring
+from kit_infra.registry import Registry
 from kit_infra.runtime import NotebookRuntime
 from kit_infra.serving import Serving
 from kit_infra.storage import Storage
@@ -15,7 +16,8 @@ cfg = config.load()
 apis = Apis("apis", cfg.project)
 after_apis = pulumi.ResourceOptions(depends_on=[apis])
 storage = Storage("storage", cfg, after_apis)
-identity = Identity("identity", cfg, storage, after_apis)
+registry = Registry("registry", cfg, after_apis)
+identity = Identity("identity", cfg, storage, registry.repository, after_apis)
 runtime = NotebookRuntime("runtime", cfg, after_apis)
 budget = Budget("budget", cfg, after_apis)
 guard = BudgetGuard("guard", cfg, budget.topic, storage.staging, identity.accounts["guard"], runtime.template.name, after_apis)
@@ -26,6 +28,7 @@ monitoring = Monitoring("monitoring", cfg, budget.channels, after_apis)
 pulumi.export("project", cfg.project)
 pulumi.export("region", cfg.region)
 pulumi.export("stack", cfg.stack)
+pulumi.export("budget_thresholds", list(cfg.budget_thresholds))  # the guard notifies below the last, enforces at it
 pulumi.export("labels", cfg.labels)  # what the launcher and deploy put on jobs and models; the guard selects by them
 pulumi.export("datasets_bucket", storage.datasets.name)
 pulumi.export("staging_bucket", storage.staging.name)
@@ -34,7 +37,7 @@ for role, account in identity.accounts.items():
     pulumi.export(f"{role}_service_account", account.email)
 pulumi.export("hf_token_secret", identity.hf_token.id)
 pulumi.export("endpoint_id", serving.endpoint.name)
-pulumi.export("registry_url", serving.registry_url)
+pulumi.export("registry_url", registry.url)
 pulumi.export("budget_topic", budget.topic.id)
 pulumi.export("runtime_template", runtime.template.id)
 pulumi.export("runtime_template_id", runtime.template.name)

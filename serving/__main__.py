@@ -1,15 +1,22 @@
 """`python -m serving`: the container's start command (the Dockerfile runs exactly this, and so do the tests)."""
 
+import sys
+
 import uvicorn
 
 from serving.app import create_app
-from serving.settings import Settings
+from serving.settings import Settings, SettingsError
 
 
-def main() -> None:
-    settings = Settings.from_env()
-    uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.port, log_level="warning", access_log=False)  # noqa: S104
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as e:
+        print(f"error: bad server setting: {e}", file=sys.stderr)
+        return 2
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.prompts import extract_sql, load_template, render_prompt
+from common.prompts import extract_sql, load_template, render_prompt
 
 
 @dataclass(frozen=True)
@@ -96,12 +96,12 @@ class Engine:
         return results
 
 
-def resolve_model_dir(storage_uri: str | None, model_dir: str, cache: Path = Path("/tmp/llmops-model")) -> str:
+def resolve_model_dir(storage_uri: str | None, model_dir: str, cache: Path | None = None) -> str:
     """AIP_STORAGE_URI (gs://) is copied to local disk; otherwise the local MODEL_DIR."""
     if storage_uri:
-        from trainer import storage
+        from common import layout, storage
 
-        return str(storage.download_prefix(storage_uri, cache / storage.cache_key(storage_uri)))
+        return str(storage.download_prefix(storage_uri, (cache or layout.scratch("models")) / storage.cache_key(storage_uri)))
     if not (Path(model_dir) / "config.json").is_file():
         raise FileNotFoundError(f"no model at {model_dir}: run `make train` first, or set MODEL_DIR / AIP_STORAGE_URI")
     return model_dir

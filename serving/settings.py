@@ -1,46 +1,56 @@
-"""Server settings from the environment (Vertex sets the AIP_* variables; the rest are ours)."""
+"""Server settings from the environment (Vertex sets the AIP_* variables; the rest are ours), validated at start."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VERTEX_MAX_BODY = int(1.5 * 1024 * 1024)  # Vertex's own limit on shared endpoints
 
 
-@dataclass(frozen=True)
-class Settings:
-    port: int = 8080
-    health_route: str = "/health"
-    predict_route: str = "/predict"
-    storage_uri: str | None = None  # AIP_STORAGE_URI: gs:// prefix copied to local disk at start
-    model_dir: str = "runs/latest/merged"
-    max_batch_size: int = 8
-    batch_wait_ms: float = 5.0
-    max_queue: int = 64
-    max_instances: int = 16
-    max_tokens_cap: int = 256
-    default_max_tokens: int = 100
-    request_timeout_s: float = 30.0
-    max_body_bytes: int = VERTEX_MAX_BODY
-    log_prompts: bool = False
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False, populate_by_name=True)
+
+    # Loopback unless told otherwise: `make serve` on a laptop must not expose an unauthenticated model server to
+    # its network. The image sets SERVING_HOST=0.0.0.0, which Vertex needs inside the container.
+    host: str = Field("127.0.0.1", validation_alias=_env("SERVING_HOST", "host"))
+    port: int = Field(8080, ge=1, le=65535, validation_alias=_env("AIP_HTTP_PORT", "port"))
+    health_route: str = Field("/health", validation_alias=_env("AIP_HEALTH_ROUTE", "health_route"))
+    predict_route: str = Field("/predict", validation_alias=_env("AIP_PREDICT_ROUTE", "predict_route"))
+    storage_uri: str | None = Field(None, validation_alias=_env("AIP_STORAGE_URI", "storage_uri"),
+                                    description="gs:// prefix copied to local disk at start")
+    model_dir: str = Field("runs/latest/merged", validation_alias=_env("MODEL_DIR", "model_dir"))
+    max_batch_size: int = Field(8, ge=1)
+    batch_wait_ms: float = Field(5.0, ge=0)
+    max_queue: int = Field(64, ge=1)
+    max_instances: int = Field(16, ge=1)
+    max_tokens_cap: int = Field(256, ge=1)
+    default_max_tokens: int = Field(100, ge=1)
+    request_timeout_s: float = Field(30.0, gt=0)
+    max_body_bytes: int = Field(VERTEX_MAX_BODY, ge=1)
+    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL", "log_level"))
+
+    @field_validator("storage_uri", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, raw):
+        return raw or None
+
+    @property
+    def log_prompts(self) -> bool:
+        return self.log_level.upper() == "DEBUG"
 
     @classmethod
-    def from_env(cls, env=os.environ) -> Settings:
-        def num(name: str, default, cast=int):
-            return cast(env[name]) if env.get(name) else default
+    def from_env(cls) -> Settings:
+        """From the environment; a bad value raises SettingsError naming the variable."""
+        try:
+            return cls()
+        except ValidationError as e:
+            raise SettingsError("; ".join(f"{'/'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors())) from None
 
-        return cls(
-            port=num("AIP_HTTP_PORT", 8080),
-            health_route=env.get("AIP_HEALTH_ROUTE") or "/health",
-            predict_route=env.get("AIP_PREDICT_ROUTE") or "/predict",
-            storage_uri=env.get("AIP_STORAGE_URI") or None,
-            model_dir=env.get("MODEL_DIR") or "runs/latest/merged",
-            max_batch_size=num("MAX_BATCH_SIZE", 8),
-            batch_wait_ms=num("BATCH_WAIT_MS", 5.0, float),
-            max_queue=num("MAX_QUEUE", 64),
-            max_instances=num("MAX_INSTANCES", 16),
-            max_tokens_cap=num("MAX_TOKENS_CAP", 256),
-            request_timeout_s=num("REQUEST_TIMEOUT_S", 30.0, float),
-            log_prompts=env.get("LOG_LEVEL", "").upper() == "DEBUG",
-        )
+
+class SettingsError(ValueError):
+    pass

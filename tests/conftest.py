@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+# Tests never reach Google: no metadata-server probe for credentials (google-auth reads this at import).
+os.environ.setdefault("NO_GCE_CHECK", "true")
+
 REPO = Path(__file__).resolve().parents[1]
 
-pytest_plugins = ["tests.standins.gcs", "tests.standins.vertex", "tests.standins.secretmanager", "tests.standins.webhook"]
+pytest_plugins = ["tests.standins.gcs", "tests.standins.vertex", "tests.standins.secretmanager", "tests.standins.cloudbuild",
+                  "tests.standins.webhook"]
 
 
 @pytest.fixture(scope="session")
@@ -19,8 +24,8 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     """The embedded tokenizer recipe trained on a slice of the bundled sample (about a second)."""
+    from common.prompts import LAB_TEMPLATE
     from trainer.embedded import sqlgen, tinybase
-    from trainer.prompts import LAB_TEMPLATE
 
     rows = sqlgen.generate(300, seed=sqlgen.SAMPLE_SEED)
     return tinybase.build_tokenizer([LAB_TEMPLATE] + [f"{r['question']} {r['context']} {r['answer']}" for r in rows])

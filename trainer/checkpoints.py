@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from trainer import storage
-from trainer.atomic import atomic_write_text
+from common import storage
+from common.atomic import atomic_write_text
 
 _STEP_DIR = re.compile(r"^step-(\d{7})$")
 MARKER = "COMPLETE"

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainer.prompts import LAB_TEMPLATE
+from common.prompts import LAB_TEMPLATE
 
 
 class ConfigError(ValueError):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from trainer.prompts import render_prompt
+from common import layout
+from common.prompts import render_prompt
 
 FIELDS = ("question", "context", "answer")
 IGNORE = -100
@@ -77,9 +78,9 @@ def read_jsonl(path: str | Path) -> list[Example]:
 def load_examples(source: str, split: str = "train", cache_dir: str | Path | None = None) -> list[Example]:
     """Load rows from a local JSONL path, a gs:// JSONL object, or a Hugging Face dataset id."""
     if source.startswith("gs://"):
-        from trainer import storage
+        from common import storage
 
-        local = storage.download_file(source, Path(cache_dir or ".cache/llmops/data"))
+        local = storage.download_file(source, Path(cache_dir or layout.scratch("data")))
         return read_jsonl(local)
     path = Path(source)
     if path.suffix in (".jsonl", ".json") or path.exists():

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from common.prompts import extract_sql, render_prompt
 from trainer.data import Example
-from trainer.prompts import extract_sql, render_prompt
 from trainer.sqlexec import SchemaError, exact_match, execution_match
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
+from common.prompts import save_template
 from trainer.config import ModelConfig
 from trainer.evaluate import generate
-from trainer.prompts import save_template
 
 
 class MergeError(RuntimeError):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from common import layout
 from trainer.config import LoraConfig, ModelConfig, TrainingConfig
 from trainer.embedded.tinybase import EMBEDDED_PREFIX, resolve_embedded
 
@@ -20,9 +21,9 @@ def resolve_model_dir(base: str, cache_dir: Path | None = None, log=print) -> st
     if base.startswith(EMBEDDED_PREFIX):
         return str(resolve_embedded(base, log))
     if base.startswith("gs://"):
-        from trainer import storage
+        from common import storage
 
-        dest = (cache_dir or Path(".cache/llmops/models")) / storage.cache_key(base)
+        dest = (cache_dir or layout.scratch("models")) / storage.cache_key(base)
         return str(storage.download_prefix(base, dest))
     path = Path(base).expanduser()
     if path.exists():

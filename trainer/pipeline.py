@@ -18,15 +18,15 @@ from pathlib import Path
 import torch
 import yaml
 
-from trainer import layout, storage
-from trainer.atomic import atomic_write_text
+from common import layout, storage
+from common.atomic import atomic_write_text
+from common.prompts import load_template, render_prompt, save_template
 from trainer.checkpoints import CheckpointStore
 from trainer.config import RunConfig, vertex_dirs
 from trainer.data import Example, load_examples, split_examples, tokenize_examples
 from trainer.evaluate import EvalResult, evaluate
 from trainer.merge import merge_adapter, write_model_card
 from trainer.modeling import attach_lora, count_parameters, load_model, load_tokenizer, resolve_model_dir
-from trainer.prompts import load_template, render_prompt, save_template
 from trainer.report import cost_section, hardware, write_report
 
 Log = Callable[[str], None]
@@ -72,7 +72,7 @@ def prepare(cfg: RunConfig, log: Log = print) -> Prepared:
         torch.set_num_threads(cfg.training.num_threads)
     model_dir_env, ckpt_env = vertex_dirs()
     gcs_runs = cfg.output.runs_dir if storage.is_gcs(cfg.output.runs_dir) else None
-    runs_root = Path(".cache/llmops/vertex-runs") if (model_dir_env or gcs_runs) else Path(cfg.output.runs_dir)
+    runs_root = layout.scratch("remote-runs") if (model_dir_env or gcs_runs) else Path(cfg.output.runs_dir)
     _check_writable(runs_root)
     run_id = cfg.output.run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = runs_root / run_id

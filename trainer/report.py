@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from trainer import catalog, layout
-from trainer.atomic import atomic_write, atomic_write_json, atomic_write_text
+from common import catalog, layout
+from common.atomic import atomic_write, atomic_write_json, atomic_write_text
 
 PROJECT_TO = ("g2-standard-24", "g2-standard-12")
 

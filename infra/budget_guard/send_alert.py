@@ -19,13 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ratio", type=float, required=True, help="spend as a fraction of the budget, e.g. 1.2")
     p.add_argument("--budget", type=float, default=100.0)
     p.add_argument("--currency", default="USD")
+    p.add_argument("--alert", type=float, default=None, help="alertThresholdExceeded to include (the guard decides by the ratio)")
     p.add_argument("--forecast", type=float, default=None, help="forecastThresholdExceeded to include")
     p.add_argument("--url", default="http://127.0.0.1:8080/")
     args = p.parse_args(argv)
-    crossed = [t for t in (0.5, 0.9, 1.0) if args.ratio >= t]
     period = datetime.now(timezone.utc).strftime("%Y-%m-01T08:00:00Z")
     payload = budget_payload(round(args.ratio * args.budget, 2), args.budget, period, args.currency,
-                             alert=crossed[-1] if crossed else None, forecast=args.forecast)
+                             alert=args.alert, forecast=args.forecast)
     headers, body = pubsub_cloudevent(payload)
     req = urllib.request.Request(args.url, data=body, headers=headers, method="POST")
     try:

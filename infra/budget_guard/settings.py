@@ -24,8 +24,8 @@ class GuardSettings(BaseSettings):
     label_selector: Annotated[dict[str, str], NoDecode] = Field(
         description="key=value,... : the labels that make a resource the kit's (the launcher and deploy set them)")
     runtime_template: str | None = Field(None, description="ID of the kit's runtime template; its runtimes are the kit's")
-    notify_thresholds: Annotated[tuple[Ratio, ...], NoDecode] = (0.5, 0.9)
-    enforce_threshold: Ratio = 1.0
+    notify_thresholds: Annotated[tuple[Ratio, ...], NoDecode] = Field(description="announce at these spend ratios (infra sets them)")
+    enforce_threshold: Ratio = Field(description="stop the kit's resources at this spend ratio (infra sets it)")
     enforce_on_forecast: bool = False
     dry_run: bool = True
     state_bucket: str = ""

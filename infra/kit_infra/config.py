@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pulumi
 
-from kit_infra import catalog
+from common import catalog
 
 NAMESPACE = "llmops-kit"
 MAX_IDLE_MINUTES = 24 * 60  # Colab Enterprise allows idle shutdown between 10 minutes and 24 hours
@@ -106,7 +106,7 @@ def validate(raw: dict, stack: str, hf_token=None) -> StackConfig:
             raise InfraConfigError(f"notificationEmails: {e!r} is not an email address")
     rt = catalog.catalog()["runtime"]
     spec = catalog.machine(str(raw.get("runtimeMachineType") or rt["machine_type"]))
-    accelerator = str(raw.get("runtimeAcceleratorType") or spec["accelerator_type"])
+    accelerator = str(raw.get("runtimeAcceleratorType") or spec.accelerator_type)
     if accelerator not in KNOWN_ACCELERATORS:
         raise InfraConfigError(f"runtimeAcceleratorType {accelerator!r} is not one of {sorted(KNOWN_ACCELERATORS)}: "
                                f"{_fix('runtimeAcceleratorType', 'NVIDIA_L4')}")
@@ -133,7 +133,7 @@ def validate(raw: dict, stack: str, hf_token=None) -> StackConfig:
         stack=stack, project=project, region=region, billing_account=billing, budget_amount=amount, budget_currency=currency,
         budget_thresholds=tuple(sorted(thresholds)), notification_emails=emails,
         runtime=RuntimeSpec(str(raw.get("runtimeMachineType") or rt["machine_type"]), accelerator,
-                            int(raw.get("runtimeAcceleratorCount") or spec["accelerator_count"]), rt["disk_type"],
+                            int(raw.get("runtimeAcceleratorCount") or spec.accelerator_count), rt["disk_type"],
                             int(rt["disk_size_gb"]), idle),
         create_runtime=create_runtime, runtime_user=runtime_user, guard_dry_run=bool(raw.get("guardDryRun", True)),
         guard_webhook_url=raw.get("guardWebhookUrl"), staging_retention_days=int(raw.get("stagingRetentionDays", 14)),

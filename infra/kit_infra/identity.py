@@ -28,12 +28,17 @@ ROLES: dict[str, tuple[dict[str, str], list[str]]] = {
     "guard": ({"staging": "roles/storage.objectUser"}, ["roles/logging.logWriter", "roles/eventarc.eventReceiver"]),
     "runtime": ({"datasets": "roles/storage.objectViewer", "staging": "roles/storage.objectAdmin", "models": "roles/storage.objectAdmin"},
                 ["roles/logging.logWriter"]),
+    # Cloud Build runs `make image` as this account: it reads the uploaded build context, writes build logs, and
+    # pushes to the kit's repository (granted on the repository below), nothing else.
+    "builder": ({"staging": "roles/storage.objectViewer"}, ["roles/logging.logWriter"]),
 }
+REGISTRY_WRITERS = ("builder",)
 SECRET_READERS = ("trainer", "runtime")
 
 
 class Identity(pulumi.ComponentResource):
-    def __init__(self, name: str, cfg: StackConfig, storage: Storage, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, cfg: StackConfig, storage: Storage, registry: gcp.artifactregistry.Repository,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmops:infra:Identity", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
         buckets = {"datasets": storage.datasets, "staging": storage.staging, "models": storage.models}
@@ -50,6 +55,11 @@ class Identity(pulumi.ComponentResource):
             for role in project_roles:
                 gcp.projects.IAMMember(f"{name}-{role_name}-{role.split('/')[-1]}", project=cfg.project, role=role,
                                        member=member, opts=child)
+        for writer in REGISTRY_WRITERS:
+            gcp.artifactregistry.RepositoryIamMember(
+                f"{name}-{writer}-registry", project=cfg.project, location=cfg.region, repository=registry.name,
+                role="roles/artifactregistry.writer", member=self.accounts[writer].email.apply(lambda e: f"serviceAccount:{e}"),
+                opts=child)
         self.guard_role = gcp.projects.IAMCustomRole(
             f"{name}-guard-role", project=cfg.project, role_id=f"llmopsBudgetGuard{cfg.stack.title().replace('-', '')}",
             title="llmops-kit budget guard", description="Undeploy models, cancel jobs, stop runtimes: nothing else.",

@@ -1,4 +1,4 @@
-"""Artifact Registry for the serving image, and the Vertex AI endpoint `make deploy` deploys to."""
+"""The Vertex AI endpoint `make deploy` deploys to, with its request/response log dataset."""
 
 from __future__ import annotations
 
@@ -20,11 +20,6 @@ class Serving(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmops:infra:Serving", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
-        # Vertex pulls custom containers from a regional repository in the endpoint's region.
-        self.registry = gcp.artifactregistry.Repository(
-            f"{name}-registry", project=cfg.project, location=cfg.region, repository_id=f"llmops-{cfg.stack}",
-            format="DOCKER", description="llmops-kit serving images", labels=cfg.labels_for("serving"), opts=child,
-        )
         self.logs = gcp.bigquery.Dataset(
             f"{name}-predictions", project=cfg.project, location=cfg.region,
             dataset_id=f"llmops_{cfg.stack.replace('-', '_')}_predictions",
@@ -47,5 +42,4 @@ class Serving(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        self.registry_url = self.registry.repository_id.apply(lambda r: f"{cfg.region}-docker.pkg.dev/{cfg.project}/{r}")
-        self.register_outputs({"endpoint": self.endpoint.name, "registry": self.registry_url})
+        self.register_outputs({"endpoint": self.endpoint.name})

@@ -33,7 +33,8 @@ DOCUMENTS = Path(googleapiclient.__file__).parent / "discovery_cache" / "documen
 
 # Proto packages whose REST clients (GAPIC) send enums as integers ($alt=json;enum-encoding=int): the
 # integers are mapped back to names through Google's own generated descriptors.
-PROTO_PACKAGES = {"aiplatform.v1": ("GoogleCloudAiplatformV1", "google.cloud.aiplatform.v1", "google.cloud.aiplatform_v1")}
+PROTO_PACKAGES = {"aiplatform.v1": ("GoogleCloudAiplatformV1", "google.cloud.aiplatform.v1", "google.cloud.aiplatform_v1"),
+                  "cloudbuild.v1": ("", "google.devtools.cloudbuild.v1", "google.cloud.devtools.cloudbuild_v1")}
 
 # System parameters every Google API accepts on any method (https://cloud.google.com/apis/docs/system-parameters).
 SYSTEM_PARAMETERS = {"$alt", "$fields", "$prettyPrint", "$callback", "$key", "$quotaUser", "$userIp", "$outputDefaults",

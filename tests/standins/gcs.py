@@ -157,7 +157,7 @@ def gcs(gcs_server, monkeypatch):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage as gcs_lib
 
-    from trainer import storage
+    from common import storage
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{gcs_server}")
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-project")

@@ -26,7 +26,8 @@ class Recorded:
     body: dict | None
     method_id: str | None = None
     params: dict | None = None  # path parameters, e.g. {"name": "projects/p/locations/l/customJobs/1"}
-    error: dict | None = None  # the error answered, if the request was refused
+    error: dict | None = None  # the error answered, if any
+    by_contract: bool = False  # the error was the contract's (route, query, body), not the resource's (not found, ...)
 
     @property
     def target(self) -> str | None:
@@ -78,7 +79,8 @@ class DiscoveryStandIn:
         return [r.target for r in self.calls(method_id_suffix)]
 
     def refused(self) -> list[Recorded]:
-        return [r for r in self.requests if r.error is not None]
+        """Requests the published contract rejects (what a test asserts never happens)."""
+        return [r for r in self.requests if r.by_contract]
 
     # -- dispatch ------------------------------------------------------------------------------------------------------
 
@@ -87,6 +89,7 @@ class DiscoveryStandIn:
         path = unquote(parts.path) if self.UNQUOTE_PATH else parts.path
         query = parse_qs(parts.query, keep_blank_values=True)
         rec = Recorded(verb, parts.path, query, None)
+        stage = "contract"
         with self.lock:
             self.requests.append(rec)
         try:
@@ -107,6 +110,7 @@ class DiscoveryStandIn:
             handler = getattr(self, f"{collection}_{verb_name}", None)
             if handler is None:
                 raise ApiError(501, f"stand-in does not implement {method.id}")
+            rec.method_id, stage = method.id, "handler"
             with self.lock:
                 answer = handler(params, query, rec.body if rec.body is not None else raw_body)
             if isinstance(answer, tuple):
@@ -117,7 +121,7 @@ class DiscoveryStandIn:
                 self.api.check_response(method, body)
             return status, body, headers
         except ApiError as e:
-            rec.error = e.body()
+            rec.error, rec.by_contract = e.body(), stage == "contract" and e.code in (400, 404)
             return e.code, e.body(), {}
 
     UNQUOTE_PATH = True

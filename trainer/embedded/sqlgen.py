@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
+from common.prompts import LAB_TEMPLATE
 from trainer.embedded import sqlgen
-from trainer.prompts import LAB_TEMPLATE
 
 EMBEDDED_PREFIX = "embedded:"
 EMBEDDED_ID = "embedded:tiny-sql-llama"

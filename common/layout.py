@@ -1,0 +1,60 @@
+"""The run layout: where a run's files live, on disk and in the models bucket. Every tool reads it from here.
+
+    runs/<run-id>/report.json report.md report.png config.yaml adapter/ merged/
+    runs/latest -> <run-id>                  the newest run that produced a model (local or on Vertex)
+    runs/checkpoints/<fingerprint>/          resume state of a local run, removed when it succeeds
+
+A run on Vertex AI writes the same folder to `gs://<models bucket>/runs/<run-id>/model/` (Vertex sets
+AIP_MODEL_DIR to `<baseOutputDirectory>/model/`), its checkpoints to `.../runs/<run-id>/checkpoints/`
+(AIP_CHECKPOINT_DIR); the launcher copies the report files back into `runs/<run-id>/`, whose report.json
+says where the model is (`output_uri`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SCRATCH_ENV = "LLMOPS_SCRATCH"  # the image points it at /tmp (its working dir is read-only to the app user)
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_PNG = "report.png"
+CONFIG = "config.yaml"
+ADAPTER = "adapter"
+MERGED = "merged"
+LATEST = "latest"
+CHECKPOINTS = "checkpoints"
+REPORT_FILES = (REPORT_JSON, REPORT_MD, REPORT_PNG, CONFIG)  # what the launcher brings back from a Vertex run
+
+# Vertex AI's CustomJob convention for a job with baseOutputDirectory.
+VERTEX_MODEL_SUBDIR = "model"
+VERTEX_CHECKPOINT_SUBDIR = "checkpoints"
+
+
+def vertex_base_output(models_bucket: str, run_id: str) -> str:
+    """A CustomJob's baseOutputDirectory: everything one Vertex run writes lives under it."""
+    return f"gs://{models_bucket.removeprefix('gs://')}/runs/{run_id}"
+
+
+def vertex_run_dir(models_bucket: str, run_id: str) -> str:
+    """Where a Vertex run's folder (report, adapter, merged model) lands: AIP_MODEL_DIR without its trailing slash."""
+    return f"{vertex_base_output(models_bucket, run_id)}/{VERTEX_MODEL_SUBDIR}"
+
+
+def scratch(*parts: str) -> Path:
+    """A local working folder for copies of remote things (downloaded models and data, a remote run's staging)."""
+    return Path(os.environ.get(SCRATCH_ENV) or ".cache/llmops").joinpath(*parts)
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def point_latest(runs_dir, run_id: str) -> None:
+    """Make `runs/latest` point at `run_id`, atomically (a symlink swapped in with rename)."""
+    runs_dir = Path(runs_dir)
+    tmp = runs_dir / f".{LATEST}.tmp{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_id)
+    os.replace(tmp, runs_dir / LATEST)

@@ -1,0 +1,323 @@
+"""`llmops`: the kit's command line. Every Makefile target calls one of these commands.
+
+    llmops train                         # the whole pipeline on the embedded default
+    llmops train -c configs/codellama-7b.yaml --set training.max_steps=80
+    llmops check-base | eval | merge | report | config | data
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from trainer.config import ConfigError, load_config
+
+app = typer.Typer(
+    name="llmops", help="LoRA fine-tuning for text-to-SQL: check the base, train, evaluate, merge, report.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="run config YAML (default: built-in defaults)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a key: section.key=value (repeatable)")]
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _config(config: Path | None, overrides: list[str] | None):
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as e:
+        _fail(str(e))
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from common.storage import StorageError
+    from trainer.data import DataError
+    from trainer.merge import MergeError
+    from trainer.modeling import ModelError
+    from trainer.pipeline import RunError
+
+    return (DataError, ModelError, RunError, MergeError, StorageError, ConfigError)
+
+
+@app.command()
+def train(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="tune even if the base model already meets the target")] = False,
+) -> None:
+    """Run the whole pipeline: base-model check, LoRA training, evaluation, merge, report."""
+    from trainer.pipeline import run_pipeline
+
+    cfg = _config(config, overrides)
+    try:
+        report = run_pipeline(cfg, force=force, log=_log)
+    except _user_errors() as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail("interrupted; checkpoints are kept, so the same command resumes", 130)
+    _summary(report)
+
+
+def _summary(report: dict) -> None:
+    base = report.get("base_eval", {}).get("execution_accuracy")
+    tuned = report.get("tuned_eval", {}).get("execution_accuracy")
+    parts = [f"status {report['status']}"]
+    if base is not None:
+        parts.append(f"base {base:.1%}")
+    if tuned is not None:
+        parts.append(f"tuned {tuned:.1%}")
+    parts.append(f"wall {report['wall_seconds']:.0f}s")
+    g24 = report["cost"]["projected"]["g2-standard-24"]
+    parts.append(f"cost ${report['cost']['usd']:.4f} (on g2-standard-24: ${g24['on_demand_usd']:.4f}, Spot ${g24['spot_usd']:.4f})")
+    typer.secho("summary: " + ", ".join(parts), bold=True)
+
+
+@app.command("check-base")
+def check_base(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+    """Evaluate the base model on the held-out rows and say whether tuning is needed (exit 0 either way)."""
+    from trainer.pipeline import check_base as _check
+    from trainer.pipeline import prepare
+
+    cfg = _config(config, overrides)
+    try:
+        result, good = _check(prepare(cfg, _log), _log)
+    except _user_errors() as e:
+        _fail(str(e))
+    verdict = "meets" if good else "is below"
+    typer.echo(f"base model {verdict} the {cfg.eval.target_accuracy:.0%} target ({result.execution_accuracy:.1%})"
+               + ("" if good else ": fine-tuning is worth it"))
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[str, typer.Option("--model", "-m", help="model dir to evaluate (default: runs/latest/merged)")] = "runs/latest/merged",
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Evaluate a saved model on the held-out rows: execution accuracy and exact match."""
+    from trainer.pipeline import evaluate_model_dir
+
+    cfg = _config(config, overrides)
+    try:
+        result = evaluate_model_dir(model, cfg, _log)
+    except _user_errors() as e:
+        _fail(str(e))
+    typer.echo(yaml.safe_dump({k: v for k, v in result.to_dict().items() if k != "samples"}, sort_keys=False))
+
+
+@app.command()
+def merge(
+    run: Annotated[Path, typer.Option("--run", "-r", help="run dir holding adapter/")] = Path("runs/latest"),
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Merge a run's adapter into the base again (full precision, verified) into <run>/merged."""
+    from trainer.pipeline import merge_run
+
+    cfg = _config(config, overrides)
+    try:
+        info = merge_run(run, cfg, _log)
+    except _user_errors() as e:
+        _fail(str(e))
+    typer.echo(f"merged into {run / 'merged'} (greedy outputs match: {info['greedy_match']})")
+
+
+@app.command()
+def report(run: Annotated[Path, typer.Option("--run", "-r", help="run dir")] = Path("runs/latest")) -> None:
+    """Rewrite report.md and report.png from a run's report.json and print the summary."""
+    from trainer.report import read_report, write_report
+
+    if not (run / "report.json").is_file():
+        _fail(f"{run} has no report.json (run `make train` first)")
+    data = read_report(run)
+    write_report(run, data)
+    typer.echo((run / "report.md").read_text(encoding="utf-8"))
+
+
+StackOpt = Annotated[Path, typer.Option("--stack-file", help="`pulumi stack output --json` saved to a file")]
+DEFAULT_STACK = Path(".cache/stack.json")
+
+
+def _cloud_errors() -> tuple[type[Exception], ...]:
+    from control.deploy import DeployError
+    from control.gcp import CredentialsError
+    from control.image import ImageError
+    from control.job import LaunchError
+    from control.stack import StackError
+
+    return (StackError, LaunchError, DeployError, ImageError, CredentialsError)
+
+
+def _stack(path: Path):
+    from control.stack import StackError, load_stack
+
+    try:
+        return load_stack(path)
+    except StackError as e:
+        _fail(str(e))
+
+
+@app.command()
+def launch(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    machine: Annotated[str | None, typer.Option(help="machine type from common/catalog.yaml (default: training.machine_type)")] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="machines; more than one uses Vertex's multi-worker pools")] = 1,
+    spot: Annotated[bool, typer.Option(help="Spot VMs: cheaper, can be reclaimed; the trainer resumes from its checkpoint")] = False,
+    image: Annotated[str | None, typer.Option(help="image URI (default: the kit image for this source, built if missing)")] = None,
+    expected_hours: Annotated[float | None, typer.Option(help="for the cost estimate (default: last comparable run)")] = None,
+    max_cost: Annotated[float, typer.Option(help="refuse runs estimated above this many USD")] = 25.0,
+    max_queued_minutes: Annotated[float, typer.Option(min=1, help="cancel a job still waiting for machines after this long")] = 60.0,
+    yes: Annotated[bool, typer.Option("--yes", help="launch even above --max-cost")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the CreateCustomJob request body and stop")] = False,
+    stack_file: StackOpt = DEFAULT_STACK,
+    run_id: Annotated[str | None, typer.Option(help="default: a timestamp")] = None,
+) -> None:
+    """Run the same trainer as a Vertex AI CustomJob (`make train BACKEND=vertex`), follow it, fetch its report."""
+    import json
+
+    from control.job import LaunchOptions
+    from control.launch import launch as _launch
+
+    cfg = _config(config, overrides)  # validated here, before paying for a machine
+    # The job gets the resolved config inline: the config file is on this machine, not in the image.
+    args = ["--config-json", json.dumps(cfg.model_dump(exclude={"output": {"run_id", "machine_type"}}), sort_keys=True)]
+    opts = LaunchOptions(run_id=run_id or new_run_id(), trainer_args=args, replicas=replicas, spot=spot, image=image,
+                         expected_hours=expected_hours, max_cost_usd=max_cost, yes=yes, max_queued_minutes=max_queued_minutes)
+    if machine:
+        opts.machine_type = machine
+    try:
+        result = _launch(opts, _stack(stack_file), dry_run=dry_run, log=_log)
+    except (*_cloud_errors(), KeyError) as e:
+        _fail(str(e).strip("'\""))
+    if result.get("state") and result["state"] != "JOB_STATE_SUCCEEDED":
+        raise typer.Exit(1)
+
+
+def new_run_id() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+@app.command()
+def image(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the CreateBuild request and stop")] = False,
+    stack_file: StackOpt = DEFAULT_STACK,
+) -> None:
+    """Build the kit image with Cloud Build and push it to the stack's registry, unless its tag is there (`make image`)."""
+    import json
+
+    from control.image import build_request, ensure_image, kit_image
+
+    stack = _stack(stack_file)
+    try:
+        if dry_run:
+            img = kit_image()
+            _log(f"kit image {img.uri(stack.registry_url or 'REGISTRY')} ({len(img.files)} files in the build context)")
+            print(json.dumps(build_request(img, stack), indent=2, sort_keys=True))
+            return
+        uri = ensure_image(stack, _log)
+    except _cloud_errors() as e:
+        _fail(str(e))
+    typer.echo(uri)
+
+
+@app.command()
+def cancel(
+    job: Annotated[str, typer.Argument(help="projects/.../customJobs/ID, as `make train BACKEND=vertex` printed it")],
+    stack_file: StackOpt = DEFAULT_STACK,
+) -> None:
+    """Cancel a running CustomJob."""
+    from control.launch import cancel as _cancel
+
+    try:
+        _cancel(job, _stack(stack_file))
+    except _cloud_errors() as e:
+        _fail(str(e))
+    typer.echo(f"cancel requested for {job}")
+
+
+@app.command()
+def deploy(
+    run: Annotated[Path, typer.Option("--run", "-r", help="run dir with report.json (and merged/ for a local run)")] = Path("runs/latest"),
+    image: Annotated[str | None, typer.Option(help="image URI (default: the kit image for this source, built if missing)")] = None,
+    min_replicas: Annotated[int, typer.Option(min=1)] = 1,
+    max_replicas: Annotated[int, typer.Option(min=1)] = 2,
+    gate: Annotated[float, typer.Option(help="refuse models under this execution accuracy")] = 0.7,
+    force: Annotated[bool, typer.Option(help="deploy even if worse than the deployed model")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the upload and deploy requests and stop")] = False,
+    stack_file: StackOpt = DEFAULT_STACK,
+) -> None:
+    """Upload the run's merged model as a new version and deploy it to the kit's Vertex endpoint (`make deploy`)."""
+    from control.deploy import DeployOptions
+    from control.deploy import deploy as _deploy
+
+    opts = DeployOptions(run_dir=run, image=image, min_replicas=min_replicas, max_replicas=max_replicas, accuracy_gate=gate, force=force)
+    try:
+        _deploy(opts, _stack(stack_file), dry_run=dry_run, log=_log)
+    except _cloud_errors() as e:
+        _fail(str(e))
+
+
+@app.command("budget-guard")
+def budget_guard(
+    dry_run: Annotated[bool, typer.Option(help="log what it would do and do nothing (--no-dry-run acts for real)")] = True,
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8080,
+    stack_file: StackOpt = DEFAULT_STACK,
+) -> None:
+    """Run the budget guard locally under functions-framework, configured as infra configures it (`make budget-guard`)."""
+    import os
+    import shutil
+
+    from common import layout
+
+    stack = _stack(stack_file)
+    guard_dir = Path(__file__).resolve().parents[1] / "infra" / "budget_guard"
+    env = {**os.environ, "PROJECT_ID": stack.project, "REGION": stack.region, "DRY_RUN": str(dry_run).lower(),
+           "LABEL_SELECTOR": ",".join(f"{k}={v}" for k, v in sorted(stack.labels.items())),
+           "NOTIFY_THRESHOLDS": ",".join(str(t) for t in stack.budget_thresholds[:-1]),
+           "ENFORCE_THRESHOLD": str(stack.budget_thresholds[-1]) if stack.budget_thresholds else "",
+           "RUNTIME_TEMPLATE": stack.runtime_template_id or "", "STATE_PATH": str(layout.scratch("budget-guard", "state.json").resolve()),
+           "PYTHONPATH": str(guard_dir)}
+    exe = shutil.which("functions-framework") or _fail("functions-framework is not installed: run `make setup`")
+    _log(f"budget guard for {stack.project}/{stack.region}, labels {env['LABEL_SELECTOR']}, "
+         f"{'dry run' if dry_run else 'ACTING FOR REAL'}, on http://127.0.0.1:{port}/ (send one with `make budget-alert`)")
+    os.chdir(guard_dir)
+    os.execve(exe, [exe, "--target", "on_budget_alert", "--signature-type", "cloudevent", "--host", "127.0.0.1",
+                    "--port", str(port)], env)
+
+
+@app.command("config")
+def show_config(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+    """Print the resolved run config (defaults + file + overrides) as YAML."""
+    cfg = _config(config, overrides)
+    typer.echo(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+
+
+@app.command()
+def data(out: Annotated[Path, typer.Argument(help="where to write the JSONL")] = Path("data/sql_sample.jsonl")) -> None:
+    """Regenerate the bundled text-to-SQL sample (deterministic)."""
+    from trainer.embedded import sqlgen
+
+    sqlgen.main([str(out)])
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

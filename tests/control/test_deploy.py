@@ -1,0 +1,139 @@
+"""`make deploy` through the real google-cloud-aiplatform SDK against the Vertex REST stand-in."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from control.deploy import DeployError, DeployOptions, deploy
+from control.stack import StackOutputs
+
+P = "projects/acme-ml/locations/us-central1"
+STACK = StackOutputs(project="acme-ml", region="us-central1", staging_bucket="acme-staging", models_bucket="acme-models",
+                     trainer_service_account="t@x", serving_service_account="llmops-dev-serving@acme-ml.iam.gserviceaccount.com",
+                     endpoint_id="123", registry_url="us-central1-docker.pkg.dev/acme-ml/llmops-dev", stack="dev",
+                     labels={"app": "llmops-kit", "stack": "dev"})
+
+
+IMAGE = "us-central1-docker.pkg.dev/acme-ml/llmops-dev/llmops-kit:0123456789abcdef"
+
+
+@pytest.fixture
+def endpoint_with_old_model(vertex_standin, monkeypatch):
+    monkeypatch.setenv("LLMOPS_VERTEX_ENDPOINT", vertex_standin.url)
+    vertex_standin.add("endpoints", {"name": f"{P}/endpoints/123", "displayName": "llmops-kit-dev",
+                                     "deployedModels": [{"id": "old1", "model": f"{P}/models/9", "modelVersionId": "1"}],
+                                     "trafficSplit": {"old1": 100}})
+    vertex_standin.add("models", {"name": f"{P}/models/9", "displayName": "llmops-kit-text-to-sql", "versionId": "1",
+                                  "labels": {"app": "llmops-kit", "eval-accuracy": "0-7500"}})
+    return vertex_standin
+
+
+@pytest.fixture(autouse=True)
+def models_bucket(gcs):
+    gcs.create_bucket("acme-models")
+    return gcs.bucket("acme-models")
+
+
+def _run(tmp_path, accuracy: float, status: str = "succeeded", output_uri: str | None = None):
+    run = tmp_path / "run"
+    if output_uri is None:
+        (run / "merged").mkdir(parents=True, exist_ok=True)
+        (run / "merged" / "config.json").write_text("{}")  # a local run's merged model (contents don't matter to Vertex here)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "report.json").write_text(json.dumps({"run_id": "R42", "status": status, "tuned_eval": {"execution_accuracy": accuracy},
+                                                 "output_uri": output_uri or str(run)}))
+    return run
+
+
+def _deploy(standin, run, **kw):
+    return deploy(DeployOptions(run_dir=run, image=IMAGE, **kw), STACK, log=lambda m: None)
+
+
+def _posts(standin):
+    return [(r.path.rsplit(":", 1)[-1], r.body) for r in standin.requests if r.method == "POST" and r.error is None]
+
+
+def test_upload_new_version_deploy_then_undeploy_the_old_one(endpoint_with_old_model, tmp_path, models_bucket):
+    v = endpoint_with_old_model
+    _deploy(v, _run(tmp_path, 0.82))
+    assert "runs/R42/model/merged/config.json" in {b.name for b in models_bucket.list_blobs()}, "a local run's model is uploaded first"
+    posts = _posts(v)
+    assert v.refused() == []
+    assert [verb for verb, _ in posts] == ["upload", "deployModel", "undeployModel"], "old version goes only after the new one is up"
+    upload = posts[0][1]
+    assert upload["parentModel"] == f"{P}/models/9", "a new version of the kit's model, not a new model"
+    m = upload["model"]
+    assert m["displayName"] == "llmops-kit-text-to-sql" and m["artifactUri"] == "gs://acme-models/runs/R42/model/merged"
+    assert m["containerSpec"]["imageUri"] == IMAGE and "command" not in m["containerSpec"], "the image's CMD serves"
+    assert m["containerSpec"]["ports"] == [{"containerPort": 8080}]
+    assert m["labels"] == {"app": "llmops-kit", "stack": "dev", "run-id": "r42", "eval-accuracy": "0-8200"}
+    dep = posts[1][1]
+    res = dep["deployedModel"]["dedicatedResources"]
+    assert res["machineSpec"] == {"machineType": "g2-standard-12", "acceleratorType": 11, "acceleratorCount": 1}  # NVIDIA_L4
+    assert (res["minReplicaCount"], res["maxReplicaCount"]) == (1, 2)
+    assert dep["deployedModel"]["serviceAccount"] == STACK.serving_service_account
+    assert dep["trafficSplit"] == {"0": 100}
+    assert posts[2][1]["deployedModelId"] == "old1"
+    endpoint = v.find(f"{P}/endpoints/123")
+    assert [d["id"] for d in endpoint["deployedModels"]] != ["old1"] and len(endpoint["deployedModels"]) == 1
+    assert list(endpoint["trafficSplit"].values()) == [100]
+
+
+def test_refuses_a_model_under_the_gate(endpoint_with_old_model, tmp_path):
+    with pytest.raises(DeployError, match=r"60.0% is below the 70% gate"):
+        _deploy(endpoint_with_old_model, _run(tmp_path, 0.60))
+    assert _posts(endpoint_with_old_model) == []
+
+
+def test_refuses_a_model_worse_than_the_deployed_one_unless_forced(endpoint_with_old_model, tmp_path):
+    with pytest.raises(DeployError, match=r"worse than the deployed model \(75.0%\); use --force"):
+        _deploy(endpoint_with_old_model, _run(tmp_path, 0.72))
+    assert _posts(endpoint_with_old_model) == []
+    _deploy(endpoint_with_old_model, _run(tmp_path, 0.72), force=True)
+    assert [verb for verb, _ in _posts(endpoint_with_old_model)] == ["upload", "deployModel", "undeployModel"]
+
+
+def test_refuses_a_failed_run(endpoint_with_old_model, tmp_path):
+    with pytest.raises(DeployError, match="nothing to deploy"):
+        _deploy(endpoint_with_old_model, _run(tmp_path, 0.9, status="failed"))
+
+
+def test_dry_run_prints_the_requests(endpoint_with_old_model, tmp_path, capsys):
+    from control.image import kit_image
+
+    deploy(DeployOptions(run_dir=_run(tmp_path, 0.9)), STACK, dry_run=True, log=lambda m: None)
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["upload"]["artifact_uri"] == "gs://acme-models/runs/R42/model/merged"
+    assert printed["upload"]["serving_container_image_uri"] == kit_image().uri(STACK.registry_url)
+    assert printed["deploy"]["machine_type"] == "g2-standard-12" and printed["deploy"]["traffic_percentage"] == 100
+    assert _posts(endpoint_with_old_model) == []
+
+
+def test_dry_run_without_credentials_prints_what_it_can(tmp_path, capsys, monkeypatch):
+    """No `gcloud auth application-default login` yet: one line says so, the requests are still printed."""
+    monkeypatch.delenv("LLMOPS_VERTEX_ENDPOINT", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
+    logs = []
+    deploy(DeployOptions(run_dir=_run(tmp_path, 0.9)), STACK, dry_run=True, log=logs.append)
+    assert json.loads(capsys.readouterr().out)["upload"]["display_name"] == "llmops-kit-text-to-sql"
+    assert logs == ["no Google credentials on this machine: run `gcloud auth application-default login`. Dry run: printing "
+                    "the requests without checking the deployed model's accuracy"]
+
+
+def test_compares_against_the_deployed_version_not_the_default_one(endpoint_with_old_model, tmp_path):
+    """Version 1 (75%) is deployed; a later version 2 (95%) was uploaded but never deployed and is the default."""
+    v = endpoint_with_old_model
+    v.add("models", {"name": f"{P}/models/9", "displayName": "llmops-kit-text-to-sql", "versionId": "2",
+                     "labels": {"app": "llmops-kit", "eval-accuracy": "0-9500"}})
+    _deploy(v, _run(tmp_path, 0.80))  # better than what serves (75%), so no --force needed
+    assert [verb for verb, _ in _posts(v)] == ["upload", "deployModel", "undeployModel"]
+
+
+def test_a_vertex_runs_model_is_deployed_from_where_the_job_wrote_it(endpoint_with_old_model, tmp_path, models_bucket):
+    models_bucket.blob("runs/R42/model/merged/config.json").upload_from_string("{}")
+    _deploy(endpoint_with_old_model, _run(tmp_path, 0.9, output_uri="gs://acme-models/runs/R42/model"))
+    upload = _posts(endpoint_with_old_model)[0][1]
+    assert upload["model"]["artifactUri"] == "gs://acme-models/runs/R42/model/merged"
+    assert [b.name for b in models_bucket.list_blobs()] == ["runs/R42/model/merged/config.json"], "nothing uploaded again"

@@ -1,0 +1,138 @@
+"""`make image`: the kit image's build context, tag, Dockerfile and Cloud Build request, through the stand-ins."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import pytest
+import tomllib
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from control import buildcontext
+from control.image import IMAGE_NAME, ImageError, build, build_request, ensure_image, kit_image
+from control.job import TRAINER_COMMAND
+from control.stack import StackOutputs
+from tests.standins import container
+
+STACK = StackOutputs(project="acme-ml", region="us-central1", staging_bucket="acme-staging", models_bucket="acme-models",
+                     trainer_service_account="t@acme-ml.iam.gserviceaccount.com", stack="dev", labels={"app": "llmops-kit", "stack": "dev"},
+                     registry_url="us-central1-docker.pkg.dev/acme-ml/llmops-dev",
+                     builder_service_account="llmops-dev-builder@acme-ml.iam.gserviceaccount.com")
+
+
+@pytest.fixture
+def copy_of_repo(repo_root, tmp_path):
+    """The build context's files in a scratch tree, to change without touching the checkout."""
+    root = tmp_path / "repo"
+    for rel in kit_image(repo_root).files + ["README.md", ".dockerignore"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo_root / rel, root / rel)
+    return root
+
+
+def test_the_context_is_what_the_dockerfile_copies_and_nothing_else(repo_root):
+    files = kit_image(repo_root).files
+    top = {f.split("/")[0] for f in files}
+    assert top == {"Dockerfile", "constraints.txt", "image", "common", "trainer", "serving", "configs", "data"}
+    assert not [f for f in files if "__pycache__" in f or f.endswith((".pyc", ".safetensors", ".bin", ".pt"))], "no bytecode, no weights"
+    assert "control/cli.py" not in files and "tests/conftest.py" not in files
+
+
+@pytest.mark.parametrize(
+    "path, excluded",
+    [("runs/x/model.safetensors", True), ("trainer/task.py", False), ("trainer/__pycache__/task.cpython-311.pyc", True),
+     ("image/requirements.in", False), ("image/other.txt", True), ("README.md", True), ("data/sql_sample.jsonl", False)],
+)
+def test_dockerignore_follows_dockers_rules(repo_root, path, excluded):
+    rules = buildcontext.parse((repo_root / ".dockerignore").read_text())
+    assert buildcontext.excluded(path, rules) is excluded
+
+
+def test_the_tag_is_a_hash_of_the_context(copy_of_repo):
+    first = kit_image(copy_of_repo)
+    assert kit_image(copy_of_repo).tag == first.tag and len(first.tag) == 16
+    (copy_of_repo / "README.md").write_text("docs change nothing in the image")
+    assert kit_image(copy_of_repo).tag == first.tag
+    (copy_of_repo / "trainer" / "task.py").write_text((copy_of_repo / "trainer" / "task.py").read_text() + "\n# changed\n")
+    assert kit_image(copy_of_repo).tag != first.tag
+    assert buildcontext.pack(copy_of_repo, first.files) == buildcontext.pack(copy_of_repo, first.files), "reproducible bytes"
+
+
+def test_image_requirements_are_the_deployables_dependencies(repo_root):
+    project = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
+    wanted = {canonicalize_name(Requirement(r).name) for r in project["dependencies"] + project["optional-dependencies"]["serving"]}
+    listed = {canonicalize_name(line.strip()) for line in (repo_root / "image" / "requirements.in").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    assert listed == wanted
+
+
+def test_the_dockerfile_builds_non_root_deps_first_and_starts_what_the_tests_start(repo_root, tmp_path):
+    image = container.build_image(repo_root, "x", tmp_path / "image")
+    assert image.cmd == ["python", "-m", "serving"], "the serving tests start exactly this"
+    assert TRAINER_COMMAND == ["python", "-m", "trainer.task"] and image.path("/app/trainer/task.py").is_file()
+    assert image.user == "10001" and image.env["SERVING_HOST"] == "0.0.0.0" and image.env["AIP_HTTP_PORT"] == "8080"
+    assert image.workdir == "/app" and not image.path("/app/control").exists(), "the client is not in the image"
+    text = (repo_root / "Dockerfile").read_text()
+    assert text.index("pip install") < text.index("COPY trainer/"), "dependencies before source: a code change keeps the big layer"
+    assert all(not p.suffix == ".safetensors" for p in image.root.rglob("*")), "no model baked in"
+
+
+def test_build_request_is_what_cloud_build_accepts(cloud_build, repo_root):
+    body = build_request(kit_image(repo_root), STACK)
+    uri = f"us-central1-docker.pkg.dev/acme-ml/llmops-dev/{IMAGE_NAME}:{kit_image(repo_root).tag}"
+    assert body["images"] == [uri] and body["steps"][0]["args"][:3] == ["build", "--tag", uri]
+    assert body["serviceAccount"] == "projects/acme-ml/serviceAccounts/llmops-dev-builder@acme-ml.iam.gserviceaccount.com"
+    assert body["options"]["logging"] == "CLOUD_LOGGING_ONLY", "required with a user-specified service account"
+    method, _ = cloud_build.api.route("POST", "/v1/projects/acme-ml/locations/us-central1/builds")
+    cloud_build.api.check_request(method, body)  # the discovery document's validation
+
+
+def test_build_pushes_once_and_later_reuses_the_tag(cloud_build, registry, gcs, monkeypatch, repo_root):
+    monkeypatch.setenv("LLMOPS_CLOUDBUILD_ENDPOINT", cloud_build.url)
+    monkeypatch.setenv("LLMOPS_ARTIFACT_REGISTRY_ENDPOINT", registry.url)
+    gcs.create_bucket("acme-staging")
+    logs = []
+    uri = ensure_image(STACK, logs.append, root=repo_root, poll_s=0)
+    assert uri in registry.images and any("not in the registry yet: building it" in m for m in logs)
+    assert [b.name for b in gcs.bucket("acme-staging").list_blobs()] == [f"image-sources/{kit_image(repo_root).tag}.tar.gz"]
+    logs.clear()
+    assert ensure_image(STACK, logs.append, root=repo_root) == uri
+    assert logs == [f"kit image {uri} is in the registry"] and len(cloud_build.calls("builds.create")) == 1
+    assert cloud_build.refused() == [] and registry.refused() == []
+    image = registry.pull(uri)
+    assert image.path("/app/serving/__main__.py").is_file() and image.run_steps, "built from the uploaded context"
+
+
+def test_a_build_that_fails_says_why(cloud_build, registry, gcs, monkeypatch, copy_of_repo):
+    monkeypatch.setenv("LLMOPS_CLOUDBUILD_ENDPOINT", cloud_build.url)
+    monkeypatch.setenv("LLMOPS_ARTIFACT_REGISTRY_ENDPOINT", registry.url)
+    gcs.create_bucket("acme-staging")
+    (copy_of_repo / ".dockerignore").write_text((copy_of_repo / ".dockerignore").read_text().replace("!serving/\n", ""))
+    with pytest.raises(ImageError, match=r"ended FAILURE: COPY failed: .*serving.*logs: https://console.cloud.google.com/cloud-build"):
+        build(kit_image(copy_of_repo), STACK, lambda m: None, poll_s=0)
+    assert registry.images == {}
+
+
+def test_stack_without_a_registry_says_what_to_do():
+    with pytest.raises(ImageError, match="lack registry_url"):
+        from control.image import image_exists
+
+        image_exists(kit_image(), replace(STACK, registry_url=None))
+
+
+def test_cli_image_dry_run_prints_the_request(tmp_path, capsys):
+    from dataclasses import asdict
+
+    from typer.testing import CliRunner
+
+    from control.cli import app
+
+    stack_file = tmp_path / "stack.json"
+    stack_file.write_text(json.dumps(asdict(STACK)))
+    result = CliRunner().invoke(app, ["image", "--dry-run", "--stack-file", str(stack_file)])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output[result.output.index("{"):])
+    assert body["images"][0].endswith(f":{kit_image().tag}")

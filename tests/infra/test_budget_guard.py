@@ -1,0 +1,372 @@
+"""The budget guard, at the wire: functions-framework on a free port receives CloudEvents as Eventarc
+sends them; Vertex calls go through the real aiplatform clients to the REST stand-in; state lives
+in the GCS emulator (with real generation preconditions)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.standins.cloudevents import budget_payload, pubsub_cloudevent
+from tests.standins.gcs import free_port
+
+GUARD_DIR = Path(__file__).resolve().parents[2] / "infra" / "budget_guard"
+P = "projects/test-project/locations/us-central1"
+KIT = {"app": "llmops-kit", "stack": "dev"}
+TEMPLATE = "llmops-dev"  # the kit's runtime template ID (infra/kit_infra/runtime.py template_id)
+
+
+class Guard:
+    """A running functions-framework process serving on_budget_alert."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "functions_framework", "--target", "on_budget_alert", "--source", str(GUARD_DIR / "main.py"),
+             "--signature-type", "cloudevent", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=GUARD_DIR, env={**os.environ, "PYTHONPATH": str(GUARD_DIR), **env}, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # ready when the port accepts connections
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"functions-framework exited: {log_path.read_text()}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("functions-framework did not start in 60 s")
+
+    def post(self, headers: dict, body: bytes) -> int:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/", data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def alert(self, **kwargs) -> int:
+        return self.post(*pubsub_cloudevent(budget_payload(**kwargs)))
+
+    def logs(self) -> list[dict]:
+        self._log.flush()
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and "severity" in entry:
+                out.append(entry)
+        return out
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def _runtime(rid: str, template: str, state: str) -> dict:
+    return {"name": f"{P}/notebookRuntimes/{rid}", "displayName": rid, "runtimeState": state,
+            "notebookRuntimeTemplateRef": {"notebookRuntimeTemplate": f"{P}/notebookRuntimeTemplates/{template}"}}
+
+
+@pytest.fixture
+def kit_resources(vertex_standin):
+    """The kit's endpoint models, jobs and runtimes beside others' that must stay untouched."""
+    v = vertex_standin
+    v.add("endpoints", {"name": f"{P}/endpoints/1", "displayName": "kit", "labels": KIT,
+                        "deployedModels": [{"id": "m1", "model": f"{P}/models/1"}, {"id": "m2", "model": f"{P}/models/1"}],
+                        "trafficSplit": {"m1": 50, "m2": 50}})
+    v.add("endpoints", {"name": f"{P}/endpoints/9", "displayName": "other", "labels": {"app": "other"},
+                        "deployedModels": [{"id": "x1", "model": f"{P}/models/9"}], "trafficSplit": {"x1": 100}})
+    v.add("endpoints", {"name": f"{P}/endpoints/8", "displayName": "other-stack", "labels": {**KIT, "stack": "prod"},
+                        "deployedModels": [{"id": "p1", "model": f"{P}/models/8"}], "trafficSplit": {"p1": 100}})
+    for jid, labels, state in ((10, KIT, "JOB_STATE_RUNNING"), (11, KIT, "JOB_STATE_PENDING"), (12, KIT, "JOB_STATE_SUCCEEDED"),
+                               (99, {}, "JOB_STATE_RUNNING"), (98, {"app": "llmops-kit"}, "JOB_STATE_RUNNING")):
+        v.add("customJobs", {"name": f"{P}/customJobs/{jid}", "displayName": f"j{jid}", "labels": labels, "state": state})
+    v.add("notebookRuntimes", _runtime("r1", TEMPLATE, "RUNNING"))
+    v.add("notebookRuntimes", _runtime("r2", TEMPLATE, "STOPPED"))
+    v.add("notebookRuntimes", _runtime("r9", "someone-elses-template", "RUNNING"))
+    return v
+
+
+def _mutations(v) -> list:
+    return [r for r in v.requests if r.method == "POST" and r.error is None]
+
+
+@pytest.fixture
+def start_guard(gcs, gcs_server, vertex_standin, webhook, tmp_path):
+    gcs.create_bucket("staging")
+    guards = []
+
+    def start(**env) -> Guard:
+        base = {"PROJECT_ID": "test-project", "REGION": "us-central1", "STATE_BUCKET": "staging", "DRY_RUN": "false",
+                "VERTEX_API_ENDPOINT": vertex_standin.url, "STORAGE_EMULATOR_HOST": f"http://{gcs_server}",
+                "WEBHOOK_URL": webhook.url, "BUDGET_CURRENCY": "USD", "LABEL_SELECTOR": "app=llmops-kit,stack=dev",
+                "RUNTIME_TEMPLATE": TEMPLATE, "ACTION_TIMEOUT_S": "10",
+                "NOTIFY_THRESHOLDS": "0.5,0.9", "ENFORCE_THRESHOLD": "1.0"}
+        g = Guard({**base, **env}, tmp_path / f"guard{len(guards)}.log")
+        guards.append(g)
+        return g
+
+    yield start
+    for g in guards:
+        g.stop()
+
+
+def _state(gcs) -> dict:
+    return json.loads(gcs.bucket("staging").blob("budget-guard/state.json").download_as_bytes())
+
+
+def _warnings(guard: Guard, event: str) -> list[dict]:
+    return [e for e in guard.logs() if e.get("event") == event]
+
+
+def test_below_threshold_only_logs_the_ratio(start_guard, kit_resources, webhook):
+    guard = start_guard()
+    assert guard.alert(cost=20.0) == 200
+    status = _warnings(guard, "budget_status")
+    assert status and status[-1]["ratio"] == 0.2
+    assert not _warnings(guard, "budget_threshold") and webhook.posts == []
+    assert _mutations(kit_resources) == []
+
+
+def test_each_notify_threshold_once_per_period(start_guard, kit_resources, webhook, gcs):
+    guard = start_guard()
+    for cost in (55.0, 60.0, 70.0):  # crosses 50% once, then stays between thresholds
+        assert guard.alert(cost=cost, alert=0.5) == 200
+    assert [e["threshold"] for e in _warnings(guard, "budget_threshold")] == [0.5]
+    assert guard.alert(cost=95.0, alert=0.9) == 200
+    assert guard.alert(cost=96.0, alert=0.9) == 200
+    assert [e["threshold"] for e in _warnings(guard, "budget_threshold")] == [0.5, 0.9]
+    assert len(webhook.posts) == 2 and "95%" in webhook.posts[1]["text"]
+    assert _state(gcs)["notified"] == [0.5, 0.9]
+    assert _mutations(kit_resources) == [], "no enforcement below 100%"
+
+
+def test_enforce_stops_only_the_kits_resources(start_guard, kit_resources):
+    guard = start_guard()
+    assert guard.alert(cost=120.0, alert=1.0) == 200
+    v = kit_resources
+    assert v.targets("endpoints.undeployModel") == [f"{P}/endpoints/1", f"{P}/endpoints/1"]
+    bodies = [r.body for r in v.calls("endpoints.undeployModel")]
+    assert [b["deployedModelId"] for b in bodies] == ["m1", "m2"]
+    assert bodies[0].get("trafficSplit") == {"m2": 100} and not bodies[1].get("trafficSplit")
+    assert "deployedModels" not in v.find(f"{P}/endpoints/1"), "both undeploys finished: each was awaited"
+    assert v.targets("customJobs.cancel") == [f"{P}/customJobs/10", f"{P}/customJobs/11"]
+    assert {v.find(f"{P}/customJobs/{j}")["state"] for j in (10, 11)} == {"JOB_STATE_CANCELLED"}
+    assert v.targets("notebookRuntimes.stop") == [f"{P}/notebookRuntimes/r1"]
+    assert v.find(f"{P}/notebookRuntimes/r1")["runtimeState"] == "STOPPED" and v.find(f"{P}/notebookRuntimes/r9")["runtimeState"] == "RUNNING"
+    label_filter = 'labels.app="llmops-kit" AND labels.stack="dev"'
+    assert [r.query["filter"] for r in v.calls("endpoints.list")] == [[label_filter]]
+    assert [r.query["filter"] for r in v.calls("customJobs.list")] == [[label_filter]]
+    assert [r.query["filter"] for r in v.calls("notebookRuntimes.list")] == [[f'notebookRuntimeTemplate="{TEMPLATE}" AND runtimeState=RUNNING']]
+    assert v.refused() == [], "every request the guard sent is one Vertex accepts"
+    assert not [e for e in guard.logs() if e["severity"] == "ERROR"]
+    actions = [e for e in guard.logs() if e.get("action")]
+    assert {e["resource"] for e in actions} == {f"{P}/endpoints/1/deployedModels/m1", f"{P}/endpoints/1/deployedModels/m2",
+                                                f"{P}/customJobs/10", f"{P}/customJobs/11", f"{P}/notebookRuntimes/r1"}
+    assert all(e["cost"] == 120.0 and e["ratio"] == 1.2 for e in actions), "each action names the spend that triggered it"
+    assert any(e.get("event") == "enforce" and e["cost"] == 120.0 for e in guard.logs())
+
+
+def test_duplicate_and_repeated_messages_do_not_repeat_work(start_guard, kit_resources, webhook):
+    guard = start_guard()
+    headers, body = pubsub_cloudevent(budget_payload(cost=120.0, alert=1.0))
+    assert guard.post(headers, body) == 200
+    assert guard.post(headers, body) == 200  # Pub/Sub redelivery of the same message
+    assert guard.alert(cost=130.0, alert=1.0) == 200  # later messages over the threshold
+    assert len(kit_resources.calls("customJobs.cancel")) == 2 and len(kit_resources.calls("notebookRuntimes.stop")) == 1
+    assert len(webhook.posts) == 2  # 50% and 90%, once each
+
+
+def test_forecast_only_enforces_when_configured(start_guard, kit_resources):
+    guard = start_guard()
+    assert guard.alert(cost=40.0, forecast=1.0) == 200
+    assert kit_resources.calls("customJobs.cancel") == []
+    guard.stop()
+    guard = start_guard(ENFORCE_ON_FORECAST="true")
+    assert guard.alert(cost=40.0, forecast=1.0) == 200
+    assert len(kit_resources.calls("customJobs.cancel")) == 2
+
+
+def test_new_period_resets_the_state(start_guard, kit_resources, webhook, gcs):
+    guard = start_guard()
+    assert guard.alert(cost=120.0, alert=1.0) == 200
+    for jid in (10, 11):  # the kit's jobs run again next month
+        kit_resources.set_job_state(f"{P}/customJobs/{jid}", "JOB_STATE_RUNNING")
+    assert guard.alert(cost=120.0, alert=1.0, period="2026-12-01T08:00:00Z") == 200
+    assert len(kit_resources.calls("customJobs.cancel")) == 4, "enforced again in the new period"
+    assert len(webhook.posts) == 4
+    assert _state(gcs)["period"] == "2026-12-01T08:00:00Z"
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda: pubsub_cloudevent({}, raw_data="%%%not-base64%%%"), "not base64-encoded JSON"),
+        (lambda: pubsub_cloudevent({"budgetDisplayName": "b", "costAmount": 1}), "is missing or not a string"),
+        (lambda: pubsub_cloudevent(budget_payload(cost=1.0), {"schemaVersion": "2.0"}), "unsupported schemaVersion '2.0'"),
+        (lambda: pubsub_cloudevent(budget_payload(cost=1.0, budget=0.0)), "budgetAmount must be positive"),
+        (lambda: pubsub_cloudevent(budget_payload(cost=1.0, budget=-5.0)), "budgetAmount must be positive"),
+        (lambda: pubsub_cloudevent(budget_payload(cost=500.0, currency="EUR")), "configured for USD"),
+        (lambda: pubsub_cloudevent(b"[1, 2]"), "not a JSON object"),
+    ],
+)
+def test_bad_messages_are_logged_and_acknowledged(start_guard, kit_resources, make, reason):
+    guard = start_guard()
+    assert guard.post(*make()) == 200, "acknowledged, so Pub/Sub does not redeliver it forever"
+    errors = [e for e in guard.logs() if e["severity"] == "ERROR"]
+    assert any(reason in e["message"] for e in errors), errors
+    assert _mutations(kit_resources) == []
+
+
+def test_one_failing_action_does_not_stop_the_others_and_is_retried(start_guard, kit_resources, gcs):
+    v = kit_resources
+    v.fail.add("customJobs/10:cancel")
+    guard = start_guard()
+    assert guard.alert(cost=120.0, alert=1.0) == 200
+    assert len(v.calls("endpoints.undeployModel")) == 2 and v.targets("notebookRuntimes.stop") == [f"{P}/notebookRuntimes/r1"]
+    assert f"{P}/customJobs/11" in v.targets("customJobs.cancel")
+    state = _state(gcs)
+    assert state["enforced"] is False and any("customJobs/10" in f for f in state["last_failures"])
+    assert any(e["severity"] == "ERROR" and "customJobs/10" in e["message"] for e in guard.logs())
+    v.fail.clear()
+    assert guard.alert(cost=125.0, alert=1.0) == 200  # the next message retries
+    assert v.targets("customJobs.cancel") == [f"{P}/customJobs/11", f"{P}/customJobs/10"]
+    assert _state(gcs)["enforced"] is True
+
+
+def test_dry_run_logs_and_does_nothing(start_guard, kit_resources):
+    guard = start_guard(DRY_RUN="true")
+    assert guard.alert(cost=150.0, alert=1.0) == 200
+    assert _mutations(kit_resources) == []
+    would = [e for e in guard.logs() if e["message"].startswith("dry run: would")]
+    assert {e["action"] for e in would} == {"undeploy", "cancel", "stop"} and len(would) == 5
+
+
+def test_concurrent_instances_do_not_double_act(start_guard, kit_resources, webhook):
+    """Two instances get the same over-budget message at once: the state's generation precondition lets one act."""
+    import threading
+
+    guards = [start_guard(), start_guard()]
+    headers, body = pubsub_cloudevent(budget_payload(cost=150.0, alert=1.0))
+    codes = []
+    threads = [threading.Thread(target=lambda g=g: codes.append(g.post(headers, body))) for g in guards]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == [200, 200]
+    assert sorted(kit_resources.targets("customJobs.cancel")) == [f"{P}/customJobs/10", f"{P}/customJobs/11"]
+    assert kit_resources.targets("notebookRuntimes.stop") == [f"{P}/notebookRuntimes/r1"]
+    assert len(webhook.posts) == 2
+
+
+def _guard_module(name: str):
+    import importlib
+
+    if str(GUARD_DIR) not in sys.path:
+        sys.path.insert(0, str(GUARD_DIR))
+    return importlib.import_module(name)
+
+
+@pytest.mark.parametrize("backend", ["gcs", "local"])
+def test_state_update_rereads_when_another_writer_wins(backend, gcs, tmp_path):
+    """Between our read and our write another instance claims the threshold: we must see it and back off."""
+    from dataclasses import replace
+
+    state = _guard_module("state")
+    if backend == "gcs":
+        gcs.create_bucket("staging")
+        ours, theirs = (state.StateStore(gcs, "staging", "s.json") for _ in range(2))
+    else:
+        ours, theirs = (state.LocalStateStore(tmp_path / "s.json") for _ in range(2))
+    seen = []
+
+    def claim(s):
+        seen.append(list(s.notified))
+        if len(seen) == 1:
+            theirs.update(lambda t: replace(t, notified=[0.5]))
+        return None if 0.5 in s.notified else replace(s, notified=[*s.notified, 0.5])
+
+    assert ours.update(claim) is None, "the other writer's claim stands; ours is not written on top of it"
+    assert seen == [[], [0.5]]
+    assert ours.load()[0].notified == [0.5]
+
+
+def test_make_budget_alert_against_a_local_guard(start_guard, kit_resources, tmp_path, capsys):
+    """The local workflow: a guard with a state file (no GCS), and send_alert.py posting a 120% notification."""
+    guard = start_guard(STATE_PATH=str(tmp_path / "state.json"), STATE_BUCKET="", DRY_RUN="true")
+    send_alert = _guard_module("send_alert")
+    assert send_alert.main(["--ratio", "1.2", "--url", f"http://127.0.0.1:{guard.port}/"]) == 0
+    assert "HTTP 200" in capsys.readouterr().out
+    assert json.loads((tmp_path / "state.json").read_text())["state"]["dry_run_enforced"] is True
+    assert _mutations(kit_resources) == []
+    assert len([e for e in guard.logs() if e["message"].startswith("dry run: would")]) == 5
+
+
+def test_jobs_the_launcher_submits_are_the_jobs_the_guard_cancels(start_guard, vertex_standin):
+    """The seam: the labels `make train BACKEND=vertex` puts on a CustomJob select it for the guard."""
+    from control.job import LaunchOptions, job_labels
+
+    labels = job_labels(LaunchOptions(run_id="R7"), {"app": "llmops-kit", "stack": "dev"})
+    vertex_standin.add("customJobs", {"name": f"{P}/customJobs/70", "displayName": "j", "labels": labels, "state": "JOB_STATE_RUNNING"})
+    guard = start_guard()
+    assert guard.alert(cost=130.0, alert=1.0) == 200
+    assert vertex_standin.targets("customJobs.cancel") == [f"{P}/customJobs/70"]
+
+
+def test_slow_operations_are_awaited_one_at_a_time(start_guard, kit_resources):
+    """Undeploys answer operations that take several polls: the guard waits for each before the next on the endpoint."""
+    kit_resources.op_polls = 3
+    guard = start_guard()
+    assert guard.alert(cost=120.0, alert=1.0) == 200
+    assert kit_resources.refused() == [], "no second mutation while one was running"
+    assert "deployedModels" not in kit_resources.find(f"{P}/endpoints/1")
+    assert kit_resources.find(f"{P}/notebookRuntimes/r1")["runtimeState"] == "STOPPED"
+
+
+def test_an_operation_that_fails_is_not_recorded_as_done(start_guard, kit_resources, gcs):
+    kit_resources.op_polls = 2
+    kit_resources.fail.add("notebookRuntimes/r1/operations/")  # polling the stop answers 500
+    guard = start_guard()
+    assert guard.alert(cost=120.0, alert=1.0) == 200
+    state = _state(gcs)
+    assert state["enforced"] is False and any("notebookRuntimes/r1" in f for f in state["last_failures"])
+    kit_resources.fail.clear()
+    kit_resources.complete_all()
+    assert guard.alert(cost=121.0, alert=1.0) == 200
+    assert _state(gcs)["enforced"] is True
+
+
+def test_without_credentials_the_actions_fail_clearly_and_are_retried(start_guard, kit_resources, gcs, tmp_path):
+    """`make budget-guard` without `gcloud auth application-default login`: a clear failure, never a 500."""
+    guard = start_guard(VERTEX_API_ENDPOINT="", GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "none.json"),
+                        GCE_METADATA_HOST="127.0.0.1:9", GCE_METADATA_IP="127.0.0.1:9")
+    assert guard.alert(cost=120.0, alert=1.0) == 200
+    errors = [e["message"] for e in guard.logs() if e["severity"] == "ERROR"]
+    assert any("no Google credentials" in m for m in errors), errors
+    state = _state(gcs)
+    assert state["enforced"] is False and len(state["last_failures"]) == 3 and state["lease_until"] == 0
+    assert guard.alert(cost=121.0, alert=1.0) == 200  # retried: a later message tries again
+    assert sum("no Google credentials" in e["message"] for e in guard.logs() if e["severity"] == "ERROR") >= 2
+
+
+def test_misconfigured_guard_says_which_setting(start_guard, kit_resources):
+    guard = start_guard(LABEL_SELECTOR="", DRY_RUN="maybe")
+    assert guard.alert(cost=120.0, alert=1.0) == 200
+    errors = " ".join(e["message"] for e in guard.logs() if e["severity"] == "ERROR")
+    assert "LABEL_SELECTOR" in errors and "DRY_RUN" in errors
+    assert _mutations(kit_resources) == []

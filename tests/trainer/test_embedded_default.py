@@ -1,0 +1,46 @@
+"""The embedded default, exactly as `make train` runs it: the base fails, the tuned model does the job.
+
+Slow (several minutes on 2 cores): it is the proof of the kit's headline claim, so CI runs it.
+"""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from control.cli import app
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def default_run(repo_root, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("default-runs")
+    result = CliRunner().invoke(app, ["train", "-c", str(repo_root / "configs" / "default.yaml"), "--set", f"output.runs_dir={runs}"])
+    assert result.exit_code == 0, result.output
+    return json.loads((runs / "latest" / "report.json").read_text()), runs
+
+
+def test_base_fails_and_tuning_helps(default_run):
+    report, _ = default_run
+    assert report["status"] == "succeeded"
+    assert report["base_eval"]["execution_accuracy"] <= 0.10
+    # The issue's target on held-out rows (measured: 91.5%; docs/embedded-default.md).
+    assert report["tuned_eval"]["execution_accuracy"] >= 0.70
+    assert report["tuned_eval"]["n"] == report["base_eval"]["n"] == 200
+    assert report["train_split_eval"]["execution_accuracy"] >= report["tuned_eval"]["execution_accuracy"] - 0.05
+
+
+def test_a_model_that_does_the_job_skips_training(default_run, repo_root):
+    """The lab's step 2 with the embedded default: the tuned model, used as a base, passes the check."""
+    report, runs = default_run
+    merged = (runs / "latest" / "merged").resolve()
+    # The default config's own target (80%): the tuned model clears it, so tuning is skipped.
+    target = 0.8
+    result = CliRunner().invoke(app, ["train", "-c", str(repo_root / "configs" / "default.yaml"), "--set", f"output.runs_dir={runs}",
+                                      "--set", f"model.base={merged}", "--set", "output.run_id=step2"])
+    assert result.exit_code == 0, result.output
+    step2 = json.loads((runs / "step2" / "report.json").read_text())
+    assert step2["status"] == "skipped" and "no fine-tuning needed" in step2["decision"]
+    assert step2["base_eval"]["execution_accuracy"] >= target > report["base_eval"]["execution_accuracy"]
+    assert not (runs / "step2" / "merged").exists()
