@@ -79,7 +79,10 @@ budget-guard: $(STAMP) ## run the budget guard locally on 127.0.0.1:8080 for the
 budget-alert: $(STAMP) ## post a realistic budget notification to the local guard (RATIO=1.2)
 	$(BIN)/python infra/budget_guard/send_alert.py --ratio $(RATIO)
 
-test: $(STAMP) ## lint, then run the tests
+e2e: $(STAMP) ## the whole journey (infra -> image -> Vertex job -> deploy -> predict -> budget guard) against contract-held stand-ins
+	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+
+test: $(STAMP) ## lint, then run the tests (the whole journey included)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -182,6 +182,8 @@ def launch(
     max_queued_minutes: Annotated[float, typer.Option(min=1, help="cancel a job still waiting for machines after this long")] = 60.0,
     yes: Annotated[bool, typer.Option("--yes", help="launch even above --max-cost")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the CreateCustomJob request body and stop")] = False,
+    detach: Annotated[bool, typer.Option("--detach", help="submit and return without following the job")] = False,
+    poll_seconds: Annotated[float, typer.Option(min=0, help="how often to check the job's state while following it")] = 30.0,
     stack_file: StackOpt = DEFAULT_STACK,
     run_id: Annotated[str | None, typer.Option(help="default: a timestamp")] = None,
 ) -> None:
@@ -199,7 +201,7 @@ def launch(
     if machine:
         opts.machine_type = machine
     try:
-        result = _launch(opts, _stack(stack_file), dry_run=dry_run, log=_log)
+        result = _launch(opts, _stack(stack_file), dry_run=dry_run, follow=not detach, poll_s=poll_seconds, log=_log)
     except (*_cloud_errors(), KeyError) as e:
         _fail(str(e).strip("'\""))
     if result.get("state") and result["state"] != "JOB_STATE_SUCCEEDED":

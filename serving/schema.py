@@ -30,3 +30,9 @@ class Parameters(_Strict):
     @classmethod
     def _ints_are_numbers(cls, v):
         return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("max_tokens", mode="before")
+    @classmethod
+    def _integral_floats_are_ints(cls, v):
+        # Vertex carries `parameters` as a protobuf Value, whose numbers are doubles: 64 arrives as 64.0.
+        return int(v) if isinstance(v, float) and v.is_integer() else v

@@ -61,6 +61,7 @@ def load_hf_token(env=os.environ, log=print) -> bool:
         raise SecretError(f"cannot read the Hugging Face token {name}: {e.message} (the job's service account needs "
                           "roles/secretmanager.secretAccessor on it; infra grants it to the trainer account)") from None
     env["HF_TOKEN"] = response.payload.data.decode().strip()
+    log(f"Hugging Face token read from {response.name}")  # the version's name, never the value
     return True
 
 

@@ -112,6 +112,7 @@ def test_same_answer_alone_and_in_a_batch(server):
         (b'{"instances": [{"prompt": "a"}], "foo": 1}', "application/json", "unknown top-level field(s) ['foo']"),
         (b'{"instances": [{"prompt": "a"}], "parameters": {"max_tokens": 0}}', "application/json", "max_tokens must be between 1 and 64"),
         (b'{"instances": [{"prompt": "a"}], "parameters": {"max_tokens": 65}}', "application/json", "max_tokens must be between 1 and 64"),
+        (b'{"instances": [{"prompt": "a"}], "parameters": {"max_tokens": 2.5}}', "application/json", "max_tokens"),
         (b'{"instances": [{"prompt": "a"}], "parameters": {"temperature": 3}}', "application/json", "temperature"),
         (b'{"instances": [{"prompt": "a"}], "parameters": {"seed": 3}}', "application/json", "seed"),
         (b'{"instances": [{"prompt": "a"}]}', "text/plain", "content type must be application/json"),
@@ -122,6 +123,12 @@ def test_bad_requests_get_a_clear_400_and_the_server_keeps_serving(server, body,
     assert r.status_code == 400, r.text
     assert message in r.json()["error"]["message"]
     assert _predict(server, {"instances": [{"prompt": "SELECT"}], "parameters": {"max_tokens": 2}}).status_code == 200
+
+
+def test_numbers_as_vertex_forwards_them(server):
+    """Vertex carries `parameters` as a protobuf Value: an integer max_tokens arrives as a double (8.0)."""
+    r = _predict(server, {"instances": [{"prompt": "SELECT"}], "parameters": {"max_tokens": 8.0}})
+    assert r.status_code == 200 and r.json()["predictions"][0]["completion_tokens"] <= 8
 
 
 def test_prompt_longer_than_the_context_is_refused(server):

@@ -111,8 +111,12 @@ class DiscoveryStandIn:
             if handler is None:
                 raise ApiError(501, f"stand-in does not implement {method.id}")
             rec.method_id, stage = method.id, "handler"
-            with self.lock:
-                answer = handler(params, query, rec.body if rec.body is not None else raw_body)
+            payload = rec.body if rec.body is not None else raw_body
+            if getattr(handler, "unlocked", False):  # long calls (forwarding a prediction) must not hold up the rest
+                answer = handler(params, query, payload)
+            else:
+                with self.lock:
+                    answer = handler(params, query, payload)
             if isinstance(answer, tuple):
                 status, body, headers = answer
             else:
@@ -128,6 +132,12 @@ class DiscoveryStandIn:
 
     def accepts_raw_body(self, path: str) -> bool:
         return False
+
+
+def unlocked(handler):
+    """Mark a handler that runs without the stand-in's lock (it guards its own state)."""
+    handler.unlocked = True
+    return handler
 
 
 def _handler(standin: DiscoveryStandIn):

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.standins.discovery import ApiError
-from tests.standins.server import DiscoveryStandIn
+from tests.standins.server import DiscoveryStandIn, unlocked
 
 PREFIX = "GoogleCloudAiplatformV1"
 SCHEMAS = {"customJobs": "CustomJob", "endpoints": "Endpoint", "models": "Model", "notebookRuntimes": "NotebookRuntime",
@@ -65,6 +65,10 @@ class VertexStandIn(DiscoveryStandIn):
         self._ids = itertools.count(1)
         self.job_runner = None  # callable(standin, job_name), run in a thread for each created CustomJob
         self.cancel_events: dict[str, threading.Event] = {}
+        # Serving a deployed model (tests/standins/workloads.py): start, stop, forward a prediction.
+        self.model_runner = None  # callable(standin, endpoint, deployed_model, model_version); raises ApiError if it never serves
+        self.model_stopper = None  # callable(deployed_model_id)
+        self.predictor = None  # callable(deployed_model_id, body) -> response
 
     def dispatch(self, verb, raw_path, raw_body):
         # google-cloud-aiplatform's own HTTP rules poll operations at /ui/{name} (its REST transport lists that
@@ -274,6 +278,9 @@ class VertexStandIn(DiscoveryStandIn):
 
         def apply():
             deployed.update(id=deployed_id, model=model_name, modelVersionId=version or versions[-1]["versionId"], createTime=_now())
+            if self.model_runner is not None:
+                served = next(v for v in versions if v["versionId"] == deployed["modelVersionId"])
+                self.model_runner(self, endpoint, deployed, served)
             endpoint.setdefault("deployedModels", []).append(deployed)
             split = body.get("trafficSplit")
             if split:
@@ -298,6 +305,8 @@ class VertexStandIn(DiscoveryStandIn):
                                 "the split must add up to 100 over the models that stay.", status="FAILED_PRECONDITION")
 
         def apply():
+            if self.model_stopper is not None:
+                self.model_stopper(target)
             endpoint["deployedModels"] = [d for d in endpoint.get("deployedModels", []) if d["id"] != target]
             endpoint["trafficSplit"] = split if remaining else {}
             if not endpoint["deployedModels"]:
@@ -307,6 +316,19 @@ class VertexStandIn(DiscoveryStandIn):
             return {"@type": T + "UndeployModelResponse"}
 
         return self._operation(name, "UndeployModelOperationMetadata", apply, busy=name)
+
+    @unlocked
+    def endpoints_predict(self, params, query, body):
+        with self.lock:
+            endpoint = self._get_resource(params["endpoint"], "Endpoint")
+            split = endpoint.get("trafficSplit") or {}
+            if not split or self.predictor is None:
+                raise ApiError(400, f"Endpoint {params['endpoint']} has no deployed model serving traffic.", status="FAILED_PRECONDITION")
+            deployed_id = max(split, key=split.get)
+            deployed = next(d for d in endpoint["deployedModels"] if d["id"] == deployed_id)
+        answer = self.predictor(deployed_id, body)
+        return {"predictions": answer.get("predictions", []), "deployedModelId": deployed_id, "model": deployed["model"],
+                "modelVersionId": deployed.get("modelVersionId", ""), "modelDisplayName": deployed.get("displayName", "")}
 
     # -- models --------------------------------------------------------------------------------------------------------
 
