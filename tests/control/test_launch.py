@@ -240,6 +240,10 @@ def test_cli_dry_run_with_a_stack_file(tmp_path, repo_root):
     assert body["jobSpec"]["scheduling"]["strategy"] == "SPOT"
     spec = body["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]
     assert spec["imageUri"] == kit_image().uri(STACK.registry_url), "the kit image, tagged by a hash of its source"
+    from tests.standins import discovery
+
+    api = discovery.api("aiplatform", "v1")
+    api.check_request(api.method("aiplatform.projects.locations.customJobs.create"), body)  # what Vertex would accept
     args = spec["args"]
     assert args[0] == "--config-json" and args[2:] == ["--set", "output.run_id=r9", "--set", "output.machine_type=g2-standard-24"]
     from trainer.config import load_config
