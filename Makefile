@@ -42,10 +42,10 @@ check-base: $(STAMP) ## only the base-model check
 	$(BIN)/llmops check-base -c $(CONFIG) $(ARGS)
 
 eval: $(STAMP) ## evaluate runs/latest/merged (MODEL=dir to pick another)
-	$(BIN)/llmops eval -c $(CONFIG) --model $(or $(MODEL),runs/latest/merged) $(ARGS)
+	$(BIN)/llmops eval -c $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
 report: $(STAMP) ## print the latest run's report
-	$(BIN)/llmops report --run $(or $(RUN),runs/latest)
+	$(BIN)/llmops report $(if $(RUN),--run $(RUN))
 
 config: $(STAMP) ## print the resolved run config
 	$(BIN)/llmops config -c $(CONFIG) $(ARGS)
@@ -54,7 +54,7 @@ data: $(STAMP) ## regenerate the bundled sample data/sql_sample.jsonl
 	$(BIN)/llmops data data/sql_sample.jsonl
 
 serve: $(STAMP) ## serve runs/latest/merged on :8080 (MODEL_DIR=... to pick another)
-	MODEL_DIR=$(or $(MODEL_DIR),runs/latest/merged) $(BIN)/python -m serving
+	$(if $(MODEL_DIR),MODEL_DIR=$(MODEL_DIR)) $(BIN)/python -m serving
 
 predict: $(STAMP) ## ask the local server the lab's example question and print the SQL
 	$(BIN)/python -m serving.predict
@@ -63,14 +63,14 @@ image: $(STAMP) ## build and push the kit image with Cloud Build, unless its con
 	$(BIN)/llmops image $(if $(filter 1,$(DRY_RUN)),--dry-run)
 
 deploy: $(STAMP) ## deploy runs/latest to the Vertex endpoint (RUN=runs/ID, GATE=0.7, FORCE=1, DRY_RUN=1, IMAGE=...)
-	$(BIN)/llmops deploy --run $(or $(RUN),runs/latest) $(if $(GATE),--gate $(GATE)) $(if $(filter 1,$(FORCE)),--force) $(if $(IMAGE),--image $(IMAGE)) \
+	$(BIN)/llmops deploy $(if $(RUN),--run $(RUN)) $(if $(GATE),--gate $(GATE)) $(if $(filter 1,$(FORCE)),--force) $(if $(IMAGE),--image $(IMAGE)) \
 	  $(if $(filter 1,$(DRY_RUN)),--dry-run) $(if $(MIN_REPLICAS),--min-replicas $(MIN_REPLICAS)) $(if $(MAX_REPLICAS),--max-replicas $(MAX_REPLICAS))
 
 bench: $(STAMP) ## the kit's training recipe vs the lab's on the embedded default (BUDGET=330 training seconds per arm: both whole recipes)
 	$(BIN)/python benchmarks/train_bench.py --budget $(or $(BUDGET),330)
 
 bench-serve: $(STAMP) ## serving throughput and latency, batched vs batch size 1 (needs a trained model)
-	$(BIN)/python benchmarks/serve_bench.py --model $(or $(MODEL_DIR),runs/latest/merged)
+	$(BIN)/python benchmarks/serve_bench.py $(if $(MODEL_DIR),--model $(MODEL_DIR))
 
 RATIO ?= 1.2
 budget-guard: $(STAMP) ## run the budget guard locally on 127.0.0.1:8080 for the stack in .cache/stack.json (dry run unless DRY_RUN=false)

@@ -150,7 +150,7 @@ def project(row: dict, kind: str) -> dict:
     mfu = achieved / (PEAK_BF16_TFLOPS[kind] * 1e12)
     lab_tokens = LAB_EXAMPLES * LAB_MEAN_TOKENS
     out = {**row, "mfu": round(mfu, 4)}
-    for machine in ("g2-standard-24", "g2-standard-12"):
+    for machine in catalog.projection_machines():
         m = catalog.machine(machine)
         l4_tokens_per_s = mfu * PEAK_BF16_TFLOPS["L4"] * 1e12 * m.accelerator_count / (4 * row["params"])
         hours = lab_tokens / l4_tokens_per_s / 3600
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         if "skipped" in r:
             print(f"{r['setup']:52} skipped: {r['skipped']}")
             continue
-        g24, g12 = r.get("g2-standard-24", {}), r.get("g2-standard-12", {})
+        g24, g12 = (r.get(m, {}) for m in catalog.projection_machines()[:2])
         print(f"{r['setup']:52} {r['tokens_per_s']:>9} {r['peak_memory_gib'] or '-':>6} {r.get('mfu', '-'):>6} "
               f"{g24.get('hours', '-'):>7} {g24.get('on_demand_usd', '-'):>7} {g24.get('spot_usd', '-'):>7} "
               f"{g12.get('hours', '-'):>7} {g12.get('on_demand_usd', '-'):>7}")

@@ -20,7 +20,12 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pathlib import Path
+
 import httpx
+
+from common import layout  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BODY = {"instances": [{"question": "Which Class has a Frequency MHz larger than 91.5, and a City of license of hyannis, nebraska?",
@@ -82,7 +87,7 @@ def run_setting(model: str, max_batch: int, concurrency: int, n: int) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="runs/latest/merged")
+    p.add_argument("--model", default=str(layout.latest_model()))
     p.add_argument("--requests", type=int, default=96)
     args = p.parse_args()
     if not (Path(args.model) / "config.json").is_file():

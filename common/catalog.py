@@ -58,5 +58,10 @@ def cost_usd(machine_type: str, seconds: float, spot: bool = False) -> float:
     return round(hourly * seconds / 3600, 4)
 
 
+def projection_machines() -> list[str]:
+    """The machines a run's cost is projected onto, the lab's machine first."""
+    return list(catalog()["cost_projection"])
+
+
 def labels() -> dict[str, str]:
     return dict(catalog()["labels"])

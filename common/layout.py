@@ -17,6 +17,7 @@ from pathlib import Path
 
 SCRATCH_ENV = "LLMOPS_SCRATCH"  # the image points it at /tmp (its working dir is read-only to the app user)
 
+RUNS = "runs"  # where local runs go (output.runs_dir), and where the launcher copies a Vertex run's report
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 REPORT_PNG = "report.png"
@@ -49,6 +50,15 @@ def scratch(*parts: str) -> Path:
 
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def latest_run(runs_dir: str | Path = RUNS) -> Path:
+    return Path(runs_dir) / LATEST
+
+
+def latest_model(runs_dir: str | Path = RUNS) -> Path:
+    """What `make serve` and `make eval` use by default: the newest local run's merged model."""
+    return latest_run(runs_dir) / MERGED
 
 
 def point_latest(runs_dir, run_id: str) -> None:

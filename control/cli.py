@@ -14,12 +14,23 @@ from typing import Annotated
 import typer
 import yaml
 
+from common import layout
 from trainer.config import ConfigError, load_config
+
+LATEST_RUN, LATEST_MODEL = layout.latest_run(), str(layout.latest_model())
 
 app = typer.Typer(
     name="llmops", help="LoRA fine-tuning for text-to-SQL: check the base, train, evaluate, merge, report.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
+
+@app.callback()
+def _options(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also show third-party progress bars and warnings")] = False) -> None:
+    """LoRA fine-tuning for text-to-SQL: check the base, train, evaluate, merge, report; and run it all on Google Cloud."""
+    from common.quiet import quiet
+
+    quiet(keep=verbose or None)
+
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="run config YAML (default: built-in defaults)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a key: section.key=value (repeatable)")]
@@ -79,8 +90,8 @@ def _summary(report: dict) -> None:
     if tuned is not None:
         parts.append(f"tuned {tuned:.1%}")
     parts.append(f"wall {report['wall_seconds']:.0f}s")
-    g24 = report["cost"]["projected"]["g2-standard-24"]
-    parts.append(f"cost ${report['cost']['usd']:.4f} (on g2-standard-24: ${g24['on_demand_usd']:.4f}, Spot ${g24['spot_usd']:.4f})")
+    lab_machine, projected = next(iter(report["cost"]["projected"].items()))
+    parts.append(f"cost ${report['cost']['usd']:.4f} (on {lab_machine}: ${projected['on_demand_usd']:.4f}, Spot ${projected['spot_usd']:.4f})")
     typer.secho("summary: " + ", ".join(parts), bold=True)
 
 
@@ -102,7 +113,7 @@ def check_base(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
 
 @app.command("eval")
 def eval_cmd(
-    model: Annotated[str, typer.Option("--model", "-m", help="model dir to evaluate (default: runs/latest/merged)")] = "runs/latest/merged",
+    model: Annotated[str, typer.Option("--model", "-m", help="model dir to evaluate (default: the latest run's merged model)")] = LATEST_MODEL,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
@@ -119,7 +130,7 @@ def eval_cmd(
 
 @app.command()
 def merge(
-    run: Annotated[Path, typer.Option("--run", "-r", help="run dir holding adapter/")] = Path("runs/latest"),
+    run: Annotated[Path, typer.Option("--run", "-r", help="run dir holding adapter/")] = LATEST_RUN,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
@@ -135,7 +146,7 @@ def merge(
 
 
 @app.command()
-def report(run: Annotated[Path, typer.Option("--run", "-r", help="run dir")] = Path("runs/latest")) -> None:
+def report(run: Annotated[Path, typer.Option("--run", "-r", help="run dir")] = LATEST_RUN) -> None:
     """Rewrite report.md and report.png from a run's report.json and print the summary."""
     from trainer.report import read_report, write_report
 
@@ -254,7 +265,7 @@ def cancel(
 
 @app.command()
 def deploy(
-    run: Annotated[Path, typer.Option("--run", "-r", help="run dir with report.json (and merged/ for a local run)")] = Path("runs/latest"),
+    run: Annotated[Path, typer.Option("--run", "-r", help="run dir with report.json (and merged/ for a local run)")] = LATEST_RUN,
     image: Annotated[str | None, typer.Option(help="image URI (default: the kit image for this source, built if missing)")] = None,
     min_replicas: Annotated[int, typer.Option(min=1)] = 1,
     max_replicas: Annotated[int, typer.Option(min=1)] = 2,

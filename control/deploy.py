@@ -25,7 +25,7 @@ class DeployError(RuntimeError):
 
 @dataclass
 class DeployOptions:
-    run_dir: Path = Path("runs/latest")
+    run_dir: Path = layout.latest_run()
     image: str | None = None  # None: the kit image for this source (built first if the registry lacks it)
     machine_type: str = catalog.catalog()["serving"]["machine_type"]
     min_replicas: int = 1

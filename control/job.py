@@ -111,7 +111,7 @@ class CostEstimate:
                 f"${self.spot_usd:.2f} Spot ({self.basis})")
 
 
-def expected_hours(opts: LaunchOptions, runs_dir: Path = Path("runs")) -> tuple[float, str]:
+def expected_hours(opts: LaunchOptions, runs_dir: Path = Path(layout.RUNS)) -> tuple[float, str]:
     """From the options, else the newest finished run on the same machine type, else one hour (the lab's run)."""
     if opts.expected_hours is not None:
         return opts.expected_hours, "from --expected-hours"
@@ -126,7 +126,7 @@ def expected_hours(opts: LaunchOptions, runs_dir: Path = Path("runs")) -> tuple[
     return 1.0, "the lab's run took about 1 hour; no comparable run yet"
 
 
-def estimate_cost(opts: LaunchOptions, runs_dir: Path = Path("runs")) -> CostEstimate:
+def estimate_cost(opts: LaunchOptions, runs_dir: Path = Path(layout.RUNS)) -> CostEstimate:
     hours, basis = expected_hours(opts, runs_dir)
     seconds = hours * 3600 * opts.replicas
     return CostEstimate(opts.machine_type, opts.replicas, hours, basis, catalog.cost_usd(opts.machine_type, seconds),

@@ -14,7 +14,7 @@ from control.stack import StackOutputs
 
 
 def launch(opts: jobs.LaunchOptions, stack: StackOutputs, dry_run: bool = False, follow: bool = True, *, poll_s: float = 30.0,
-           runs_dir: Path = Path("runs"), log: Callable[[str], None] = print, sleep=None, clock=None) -> dict:
+           runs_dir: Path = Path(layout.RUNS), log: Callable[[str], None] = print, sleep=None, clock=None) -> dict:
     """Returns {"request": body, "job": name, "state": ..., "report": {...}} as far as it got."""
     estimate = jobs.estimate_cost(opts, runs_dir)
     log(estimate.line())

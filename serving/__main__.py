@@ -9,6 +9,9 @@ from serving.settings import Settings, SettingsError
 
 
 def main() -> int:
+    from common.quiet import quiet
+
+    quiet()  # one JSON line per request in the container's log, not library progress bars
     try:
         settings = Settings.from_env()
     except SettingsError as e:

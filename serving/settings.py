@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common import layout
+
 VERTEX_MAX_BODY = int(1.5 * 1024 * 1024)  # Vertex's own limit on shared endpoints
 
 
@@ -23,7 +25,7 @@ class Settings(BaseSettings):
     predict_route: str = Field("/predict", validation_alias=_env("AIP_PREDICT_ROUTE", "predict_route"))
     storage_uri: str | None = Field(None, validation_alias=_env("AIP_STORAGE_URI", "storage_uri"),
                                     description="gs:// prefix copied to local disk at start")
-    model_dir: str = Field("runs/latest/merged", validation_alias=_env("MODEL_DIR", "model_dir"))
+    model_dir: str = Field(str(layout.latest_model()), validation_alias=_env("MODEL_DIR", "model_dir"))
     max_batch_size: int = Field(8, ge=1)
     batch_wait_ms: float = Field(5.0, ge=0)
     max_queue: int = Field(64, ge=1)

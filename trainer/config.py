@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from common import layout
 from common.prompts import LAB_TEMPLATE
 
 
@@ -92,7 +93,7 @@ class EvalConfig(_Section):
 
 
 class OutputConfig(_Section):
-    runs_dir: str = Field("runs", description="local dir or gs:// prefix; AIP_MODEL_DIR wins when set")
+    runs_dir: str = Field(layout.RUNS, description="local dir or gs:// prefix; AIP_MODEL_DIR wins when set")
     run_id: str | None = Field(None, description="default: a timestamp")
     checkpoint_dir: str | None = Field(None, description="default: <run>/checkpoints; AIP_CHECKPOINT_DIR wins")
     machine_type: str | None = Field(None, description="price-table machine this runs on (None: local)")

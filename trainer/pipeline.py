@@ -88,9 +88,10 @@ def prepare(cfg: RunConfig, log: Log = print) -> Prepared:
     return Prepared(cfg, run_id, run_dir, remote, ckpt, base_dir, train_rows, held_out, cfg.data.prompt_template)
 
 
-def _evaluate(model, tokenizer, prep: Prepared, rows: list[Example], log: Log) -> EvalResult:
+def _evaluate(model, tokenizer, prep: Prepared, rows: list[Example], log: Log, which: str = "held-out") -> EvalResult:
     e = prep.cfg.eval
-    return evaluate(model, tokenizer, rows, prep.template, e.max_new_tokens, e.batch_size, e.db_variants, e.timeout_s, log)
+    return evaluate(model, tokenizer, rows, prep.template, e.max_new_tokens, e.batch_size, e.db_variants, e.timeout_s,
+                    lambda line: log(f"  {which}:{line[1:]}" if line.startswith("  ") else line))
 
 
 def check_base(prep: Prepared, log: Log = print) -> tuple[EvalResult, bool]:
@@ -230,7 +231,7 @@ def run_pipeline(cfg: RunConfig, force: bool = False, log: Log = print) -> dict:
         log("evaluating the tuned model")
         tuned = _evaluate(model, tokenizer, prep, prep.held_out, log)
         report["tuned_eval"] = tuned.to_dict()
-        in_dist = _evaluate(model, tokenizer, prep, prep.train[: min(len(prep.train), len(prep.held_out))], log)
+        in_dist = _evaluate(model, tokenizer, prep, prep.train[: min(len(prep.train), len(prep.held_out))], log, "training rows")
         report["train_split_eval"] = {k: v for k, v in in_dist.to_dict().items() if k != "samples"}
         write_report(prep.run_dir, report | {"status": "merging"})
         del model

@@ -11,8 +11,6 @@ import torch
 from common import catalog, layout
 from common.atomic import atomic_write, atomic_write_json, atomic_write_text
 
-PROJECT_TO = ("g2-standard-24", "g2-standard-12")
-
 
 def hardware() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
@@ -28,7 +26,7 @@ def cost_section(machine_type: str, wall_seconds: float) -> dict:
     projected = {
         m: {"on_demand_usd": catalog.cost_usd(m, wall_seconds), "spot_usd": catalog.cost_usd(m, wall_seconds, spot=True),
             "usd_per_hour": catalog.machine(m).usd_per_hour}
-        for m in PROJECT_TO
+        for m in catalog.projection_machines()
     }
     return {
         "machine_type": machine_type,

@@ -66,6 +66,9 @@ def load_hf_token(env=os.environ, log=print) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from common.quiet import quiet
+
+    quiet()  # the job's log holds the kit's lines; LLMOPS_VERBOSE=1 in the job's env keeps the libraries' too
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     try:

@@ -11,14 +11,23 @@ import pulumi_gcp as gcp
 from kit_infra.config import StackConfig
 
 SOURCE_DIR = Path(__file__).resolve().parents[1] / "budget_guard"
-SOURCE_FILES = ("main.py", "actions.py", "message.py", "settings.py", "state.py", "events.py", "requirements.txt")
+SOURCE_FILES = ("main.py", "actions.py", "message.py", "settings.py", "state.py", "events.py")
+CONSTRAINTS = Path(__file__).resolve().parents[2] / "constraints.txt"  # the one source of truth for versions
+
+
+def source_files() -> dict[str, bytes]:
+    """What the function's source archive holds: its modules, and a requirements.txt pinned by the repo's constraints."""
+    files = {f: (SOURCE_DIR / f).read_bytes() for f in SOURCE_FILES}
+    files["requirements.txt"] = (SOURCE_DIR / "requirements.in").read_bytes() + b"-c constraints.txt\n"
+    files["constraints.txt"] = CONSTRAINTS.read_bytes()
+    return files
 
 
 def source_hash() -> str:
-    """Content hash of the function source: a new archive object (and a redeploy) only when code changes."""
+    """Content hash of the function source: a new archive object (and a redeploy) only when it changes."""
     h = hashlib.sha256()
-    for f in SOURCE_FILES:
-        h.update(f.encode() + b"\0" + (SOURCE_DIR / f).read_bytes())
+    for name, data in sorted(source_files().items()):
+        h.update(name.encode() + b"\0" + data)
     return h.hexdigest()[:16]
 
 
@@ -30,7 +39,7 @@ class BudgetGuard(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         archive = gcp.storage.BucketObject(
             f"{name}-source", bucket=staging.name, name=f"budget-guard/source-{source_hash()}.zip",
-            source=pulumi.AssetArchive({f: pulumi.FileAsset(str(SOURCE_DIR / f)) for f in SOURCE_FILES}), opts=child,
+            source=pulumi.AssetArchive({name: pulumi.StringAsset(data.decode()) for name, data in source_files().items()}), opts=child,
         )
         notify = [t for t in cfg.budget_thresholds if t < max(cfg.budget_thresholds)]
         env = {

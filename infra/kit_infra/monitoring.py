@@ -13,6 +13,11 @@ ENDPOINT = 'resource.type="aiplatform.googleapis.com/Endpoint"'
 TRAINING = 'resource.type="cloudml_job"'
 
 
+def _runtime_vms(app_label: str) -> str:
+    """The kit's notebook runtime VMs (Colab Enterprise copies the template's labels onto them)."""
+    return f'resource.type="gce_instance" metadata.user_labels."app"="{app_label}"'
+
+
 def _chart(title: str, metric_filter: str, aligner: str = "ALIGN_MEAN", reducer: str | None = None) -> dict:
     agg = {"alignmentPeriod": "60s", "perSeriesAligner": aligner}
     if reducer:
@@ -21,7 +26,7 @@ def _chart(title: str, metric_filter: str, aligner: str = "ALIGN_MEAN", reducer:
         "filter": metric_filter, "aggregation": agg}}, "plotType": "LINE"}]}}
 
 
-def dashboard_json(stack: str) -> str:
+def dashboard_json(stack: str, app_label: str) -> str:
     widgets = [
         _chart("Training GPU utilization", f'metric.type="ml.googleapis.com/training/accelerator/utilization" {TRAINING}'),
         _chart("Training GPU memory utilization", f'metric.type="ml.googleapis.com/training/accelerator/memory/utilization" {TRAINING}'),
@@ -33,9 +38,7 @@ def dashboard_json(stack: str) -> str:
                "ALIGN_RATE", "REDUCE_SUM"),
         _chart("Endpoint replicas", f'metric.type="aiplatform.googleapis.com/prediction/online/replicas" {ENDPOINT}',
                "ALIGN_MEAN", "REDUCE_SUM"),
-        _chart("Notebook runtime CPU utilization",
-               'metric.type="compute.googleapis.com/instance/cpu/utilization" resource.type="gce_instance" '
-               'metadata.user_labels."app"="llmops-kit"'),
+        _chart("Notebook runtime CPU utilization", f'metric.type="compute.googleapis.com/instance/cpu/utilization" {_runtime_vms(app_label)}'),
     ]
     return json.dumps({"displayName": f"llmops-kit {stack}", "gridLayout": {"columns": "2", "widgets": widgets}})
 
@@ -46,7 +49,7 @@ class Monitoring(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         channel_names = [c.name for c in channels]
         self.dashboard = gcp.monitoring.Dashboard(f"{name}-dashboard", project=cfg.project,
-                                                  dashboard_json=dashboard_json(cfg.stack), opts=child)
+                                                  dashboard_json=dashboard_json(cfg.stack, cfg.labels["app"]), opts=child)
         self.endpoint_errors = self._threshold_alert(
             f"{name}-endpoint-errors", cfg, channel_names, "endpoint errors", "prediction errors above 1/min for 5 minutes",
             f'metric.type="aiplatform.googleapis.com/prediction/online/error_count" {ENDPOINT}',
@@ -56,8 +59,7 @@ class Monitoring(pulumi.ComponentResource):
         # (GPU metrics need the Ops Agent); an hour under 5% means nobody is using it.
         self.runtime_idle = self._threshold_alert(
             f"{name}-runtime-idle", cfg, channel_names, "GPU runtime idle", "runtime CPU under 5% for 60 minutes",
-            'metric.type="compute.googleapis.com/instance/cpu/utilization" resource.type="gce_instance" '
-            'metadata.user_labels."app"="llmops-kit"',
+            f'metric.type="compute.googleapis.com/instance/cpu/utilization" {_runtime_vms(cfg.labels["app"])}',
             "COMPARISON_LT", 0.05, "3600s", alignment="300s", aligner="ALIGN_MEAN",
         )
         self.register_outputs({})

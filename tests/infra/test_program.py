@@ -107,6 +107,16 @@ def test_budget_guard_function(program):
     assert src.inputs["bucket"] == "acme-ml-llmops-dev-staging"
 
 
+def test_the_guards_dependencies_are_pinned_by_the_repos_constraints(repo_root):
+    """Cloud Functions pip-installs requirements.txt from the archive: it names the packages, constraints.txt pins them."""
+    from kit_infra.guard import source_files
+
+    files = source_files()
+    assert files["constraints.txt"] == (repo_root / "constraints.txt").read_bytes()
+    lines = [ln for ln in files["requirements.txt"].decode().splitlines() if ln and not ln.startswith("#")]
+    assert lines[-1] == "-c constraints.txt" and "functions-framework" in lines and not any("==" in ln for ln in lines)
+
+
 def test_endpoint_and_registry_and_outputs(program):
     mocks, exports = program
     (ep,) = mocks.of_type("vertex/aiEndpoint:AiEndpoint")
