@@ -1,11 +1,13 @@
-"""Atomic file writes: write a temp file in the same folder, fsync, then rename over the target."""
+"""Atomic writes: a file or a folder is built under a private temp name beside its target, then renamed into place."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +35,31 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+@contextmanager
+def atomic_dir(target: str | Path, keep_existing: bool = False) -> Iterator[Path]:
+    """Build a folder in a private temp dir beside `target`; it takes `target`'s place only if the block succeeds.
+
+    A failure (or a kill) leaves the old `target`, if any, untouched and no half-written one behind. With
+    `keep_existing`, a `target` that appeared meanwhile (another process finished first) is kept and ours dropped.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))  # unique per process and call
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700: the folder is for other tools and users too (a server running as uid 10001)
+        if keep_existing and target.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        old = None
+        if target.exists():  # a folder cannot be renamed over a non-empty one: move the old one aside first
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old / "x")
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

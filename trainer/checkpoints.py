@@ -6,7 +6,6 @@ half-written checkpoint (preempted mid-save) is never picked up on resume.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -15,7 +14,7 @@ from pathlib import Path
 import torch
 
 from common import storage
-from common.atomic import atomic_write_text
+from common.atomic import atomic_dir, atomic_write_text
 
 _STEP_DIR = re.compile(r"^step-(\d{7})$")
 MARKER = "COMPLETE"
@@ -49,14 +48,9 @@ class CheckpointStore:
                 storage.upload_file(Path(tmp) / "state.pt", storage.join(self.root, name, "state.pt"))
                 storage.write_text(storage.join(self.root, name, MARKER), str(step))
         else:
-            final = Path(self.root) / name
-            tmp = Path(self.root) / f".{name}.tmp{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            torch.save(state, tmp / "state.pt")
-            (tmp / MARKER).write_text(str(step), encoding="utf-8")
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+            with atomic_dir(Path(self.root) / name) as tmp:
+                torch.save(state, tmp / "state.pt")
+                (tmp / MARKER).write_text(str(step), encoding="utf-8")
         self._prune()
 
     def load(self, step: int) -> dict:

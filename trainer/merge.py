@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from common.atomic import atomic_dir
 from common.prompts import save_template
 from trainer.config import ModelConfig
 from trainer.evaluate import generate
@@ -86,13 +85,10 @@ def merge_adapter(
         merged = merged.to(dtype)
         saved = generate(merged, tokenizer, check_prompts, max_new_tokens, batch_size=16)
         info["greedy_match_saved_dtype"] = f"{sum(a == b for a, b in zip(after, saved, strict=True))}/{len(check_prompts)}"
-    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    save_template(tmp, template)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    with atomic_dir(out_dir) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        save_template(tmp, template)
     return info
 
 

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from common import layout, storage
-from common.atomic import atomic_write_text
+from common.atomic import atomic_dir, atomic_write_text
 from common.prompts import load_template, render_prompt, save_template
 from trainer.checkpoints import CheckpointStore
 from trainer.config import RunConfig, vertex_dirs
@@ -127,14 +127,10 @@ def run_training(prep: Prepared, log: Log = print, accelerator=None) -> tuple[ob
     model = getattr(model, "module", model)
     if accelerator is not None and not accelerator.is_main_process:
         return model, tokenizer, {}
-    adapter_dir = prep.run_dir / layout.ADAPTER
-    tmp = adapter_dir.with_name(f"{layout.ADAPTER}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    save_template(tmp, prep.template)
-    shutil.rmtree(adapter_dir, ignore_errors=True)
-    os.replace(tmp, adapter_dir)
+    with atomic_dir(prep.run_dir / layout.ADAPTER) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        save_template(tmp, prep.template)
     section = result.to_dict() | {"dropped_too_long": dropped, "examples": len(train_items)}
     return model, tokenizer, {"train": section, "parameters": {"trainable": trainable, "total": total}}
 

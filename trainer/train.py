@@ -119,6 +119,97 @@ def _trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+@dataclass
+class _Loop:
+    """What the loop carries from step to step (and what a checkpoint restores)."""
+
+    model: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    params: list
+    n_steps: int
+    start_step: int = 0
+    history: list = field(default_factory=list)
+    eval_history: list = field(default_factory=list)
+    tokens: int = 0
+    answer_tokens: int = 0
+
+
+def _optimizer(model, cfg: TrainingConfig, n_steps: int):
+    from transformers import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=round(cfg.warmup_ratio * n_steps), num_training_steps=n_steps)
+    return params, optimizer, scheduler
+
+
+def _resume(loop: _Loop, store: CheckpointStore, log: Callable[[str], None]) -> None:
+    """Restore the newest complete checkpoint into the loop, if there is one."""
+    resumed = store.latest()
+    if resumed is None:
+        return
+    state = store.load(resumed)
+    missing = set(_trainable_state(loop.model)) - set(state["trainable"])
+    if missing:
+        raise RuntimeError(f"checkpoint {resumed} does not match this model (missing {sorted(missing)[:3]}...)")
+    loop.model.load_state_dict(state["trainable"], strict=False)
+    loop.optimizer.load_state_dict(state["optimizer"])
+    loop.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    loop.start_step, loop.history, loop.eval_history = state["step"], state["history"], state["eval_history"]
+    log(f"  resuming from checkpoint at step {loop.start_step}/{loop.n_steps}")
+
+
+def _step_items(train_items: Sequence[Tokenized], cfg: TrainingConfig, step: int, cache: dict) -> list[Tokenized]:
+    """The examples of optimizer step `step`: each epoch has its own seeded order, the same for any number of processes."""
+    per_epoch = cache.setdefault("per_epoch", len(step_batches(len(train_items), cfg.batch_size, cfg.gradient_accumulation, cfg.seed, 0)))
+    epoch = step // per_epoch
+    if cache.get("epoch") != epoch:
+        cache["epoch"] = epoch
+        cache["schedule"] = step_batches(len(train_items), cfg.batch_size, cfg.gradient_accumulation, cfg.seed, epoch)
+    return [train_items[i] for micro in cache["schedule"][step % per_epoch] for i in micro]
+
+
+def _optimizer_step(loop: _Loop, acc, step_items: list[Tokenized], cfg: TrainingConfig, pad_id: int) -> torch.Tensor:
+    """Forward and backward over this rank's share of the step's examples, then one optimizer update.
+
+    The loss is normalised by the answer tokens of the whole step on all ranks, so the update is the same
+    whatever the number of processes (DDP averages gradients over ranks, hence the factor `world`)."""
+    rank, world = acc.process_index, acc.num_processes
+    n_answer = sum(t.answer_tokens for t in step_items)
+    mine = step_items[rank::world]
+    micro_batches = [mine[i : i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
+    step_loss = torch.zeros((), device=acc.device)
+    for j, micro in enumerate(micro_batches):
+        batch = {k: v.to(acc.device) for k, v in collate(micro, cfg.max_length, pad_id, cfg.packing).items()}
+        sync = j == len(micro_batches) - 1
+        ctx = acc.no_sync(loop.model) if not sync and world > 1 else nullcontext()
+        with ctx, acc.autocast():
+            loss_sum = answer_loss_sum(loop.model, batch)
+            acc.backward(loss_sum * (world / n_answer))
+        step_loss += loss_sum.detach()
+        loop.tokens += sum(len(t.input_ids) for t in micro)
+        loop.answer_tokens += sum(t.answer_tokens for t in micro)
+    acc.clip_grad_norm_(loop.params, cfg.max_grad_norm)
+    loop.optimizer.step()
+    loop.scheduler.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    return acc.reduce(step_loss, "sum") / n_answer
+
+
+def _checkpoint(loop: _Loop, acc, store: CheckpointStore, done: int) -> None:
+    store.save(done, {
+        "trainable": _trainable_state(acc.unwrap_model(loop.model)),
+        "optimizer": loop.optimizer.state_dict(),
+        "scheduler": loop.scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "step": done,
+        "history": loop.history,
+        "eval_history": loop.eval_history,
+    })
+
+
 def train(
     model,
     tokenizer,
@@ -132,97 +223,42 @@ def train(
 ) -> TrainResult:
     """Train the trainable parameters of `model`; resumes from the newest checkpoint in `store`."""
     from accelerate import Accelerator
-    from transformers import get_scheduler
 
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-    rank, world = acc.process_index, acc.num_processes
     torch.manual_seed(cfg.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     n_steps = total_steps(len(train_items), cfg)
-    scheduler = get_scheduler(
-        cfg.scheduler, optimizer, num_warmup_steps=round(cfg.warmup_ratio * n_steps), num_training_steps=n_steps
-    )
-    start_step, history, eval_history = 0, [], []
-    resumed = store.latest()
-    if resumed is not None:
-        state = store.load(resumed)
-        missing = set(_trainable_state(model)) - set(state["trainable"])
-        if missing:
-            raise RuntimeError(f"checkpoint {resumed} does not match this model (missing {sorted(missing)[:3]}...)")
-        model.load_state_dict(state["trainable"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        start_step, history, eval_history = state["step"], state["history"], state["eval_history"]
-        log(f"  resuming from checkpoint at step {start_step}/{n_steps}")
-    model, optimizer = acc.prepare(model, optimizer)
-    device = acc.device
-    pad_id = tokenizer.pad_token_id
-    spe = len(step_batches(len(train_items), cfg.batch_size, cfg.gradient_accumulation, cfg.seed, 0))  # steps per epoch
-    eval_subset = list(eval_items[:64])
-    tokens = answer_tokens = 0
-    model.train()
+    params, optimizer, scheduler = _optimizer(model, cfg, n_steps)
+    loop = _Loop(model, optimizer, scheduler, params, n_steps)
+    _resume(loop, store, log)
+    loop.model, loop.optimizer = acc.prepare(loop.model, loop.optimizer)
+    eval_subset, schedule, world = list(eval_items[:64]), {}, acc.num_processes
+    loop.model.train()
     t0 = time.monotonic()
-    with _GpuSampler() as gpu, StepProgress(n_steps, start_step, enabled=acc.is_main_process, log=log) as progress:
-        schedule, schedule_epoch = [], -1
-        for step in range(start_step, n_steps):
-            if step // spe != schedule_epoch:  # each epoch has its own seeded order
-                schedule_epoch = step // spe
-                schedule = step_batches(len(train_items), cfg.batch_size, cfg.gradient_accumulation, cfg.seed, schedule_epoch)
-            step_idx = [i for micro in schedule[step % spe] for i in micro]
-            step_items = [train_items[i] for i in step_idx]
-            n_answer = sum(t.answer_tokens for t in step_items)  # normaliser for the whole step, all ranks
-            mine = step_items[rank::world]
-            micro_batches = [mine[i : i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
-            step_loss = torch.zeros((), device=device)
-            for j, micro in enumerate(micro_batches):
-                batch = {k: v.to(device) for k, v in collate(micro, cfg.max_length, pad_id, cfg.packing).items()}
-                sync = j == len(micro_batches) - 1
-                ctx = acc.no_sync(model) if not sync and world > 1 else nullcontext()
-                with ctx, acc.autocast():
-                    loss_sum = answer_loss_sum(model, batch)
-                    acc.backward(loss_sum * (world / n_answer))  # DDP averages gradients over ranks
-                step_loss += loss_sum.detach()
-                tokens += sum(len(t.input_ids) for t in micro)
-                answer_tokens += sum(t.answer_tokens for t in micro)
-            acc.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+    with _GpuSampler() as gpu, StepProgress(n_steps, loop.start_step, enabled=acc.is_main_process, log=log) as progress:
+        for step in range(loop.start_step, n_steps):
+            loss = _optimizer_step(loop, acc, _step_items(train_items, cfg, step, schedule), cfg, tokenizer.pad_token_id)
             done = step + 1
-            history.append((done, round(acc.reduce(step_loss, "sum").item() / n_answer, 5)))
+            loop.history.append((done, round(loss.item(), 5)))
             if eval_subset and (done % cfg.eval_every == 0 or done == n_steps):  # no held-out rows: no eval loss, not a 0
-                eval_history.append((done, round(eval_loss(model, eval_subset, cfg, pad_id, device), 5)))
-            elapsed = time.monotonic() - t0
-            progress.update(done, history[-1][1], tokens * world / max(elapsed, 1e-9), eval_history[-1][1] if eval_history else None)
+                loop.eval_history.append((done, round(eval_loss(loop.model, eval_subset, cfg, tokenizer.pad_token_id, acc.device), 5)))
+            progress.update(done, loop.history[-1][1], loop.tokens * world / max(time.monotonic() - t0, 1e-9),
+                            loop.eval_history[-1][1] if loop.eval_history else None)
             if done % cfg.checkpoint_every == 0 and done < n_steps and acc.is_main_process:
-                store.save(
-                    done,
-                    {
-                        "trainable": _trainable_state(acc.unwrap_model(model)),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rng": torch.get_rng_state(),
-                        "step": done,
-                        "history": history,
-                        "eval_history": eval_history,
-                    },
-                )
+                _checkpoint(loop, acc, store, done)
             acc.wait_for_everyone()
             if on_step is not None:  # benchmarks evaluate here; an exception from it stops training
-                on_step(done, model)
+                on_step(done, loop.model)
     wall = time.monotonic() - t0
     return TrainResult(
         steps=n_steps,
         wall_seconds=round(wall, 2),
-        tokens=tokens * world,
-        answer_tokens=answer_tokens * world,
-        tokens_per_second=round(tokens * world / max(wall, 1e-9), 1),
-        answer_tokens_per_second=round(answer_tokens * world / max(wall, 1e-9), 1),
+        tokens=loop.tokens * world,
+        answer_tokens=loop.answer_tokens * world,
+        tokens_per_second=round(loop.tokens * world / max(wall, 1e-9), 1),
+        answer_tokens_per_second=round(loop.answer_tokens * world / max(wall, 1e-9), 1),
         peak_memory_bytes=peak_rss_bytes(),
-        loss_history=history,
-        eval_loss_history=eval_history,
-        resumed_from_step=start_step or None,
+        loss_history=loop.history,
+        eval_loss_history=loop.eval_history,
+        resumed_from_step=loop.start_step or None,
         gpu=gpu.summary(),
     )

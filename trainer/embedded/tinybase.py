@@ -15,11 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import torch
 
+from common.atomic import atomic_dir
 from common.prompts import LAB_TEMPLATE
 from trainer.embedded import sqlgen
 
@@ -132,14 +132,9 @@ def build_tiny_base(out_dir: Path, log=print) -> Path:
     init_copy_heads(model, seed=INIT_SEED)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"building the embedded tiny base ({n_params / 1e6:.1f}M parameters) in {out_dir}; cached for later runs")
-    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    if out_dir.exists():  # another process finished first; keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+    with atomic_dir(out_dir, keep_existing=True) as tmp:  # another process may finish first: keep theirs
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     return out_dir
 
 
