@@ -40,7 +40,24 @@ def client():
         from google.auth.credentials import AnonymousCredentials
 
         return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "local"), credentials=AnonymousCredentials())
-    return storage.Client()
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        return storage.Client()
+    except DefaultCredentialsError:
+        raise StorageError("no Google credentials on this machine: run `gcloud auth application-default login` "
+                           "(a job or function uses its service account)") from None
+
+
+def check_writable(uri: str) -> None:
+    """Write and delete a small probe object under a gs:// prefix; StorageError saying why not."""
+    bucket, prefix = split_uri(uri)
+    blob = client().bucket(bucket).blob(join(prefix, f".write-test-{os.getpid()}") if prefix else f".write-test-{os.getpid()}")
+    try:
+        blob.upload_from_string(b"")
+        blob.delete()
+    except Exception as e:
+        raise StorageError(f"cannot write to {uri} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 
 def cache_key(uri: str) -> str:

@@ -54,12 +54,13 @@ def _config(config: Path | None, overrides: list[str] | None):
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from common.storage import StorageError
+    from trainer.checkpoints import CheckpointError
     from trainer.data import DataError
     from trainer.merge import MergeError
     from trainer.modeling import ModelError
     from trainer.pipeline import RunError
 
-    return (DataError, ModelError, RunError, MergeError, StorageError, ConfigError)
+    return (DataError, ModelError, RunError, MergeError, StorageError, ConfigError, CheckpointError)
 
 
 @app.command()
@@ -162,13 +163,14 @@ DEFAULT_STACK = Path(".cache/stack.json")
 
 
 def _cloud_errors() -> tuple[type[Exception], ...]:
+    from common.storage import StorageError
     from control.deploy import DeployError
     from control.gcp import CredentialsError
     from control.image import ImageError
     from control.job import LaunchError
     from control.stack import StackError
 
-    return (StackError, LaunchError, DeployError, ImageError, CredentialsError)
+    return (StackError, LaunchError, DeployError, ImageError, CredentialsError, StorageError)
 
 
 def _stack(path: Path):

@@ -51,10 +51,12 @@ class RunToDeploy:
 
 
 def read_run(run_dir: Path) -> RunToDeploy:
+    from trainer.report import read_report
+
     path = run_dir / layout.REPORT_JSON
     if not path.is_file():
         raise DeployError(f"{path} not found: train a model first (make train, or make train BACKEND=vertex)")
-    report = json.loads(path.read_text(encoding="utf-8"))
+    report = read_report(run_dir)
     acc = (report.get("tuned_eval") or {}).get("execution_accuracy")
     if report.get("status") != "succeeded" or acc is None:
         raise DeployError(f"run {report.get('run_id')} has status {report.get('status')!r}: nothing to deploy")

@@ -1,14 +1,21 @@
 """Resumable checkpoints in a local dir or under a gs:// prefix.
 
 A checkpoint is `step-NNNNNNN/state.pt` plus a `COMPLETE` marker written last, so a
-half-written checkpoint (preempted mid-save) is never picked up on resume.
+half-written checkpoint (preempted mid-save) is never picked up on resume; one that is
+complete but unreadable (a damaged disk, a truncated copy) is skipped for the next newest.
+One run at a time uses a local checkpoint folder (`CheckpointLock`).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import shutil
+import socket
 import tempfile
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -18,6 +25,47 @@ from common.atomic import atomic_dir, atomic_write_text
 
 _STEP_DIR = re.compile(r"^step-(\d{7})$")
 MARKER = "COMPLETE"
+
+
+class CheckpointError(RuntimeError):
+    """Checkpoints that cannot be used as configured; the message says which folder and what to do."""
+
+
+class CheckpointLock:
+    """Held while a run uses a local checkpoint folder: a second run with the same inputs (same fingerprint, so the
+    same folder) would write the same checkpoints. The OS releases it when the holder dies, so it never goes stale.
+    A gs:// folder is not locked: each Vertex run's checkpoints live under its own run id."""
+
+    def __init__(self, root: str | Path, run_id: str) -> None:
+        self.root, self.run_id, self._fh = str(root), run_id, None
+
+    def __enter__(self) -> CheckpointLock:
+        if storage.is_gcs(self.root):
+            return self
+        Path(self.root).mkdir(parents=True, exist_ok=True)
+        fh = open(Path(self.root) / ".lock", "a+", encoding="utf-8")  # noqa: SIM115 (held until __exit__)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another run"
+            fh.close()
+            raise CheckpointError(f"{holder} is training with the same inputs and holds {self.root}: wait for it to finish "
+                                  "(the same command then resumes from its checkpoints), or set output.checkpoint_dir "
+                                  "to another folder") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"run {self.run_id} (pid {os.getpid()} on {socket.gethostname()}, since "
+                 f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC)\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
 
 
 class CheckpointStore:
@@ -52,6 +100,17 @@ class CheckpointStore:
                 torch.save(state, tmp / "state.pt")
                 (tmp / MARKER).write_text(str(step), encoding="utf-8")
         self._prune()
+
+    def load_newest(self, log: Callable[[str], None] = print) -> tuple[int, dict] | None:
+        """The newest checkpoint that loads, as (step, state); an unreadable one is skipped with a warning naming it."""
+        for step in reversed(self._complete_steps()):
+            try:
+                return step, self.load(step)
+            except Exception as e:  # truncated or damaged: torch raises RuntimeError, EOFError, UnpicklingError, ...
+                where = storage.join(self.root, f"step-{step:07d}", "state.pt") if self.remote else Path(self.root) / f"step-{step:07d}" / "state.pt"
+                log(f"  warning: checkpoint {where} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                    "skipping it for an older one")
+        return None
 
     def load(self, step: int) -> dict:
         name = f"step-{step:07d}"

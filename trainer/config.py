@@ -7,6 +7,7 @@ being silently ignored.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,8 +22,26 @@ class ConfigError(ValueError):
     """A run config that cannot be used; the message says which key and what to do."""
 
 
+def _numeric(annotation) -> bool:
+    """int or float, optionally with None."""
+    import types
+    import typing
+
+    args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union else ()
+    return annotation in (int, float) or any(a in (int, float) for a in args)
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Numbers stay numbers and booleans stay booleans: `batch_size=true` is an error, not 1; a numeric string value
+    # (`run_id=42`) is read as the string it means; NaN and infinity are never a setting.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, value, info):
+        if isinstance(value, bool) and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
 
 
 class ModelConfig(_Section):
@@ -114,9 +133,17 @@ class RunConfig(_Section):
         return self
 
 
-def _coerce(raw: str) -> Any:
+def _coerce(item: str, raw: str) -> Any:
     """Parse an override value as YAML so `8`, `true`, `[a, b]` and `null` get their types."""
-    return yaml.safe_load(raw) if raw != "" else ""
+    if raw == "":
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({str(e).splitlines()[0]}); quote it if it is text") from None
+
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -126,12 +153,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"override {item!r} must look like section.key=value (e.g. training.max_steps=20)")
         path, raw = item.split("=", 1)
         keys = path.strip().split(".")
+        if not all(_KEY.match(k) for k in keys):
+            raise ConfigError(f"override {item!r}: {path.strip()!r} is not a dotted key like training.max_steps")
         node = data
         for k in keys[:-1]:
-            node = node.setdefault(k, {})
+            if node.get(k) is None:  # absent, or an empty section in the file (`training:` with nothing under it)
+                node[k] = {}
+            node = node[k]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {k!r} is not a section")
-        node[keys[-1]] = _coerce(raw)
+        node[keys[-1]] = _coerce(item, raw)
     return data
 
 
@@ -142,7 +173,7 @@ def _format_error(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (check the spelling; `llmops config` prints every key)")
         else:
-            lines.append(f"  {key}: {e['msg']}")
+            lines.append(f"  {key}: {e['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 
@@ -152,26 +183,36 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     source = "defaults"
     if inline is not None:
         source = "inline config"
-        try:
-            data = yaml.safe_load(inline) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"inline config is not valid JSON/YAML: {e}") from None
+        data = _parse_yaml(inline, source)
     elif path is not None:
         source = str(path)
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
+        raw = p.read_bytes()
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from e
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections (model, data, lora, ...)")
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise ConfigError(f"{p}: line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
+        data = _parse_yaml(text, source)
     data = apply_overrides(data, overrides or [])
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_error(e, source)) from None
+
+
+def _parse_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"{source}: not valid YAML: {str(e)[:300]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections (model, data, lora, ...), not a {type(data).__name__}")
+    return data
 
 
 def vertex_dirs() -> tuple[str | None, str | None]:

@@ -61,14 +61,20 @@ def read_jsonl(path: str | Path) -> list[Example]:
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     examples = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                                "save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+            except (json.JSONDecodeError, RecursionError) as e:
+                detail = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+                raise DataError(f"{path}:{lineno}: not valid JSON ({detail})") from None
             examples.append(validate_row(row, f"{path}:{lineno}"))
     if not examples:
         raise DataError(f"{path}: the dataset is empty (no rows)")

@@ -73,12 +73,20 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
 
 
+def _load_errors() -> tuple[type[Exception], ...]:
+    """What a missing, unreachable or damaged model raises from from_pretrained."""
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, SafetensorError, EnvironmentError)
+
+
 def load_tokenizer(model_dir: str, cfg: ModelConfig):
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(model_dir, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError) as e:
+        tok = AutoTokenizer.from_pretrained(model_dir, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
+                                            local_files_only=_offline())
+    except _load_errors() as e:
         raise ModelError(_load_hint(model_dir, e)) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token  # Llama tokenizers ship without a pad token
@@ -87,13 +95,18 @@ def load_tokenizer(model_dir: str, cfg: ModelConfig):
 
 
 def _load_hint(model_dir: str, err: Exception) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if Path(model_dir).exists():
-        return f"could not load model from {model_dir}: {err}"
-    where = "the Hugging Face Hub is not reachable (offline)" if _offline() else "the Hugging Face Hub"
-    return (
-        f"model {model_dir!r} is not a local dir and could not be fetched from {where}: {err}. "
-        "Use a local dir, a gs:// dir, or embedded:tiny-sql-llama."
-    )
+        damaged = type(err).__name__ == "SafetensorError" or "safetensors" in str(err).lower() or "incomplete" in str(err).lower()
+        if damaged:
+            return (f"the model files in {model_dir} are damaged or incomplete ({first}): copy the model again, or for a run's "
+                    "merged model rerun `llmops merge --run <run>`")
+        return f"could not load the model in {model_dir}: {first}"
+    if _offline():
+        return (f"model {model_dir!r} is not a local folder, and the Hugging Face Hub is switched off (HF_HUB_OFFLINE=1) with no "
+                "cached copy: use a local dir, a gs:// dir or embedded:tiny-sql-llama, or unset HF_HUB_OFFLINE.")
+    return (f"model {model_dir!r} is not a local folder and could not be fetched from the Hugging Face Hub ({first}). "
+            "Check the id (and HF_TOKEN for gated models), or use a local dir, a gs:// dir or embedded:tiny-sql-llama.")
 
 
 def load_model(model_dir: str, cfg: ModelConfig, precision: str = "auto", for_training: bool = False):
@@ -102,13 +115,13 @@ def load_model(model_dir: str, cfg: ModelConfig, precision: str = "auto", for_tr
 
     dtype = pick_dtype(precision)
     quant = _quantization_config(cfg.quantization, dtype)
-    kwargs = {"dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    kwargs = {"dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code, "local_files_only": _offline()}
     if quant is not None:
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}  # one whole copy per process (DDP)
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
-    except (OSError, ValueError) as e:
+    except _load_errors() as e:
         raise ModelError(_load_hint(model_dir, e)) from None
     if quant is not None and for_training:
         from peft import prepare_model_for_kbit_training

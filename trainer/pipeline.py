@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import yaml
 from common import layout, storage
 from common.atomic import atomic_dir, atomic_write_text
 from common.prompts import load_template, render_prompt, save_template
-from trainer.checkpoints import CheckpointStore
+from trainer.checkpoints import CheckpointLock, CheckpointStore
 from trainer.config import RunConfig, vertex_dirs
 from trainer.data import Example, load_examples, split_examples, tokenize_examples
 from trainer.evaluate import EvalResult, evaluate
@@ -56,18 +57,50 @@ def fingerprint(cfg: RunConfig) -> str:
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _check_writable(path: Path) -> None:
+def _check_writable(path: str | Path, setting: str = "output.runs_dir") -> None:
+    """Fail now, naming the setting, rather than after minutes of model work."""
+    if storage.is_gcs(path):
+        try:
+            storage.check_writable(str(path))
+        except storage.StorageError as e:
+            raise RunError(f"{setting} {path} is not writable: {e}") from None
+        return
+    path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{os.getpid()}"
         probe.write_text("", encoding="utf-8")
         probe.unlink()
     except OSError as e:
-        raise RunError(f"output dir {path} is not writable ({e.strerror}); set output.runs_dir to a folder you can write") from None
+        raise RunError(f"{setting} {path} is not writable ({e.strerror}); set {setting} to a folder you can write") from None
 
 
-def prepare(cfg: RunConfig, log: Log = print) -> Prepared:
-    """Resolve dirs, load and split the data, resolve the base model (building the embedded one)."""
+def claim_run_dir(prep: Prepared) -> None:
+    """Create the run's folder, so two runs never share one: an id taken by a concurrent run gets a suffix.
+
+    An id given explicitly (output.run_id: the launcher's, or yours) keeps its folder, so a restarted run
+    writes where it started."""
+    if prep.cfg.output.run_id:
+        prep.run_dir.mkdir(parents=True, exist_ok=True)
+        return
+    base = prep.run_id
+    for n in range(1, 1000):
+        candidate = base if n == 1 else f"{base}-{n}"
+        try:
+            (prep.run_dir.parent / candidate).mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            continue
+        prep.run_id, prep.run_dir = candidate, prep.run_dir.parent / candidate
+        if prep.remote_dir and not vertex_dirs()[0]:
+            prep.remote_dir = layout.join(prep.remote_dir.rsplit("/", 1)[0], candidate)
+        return
+    raise RunError(f"could not create a run folder under {prep.run_dir.parent} for {base}")
+
+
+def prepare(cfg: RunConfig, log: Log = print, for_run: bool = False) -> Prepared:
+    """Resolve dirs, load and split the data, resolve the base model (building the embedded one).
+
+    For a run (`for_run`), every place it will write is checked first, before any data or model work."""
     if cfg.training.num_threads:
         torch.set_num_threads(cfg.training.num_threads)
     model_dir_env, ckpt_env = vertex_dirs()
@@ -78,6 +111,10 @@ def prepare(cfg: RunConfig, log: Log = print) -> Prepared:
     run_dir = runs_root / run_id
     remote = model_dir_env.rstrip("/") if model_dir_env else (layout.join(gcs_runs, run_id) if gcs_runs else None)
     ckpt = ckpt_env or cfg.output.checkpoint_dir or str(runs_root / layout.CHECKPOINTS / fingerprint(cfg))
+    if for_run:
+        _check_writable(ckpt, "output.checkpoint_dir" if cfg.output.checkpoint_dir else "the checkpoint folder (output.checkpoint_dir)")
+        if remote:
+            _check_writable(remote, "the run's output folder (AIP_MODEL_DIR or output.runs_dir)")
     examples = load_examples(cfg.data.source, cfg.data.split)
     train_rows, held_out = split_examples(examples, cfg.data.eval_fraction, cfg.data.seed)
     if cfg.data.max_train_examples:
@@ -139,6 +176,7 @@ def _base_report(prep: Prepared) -> dict:
     return {
         "run_id": prep.run_id,
         "status": "running",
+        "process": {"pid": os.getpid(), "host": socket.gethostname()},  # how a later look tells a live run from a dead one
         "output_uri": prep.remote_dir or str(prep.run_dir),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "base_model": prep.cfg.model.base,
@@ -201,53 +239,59 @@ def run_pipeline(cfg: RunConfig, force: bool = False, log: Log = print) -> dict:
     acc = _distributed_accelerator()
     if acc is not None and not acc.is_main_process:
         return _worker(cfg, force, acc)
-    prep = prepare(cfg, log)
-    prep.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(prep.run_dir / layout.CONFIG, yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-    report = _base_report(prep)
-    try:
-        base_eval, good_enough = _base_check_once(prep, log, acc)
-        report["base_eval"] = base_eval
-        if good_enough and not force:
-            report["status"] = "skipped"
-            report["decision"] = (
-                f"The base model already reaches {base_eval['execution_accuracy']:.1%} execution accuracy "
-                f"(target {cfg.eval.target_accuracy:.0%}): no fine-tuning needed. Use --force to tune anyway."
-            )
-            log(report["decision"])
-            _clear_checkpoints(prep)
-            return _finish(prep, report, t0, log)
-        report["decision"] = (
-            f"Base model at {base_eval['execution_accuracy']:.1%} execution accuracy "
-            + ("meets the target but --force was given: tuning." if good_enough else f"is below the {cfg.eval.target_accuracy:.0%} target: tuning.")
-        )
+    prep = prepare(cfg, log, for_run=True)
+    claim_run_dir(prep)
+    with CheckpointLock(prep.checkpoint_root, prep.run_id):
+        atomic_write_text(prep.run_dir / layout.CONFIG, yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        report = _base_report(prep)
+        try:
+            return _check_tune_evaluate_merge(prep, report, force, acc, t0, log)
+        except BaseException as e:
+            report["status"] = "failed"
+            report["error"] = f"{type(e).__name__}: {e}"
+            _finish(prep, report, t0, log, quiet=True)
+            raise
+
+
+def _check_tune_evaluate_merge(prep: Prepared, report: dict, force: bool, acc, t0: float, log: Log) -> dict:
+    cfg = prep.cfg
+    base_eval, good_enough = _base_check_once(prep, log, acc)
+    report["base_eval"] = base_eval
+    if good_enough and not force:
+        report["status"] = "skipped"
+        report["decision"] = (f"The base model already reaches {base_eval['execution_accuracy']:.1%} execution accuracy "
+                              f"(target {cfg.eval.target_accuracy:.0%}): no fine-tuning needed. Use --force to tune anyway.")
         log(report["decision"])
-        model, tokenizer, sections = run_training(prep, log, acc)
-        report.update(sections)
-        log("evaluating the tuned model")
-        tuned = _evaluate(model, tokenizer, prep, prep.held_out, log)
-        report["tuned_eval"] = tuned.to_dict()
-        in_dist = _evaluate(model, tokenizer, prep, prep.train[: min(len(prep.train), len(prep.held_out))], log, "training rows")
-        report["train_split_eval"] = {k: v for k, v in in_dist.to_dict().items() if k != "samples"}
-        write_report(prep.run_dir, report | {"status": "merging"})
-        del model
-        log("merging the adapter into the base (full precision) and checking greedy outputs match")
-        prompts = [render_prompt(prep.template, e.question, e.context) for e in prep.held_out[:16]]
-        report["merge"] = merge_adapter(prep.base_dir, prep.run_dir / layout.ADAPTER, prep.run_dir / layout.MERGED, cfg.model,
-                                        prep.template, prompts, min(cfg.eval.max_new_tokens, 64))
-        write_model_card(prep.run_dir / layout.MERGED, base=cfg.model.base, r=cfg.lora.r, alpha=cfg.lora.alpha,
-                         targets=cfg.lora.target_modules, exec_acc=f"{tuned.execution_accuracy:.1%}",
-                         exact=f"{tuned.exact_match:.1%}", run_id=prep.run_id)
-        report["status"] = "succeeded"
-        result = _finish(prep, report, t0, log)
-        layout.point_latest(prep.run_dir.parent, prep.run_id)
         _clear_checkpoints(prep)
-        return result
-    except BaseException as e:
-        report["status"] = "failed"
-        report["error"] = f"{type(e).__name__}: {e}"
-        _finish(prep, report, t0, log, quiet=True)
-        raise
+        return _finish(prep, report, t0, log)
+    report["decision"] = (f"Base model at {base_eval['execution_accuracy']:.1%} execution accuracy " + (
+        "meets the target but --force was given: tuning." if good_enough else f"is below the {cfg.eval.target_accuracy:.0%} target: tuning."))
+    log(report["decision"])
+
+    model, tokenizer, sections = run_training(prep, log, acc)
+    report.update(sections)
+
+    log("evaluating the tuned model")
+    tuned = _evaluate(model, tokenizer, prep, prep.held_out, log)
+    report["tuned_eval"] = tuned.to_dict()
+    in_dist = _evaluate(model, tokenizer, prep, prep.train[: min(len(prep.train), len(prep.held_out))], log, "training rows")
+    report["train_split_eval"] = {k: v for k, v in in_dist.to_dict().items() if k != "samples"}
+    del model
+
+    write_report(prep.run_dir, report | {"status": "merging"})
+    log("merging the adapter into the base (full precision) and checking greedy outputs match")
+    prompts = [render_prompt(prep.template, e.question, e.context) for e in prep.held_out[:16]]
+    report["merge"] = merge_adapter(prep.base_dir, prep.run_dir / layout.ADAPTER, prep.run_dir / layout.MERGED, cfg.model,
+                                    prep.template, prompts, min(cfg.eval.max_new_tokens, 64))
+    write_model_card(prep.run_dir / layout.MERGED, base=cfg.model.base, r=cfg.lora.r, alpha=cfg.lora.alpha,
+                     targets=cfg.lora.target_modules, exec_acc=f"{tuned.execution_accuracy:.1%}",
+                     exact=f"{tuned.exact_match:.1%}", run_id=prep.run_id)
+
+    report["status"] = "succeeded"
+    result = _finish(prep, report, t0, log)
+    layout.point_latest(prep.run_dir.parent, prep.run_id)
+    _clear_checkpoints(prep)
+    return result
 
 
 def _worker(cfg: RunConfig, force: bool, acc) -> dict:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import socket
 from pathlib import Path
-
-import torch
 
 from common import catalog, layout
 from common.atomic import atomic_write, atomic_write_json, atomic_write_text
 
 
 def hardware() -> dict:
+    import torch
+
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "cpu_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
@@ -114,5 +116,26 @@ def plot(r: dict, path: Path) -> None:
     plt.close(fig)
 
 
+UNFINISHED = ("running", "merging")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def read_report(run_dir: Path) -> dict:
-    return json.loads((run_dir / layout.REPORT_JSON).read_text(encoding="utf-8"))
+    """A run's report.json; a run whose process died mid-way (killed, out of memory) reads as `interrupted`, and is saved so."""
+    path = run_dir / layout.REPORT_JSON
+    report = json.loads(path.read_text(encoding="utf-8"))
+    proc = report.get("process") or {}
+    if report.get("status") in UNFINISHED and proc.get("host") == socket.gethostname() and not _alive(int(proc.get("pid", 0))):
+        report["error"] = report.get("error") or f"the run's process ({proc.get('pid')}) ended while it was {report['status']}"
+        report["status"] = "interrupted"
+        write_report(run_dir, report)
+    return report

@@ -146,10 +146,10 @@ def _optimizer(model, cfg: TrainingConfig, n_steps: int):
 
 def _resume(loop: _Loop, store: CheckpointStore, log: Callable[[str], None]) -> None:
     """Restore the newest complete checkpoint into the loop, if there is one."""
-    resumed = store.latest()
-    if resumed is None:
+    newest = store.load_newest(log)
+    if newest is None:
         return
-    state = store.load(resumed)
+    resumed, state = newest
     missing = set(_trainable_state(loop.model)) - set(state["trainable"])
     if missing:
         raise RuntimeError(f"checkpoint {resumed} does not match this model (missing {sorted(missing)[:3]}...)")
