@@ -56,14 +56,15 @@ data: $(STAMP) ## regenerate the bundled sample data/sql_sample.jsonl
 serve: $(STAMP) ## serve runs/latest/merged on :8080 (MODEL_DIR=... to pick another)
 	$(if $(MODEL_DIR),MODEL_DIR=$(MODEL_DIR)) $(BIN)/python -m serving
 
-predict: $(STAMP) ## ask the local server the lab's example question and print the SQL
-	$(BIN)/python -m serving.predict
+predict: $(STAMP) ## ask the lab's example question and print the SQL (local server; ENDPOINT=1: the stack's Vertex endpoint)
+	$(BIN)/llmops predict $(if $(filter 1,$(ENDPOINT)),--endpoint)
 
 image: $(STAMP) ## build and push the kit image with Cloud Build, unless its content-hash tag is there (DRY_RUN=1 prints the request)
 	$(BIN)/llmops image $(if $(filter 1,$(DRY_RUN)),--dry-run)
 
-deploy: $(STAMP) ## deploy runs/latest to the Vertex endpoint (RUN=runs/ID, GATE=0.7, FORCE=1, DRY_RUN=1, IMAGE=...)
+deploy: $(STAMP) ## deploy runs/latest to the Vertex endpoint (RUN=runs/ID, GATE=0.7, FORCE=1, DRY_RUN=1, IMAGE=..., ENGINE=kit|vllm)
 	$(BIN)/llmops deploy $(if $(RUN),--run $(RUN)) $(if $(GATE),--gate $(GATE)) $(if $(filter 1,$(FORCE)),--force) $(if $(IMAGE),--image $(IMAGE)) \
+	  $(if $(ENGINE),--engine $(ENGINE)) \
 	  $(if $(filter 1,$(DRY_RUN)),--dry-run) $(if $(MIN_REPLICAS),--min-replicas $(MIN_REPLICAS)) $(if $(MAX_REPLICAS),--max-replicas $(MAX_REPLICAS))
 
 bench: $(STAMP) ## the kit's training recipe vs the lab's on the embedded default (BUDGET=330 training seconds per arm: both whole recipes)

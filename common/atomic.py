@@ -37,6 +37,18 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def _readable_by_all(root: Path) -> None:
+    """mkdtemp makes 0700 and libraries save through 0600 temp files (safetensors does): a model is for other users too
+    (the serving image runs as uid 10001), so folders become 0755 and files at least 0644."""
+    os.chmod(root, 0o755)
+    for folder, dirs, files in os.walk(root):
+        for d in dirs:
+            os.chmod(Path(folder) / d, 0o755)
+        for f in files:
+            path = Path(folder) / f
+            os.chmod(path, (path.stat().st_mode & 0o777) | 0o644)
+
+
 @contextmanager
 def atomic_dir(target: str | Path, keep_existing: bool = False) -> Iterator[Path]:
     """Build a folder in a private temp dir beside `target`; it takes `target`'s place only if the block succeeds.
@@ -49,7 +61,7 @@ def atomic_dir(target: str | Path, keep_existing: bool = False) -> Iterator[Path
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))  # unique per process and call
     try:
         yield tmp
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700: the folder is for other tools and users too (a server running as uid 10001)
+        _readable_by_all(tmp)
         if keep_existing and target.exists():
             shutil.rmtree(tmp, ignore_errors=True)
             return

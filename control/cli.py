@@ -268,7 +268,9 @@ def cancel(
 @app.command()
 def deploy(
     run: Annotated[Path, typer.Option("--run", "-r", help="run dir with report.json (and merged/ for a local run)")] = LATEST_RUN,
-    image: Annotated[str | None, typer.Option(help="image URI (default: the kit image for this source, built if missing)")] = None,
+    image: Annotated[str | None, typer.Option(help="image URI (default: the kit image for this source, built if missing; "
+                                                   "with --engine vllm, Model Garden's vLLM image)")] = None,
+    engine: Annotated[str, typer.Option(help="kit: the kit image's server; vllm: Vertex Model Garden's vLLM container")] = "kit",
     min_replicas: Annotated[int, typer.Option(min=1)] = 1,
     max_replicas: Annotated[int, typer.Option(min=1)] = 2,
     gate: Annotated[float, typer.Option(help="refuse models under this execution accuracy")] = 0.7,
@@ -280,11 +282,40 @@ def deploy(
     from control.deploy import DeployOptions
     from control.deploy import deploy as _deploy
 
-    opts = DeployOptions(run_dir=run, image=image, min_replicas=min_replicas, max_replicas=max_replicas, accuracy_gate=gate, force=force)
+    if engine not in ("kit", "vllm"):
+        _fail(f"--engine must be kit or vllm, got {engine!r}")
+    opts = DeployOptions(run_dir=run, image=image, engine=engine, min_replicas=min_replicas, max_replicas=max_replicas,
+                         accuracy_gate=gate, force=force)
     try:
         _deploy(opts, _stack(stack_file), dry_run=dry_run, log=_log)
     except _cloud_errors() as e:
         _fail(str(e))
+
+
+@app.command()
+def predict(
+    use_endpoint: Annotated[bool, typer.Option("--endpoint", help="ask the stack's Vertex endpoint instead of the local server")] = False,
+    url: Annotated[str, typer.Option(help="the local server's predict route")] = "http://127.0.0.1:8080/predict",
+    question: Annotated[str | None, typer.Option(help="default: the lab's example question")] = None,
+    context: Annotated[str | None, typer.Option(help="CREATE TABLE statements the question is about")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, max=512)] = 100,
+    stack_file: StackOpt = DEFAULT_STACK,
+) -> None:
+    """Ask the served model a question and print the SQL (`make predict [ENDPOINT=1]`)."""
+    from control import predict as p
+
+    if (question is None) != (context is None):
+        _fail("give both --question and --context, or neither for the lab's example")
+    asked = {"question": question, "context": context} if question is not None else p.LAB_QUESTION
+    try:
+        if use_endpoint:
+            engine, sql = p.endpoint(_stack(stack_file), asked, max_tokens)
+            _log(f"answered by the {engine} engine")
+        else:
+            sql = p.local(url, asked, max_tokens)
+    except (p.PredictError, *_cloud_errors()) as e:
+        _fail(str(e))
+    typer.echo(sql)
 
 
 @app.command("budget-guard")

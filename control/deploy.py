@@ -1,7 +1,15 @@
 """`make deploy`: a new version of the kit's model in the Vertex Model Registry, deployed to the Pulumi endpoint.
 
-Refuses a model whose report is under the accuracy gate, or worse than the deployed one (unless --force).
+Refuses a model whose report is under the accuracy gate, or worse than the deployed version (unless --force).
 The new version takes 100% of the traffic; the previous one is undeployed only after the new one is up.
+The requests are the REST bodies DRY_RUN prints, sent through google-cloud-aiplatform's clients.
+
+Two engines serve the same merged model:
+- `kit` (default): the kit image's `python -m serving` (continuous batching in transformers; the contract in
+  serving/app.py; a question/context instance is rendered with the model's own template).
+- `vllm`: Vertex AI Model Garden's prebuilt vLLM container (paged attention, continuous batching, CUDA kernels),
+  reading the model's safetensors, config and tokenizer straight from its gs:// folder. Its request shape is
+  vLLM's: `{"instances": [{"prompt": ..., "max_tokens": ..., "temperature": ..., "raw_response": true}]}`.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from common import catalog, layout
 from control import gcp
@@ -17,6 +26,18 @@ from control.image import ensure_image, kit_image
 from control.stack import StackOutputs
 
 MODEL_DISPLAY_NAME = "llmops-kit-text-to-sql"
+KIT_PORT = 8080
+DEPLOY_TIMEOUT_S = 3600  # a 7B model's first deploy copies ~14 GB and loads it onto the GPU
+
+# Vertex AI Model Garden's vLLM serving container and how Model Garden starts it. Source: the Model Garden deploy
+# spec for gemma-3-1b-it (containerSpec: pytorch-vllm-serve with `python -m vllm.entrypoints.api_server --host=0.0.0.0
+# --port=8080 --model=gs://... --tensor-parallel-size=1 --swap-space=16 --gpu-memory-utilization=0.95
+# --disable-log-stats`, predictRoute /generate, healthRoute /ping) and Google's GKE serving docs using the
+# 20250801_0916_RC01 tag; read 2026-11-28. Dated tags move: check the Model Garden model card and override with
+# VLLM_IMAGE=... (--image).
+VLLM_IMAGE = "us-docker.pkg.dev/vertex-ai/vertex-vision-model-garden-dockers/pytorch-vllm-serve:20250801_0916_RC01"
+VLLM_PREDICT_ROUTE, VLLM_HEALTH_ROUTE = "/generate", "/ping"
+Engine = Literal["kit", "vllm"]
 
 
 class DeployError(RuntimeError):
@@ -26,12 +47,14 @@ class DeployError(RuntimeError):
 @dataclass
 class DeployOptions:
     run_dir: Path = layout.latest_run()
-    image: str | None = None  # None: the kit image for this source (built first if the registry lacks it)
+    image: str | None = None  # None: the kit image for this source (built if missing), or Model Garden's vLLM image
+    engine: Engine = "kit"
     machine_type: str = catalog.catalog()["serving"]["machine_type"]
     min_replicas: int = 1
     max_replicas: int = 2
     accuracy_gate: float = 0.7
     force: bool = False
+    max_model_len: int = 4096  # vLLM: the longest prompt + answer it reserves KV cache for
 
 
 def _accuracy_label(acc: float) -> str:
@@ -70,68 +93,121 @@ def artifact_uri(run: RunToDeploy, stack: StackOutputs) -> str:
     return layout.join(layout.vertex_run_dir(stack.models_bucket, run.run_id), layout.MERGED)
 
 
-def plan(opts: DeployOptions, stack: StackOutputs, current_accuracy: float | None, image_uri: str) -> dict:
-    """The upload and deploy requests, after the accuracy gates."""
+# -- the requests --------------------------------------------------------------------------------------------------
+
+def container_spec(opts: DeployOptions, image_uri: str, model_uri: str, accelerators: int) -> dict:
+    if opts.engine == "vllm":
+        return {"imageUri": image_uri, "args": [
+                    "python", "-m", "vllm.entrypoints.api_server", "--host=0.0.0.0", f"--port={KIT_PORT}", f"--model={model_uri}",
+                    f"--tensor-parallel-size={max(1, accelerators)}", "--swap-space=16", "--gpu-memory-utilization=0.95",
+                    f"--max-model-len={opts.max_model_len}", "--disable-log-stats"],
+                "env": [{"name": "MODEL_ID", "value": MODEL_DISPLAY_NAME}, {"name": "DEPLOY_SOURCE", "value": "llmops-kit"}],
+                "ports": [{"containerPort": KIT_PORT}], "predictRoute": VLLM_PREDICT_ROUTE, "healthRoute": VLLM_HEALTH_ROUTE}
+    # The kit image's CMD serves; Vertex passes AIP_STORAGE_URI (from artifactUri) and the routes.
+    return {"imageUri": image_uri, "ports": [{"containerPort": KIT_PORT}]}
+
+
+def plan(opts: DeployOptions, stack: StackOutputs, current_accuracy: float | None, image_uri: str, parent_model: str | None) -> dict:
+    """The UploadModel and DeployModel request bodies (REST JSON), after the accuracy gates."""
     run = read_run(opts.run_dir)
-    run_id, acc = run.run_id, run.accuracy
-    if acc < opts.accuracy_gate:
-        raise DeployError(f"run {run_id}: execution accuracy {acc:.1%} is below the {opts.accuracy_gate:.0%} gate; not deploying")
-    if current_accuracy is not None and acc < current_accuracy and not opts.force:
-        raise DeployError(f"run {run_id} ({acc:.1%}) is worse than the deployed model ({current_accuracy:.1%}); use --force to deploy anyway")
+    if run.accuracy < opts.accuracy_gate:
+        raise DeployError(f"run {run.run_id}: execution accuracy {run.accuracy:.1%} is below the {opts.accuracy_gate:.0%} gate; not deploying")
+    if current_accuracy is not None and run.accuracy < current_accuracy and not opts.force:
+        raise DeployError(f"run {run.run_id} ({run.accuracy:.1%}) is worse than the deployed model ({current_accuracy:.1%}); "
+                          "use --force to deploy anyway")
     m = catalog.machine(opts.machine_type)
-    return {
-        "upload": {
-            "display_name": MODEL_DISPLAY_NAME,
-            "artifact_uri": artifact_uri(run, stack),
-            # The kit image's default command serves (`python -m serving`); Vertex passes AIP_STORAGE_URI and the routes.
-            "serving_container_image_uri": image_uri,
-            "serving_container_ports": [8080],
-            "labels": {**stack.labels, "run-id": run_id.lower(), "eval-accuracy": _accuracy_label(acc)},
-        },
-        "deploy": {
-            "endpoint": f"projects/{stack.project}/locations/{stack.region}/endpoints/{stack.endpoint_id}",
-            "machine_type": m.name, "accelerator_type": m.accelerator_type, "accelerator_count": m.accelerator_count,
-            "min_replica_count": opts.min_replicas, "max_replica_count": opts.max_replicas, "traffic_percentage": 100,
-            "service_account": stack.serving_service_account,
-        },
-        "run_id": run_id,
-        "accuracy": acc,
-    }
+    model_uri = artifact_uri(run, stack)
+    model = {"displayName": MODEL_DISPLAY_NAME, "description": f"text-to-SQL, run {run.run_id}, served by {opts.engine}",
+             "containerSpec": container_spec(opts, image_uri, model_uri, m.accelerator_count),
+             "labels": {**stack.labels, "run-id": run.run_id.lower(), "eval-accuracy": _accuracy_label(run.accuracy), "engine": opts.engine}}
+    if opts.engine == "kit":
+        model["artifactUri"] = model_uri  # vLLM reads --model itself; no copy for it
+    upload = {"model": model, **({"parentModel": parent_model} if parent_model else {})}
+    machine = {"machineType": m.name, **({"acceleratorType": m.accelerator_type, "acceleratorCount": m.accelerator_count}
+                                          if m.accelerator_type else {})}
+    deployed = {"displayName": f"{MODEL_DISPLAY_NAME}-{run.run_id.lower()}", "serviceAccount": stack.serving_service_account,
+                "dedicatedResources": {"machineSpec": machine, "minReplicaCount": opts.min_replicas, "maxReplicaCount": opts.max_replicas}}
+    endpoint = f"projects/{stack.project}/locations/{stack.region}/endpoints/{stack.endpoint_id}"
+    return {"upload": upload, "deploy": {"deployedModel": deployed, "trafficSplit": {"0": 100}}, "endpoint": endpoint,
+            "run_id": run.run_id, "accuracy": run.accuracy, "artifact_uri": model_uri}
+
+
+# -- talking to Vertex -----------------------------------------------------------------------------------------------
+
+def _clients(stack: StackOutputs):
+    from google.cloud import aiplatform_v1
+
+    kwargs = gcp.client_kwargs("aiplatform", stack.region)
+    return aiplatform_v1.EndpointServiceClient(**kwargs), aiplatform_v1.ModelServiceClient(**kwargs)
+
+
+def _current(endpoints, models, endpoint: str) -> tuple[list, float | None]:
+    """The deployed models, and the best accuracy label among the versions they serve (not the models' default versions)."""
+    from google.api_core import exceptions
+
+    deployed = list(endpoints.get_endpoint(name=endpoint).deployed_models)
+    accuracies = []
+    for d in deployed:
+        version = f"{d.model}@{d.model_version_id}" if d.model_version_id else d.model
+        try:
+            accuracies.append(_label_accuracy(dict(models.get_model(name=version).labels)))
+        except (exceptions.NotFound, exceptions.PermissionDenied):  # a model we did not upload: no label to compare against
+            continue
+    return deployed, max((a for a in accuracies if a is not None), default=None)
+
+
+def _parent_model(models, stack: StackOutputs) -> str | None:
+    existing = list(models.list_models(request={"parent": f"projects/{stack.project}/locations/{stack.region}",
+                                                "filter": f'display_name="{MODEL_DISPLAY_NAME}"'}))
+    return existing[0].name if existing else None
 
 
 def deploy(opts: DeployOptions, stack: StackOutputs, dry_run: bool = False, *, log: Callable[[str], None] = print) -> dict:
-    from google.cloud import aiplatform
-
     if not stack.endpoint_id or not stack.registry_url:
         raise DeployError("the stack outputs lack endpoint_id / registry_url: run `pulumi up` and export them again")
+    endpoint = f"projects/{stack.project}/locations/{stack.region}/endpoints/{stack.endpoint_id}"
     try:
-        gcp.init_vertex_sdk(stack.project, stack.region)
-        endpoint = aiplatform.Endpoint(stack.endpoint_id)
-        previous = list(endpoint.list_models())
+        endpoints, models = _clients(stack)
+        deployed, current = _current(endpoints, models, endpoint)
+        parent = _parent_model(models, stack)
     except gcp.CredentialsError as e:
         if not dry_run:
             raise
         log(f"{e}. Dry run: printing the requests without checking the deployed model's accuracy")
-        previous = []
-    current = max((a for d in previous if (a := _deployed_accuracy(d)) is not None), default=None)
+        deployed, current, parent = [], None, None
     if dry_run:
-        p = plan(opts, stack, current, opts.image or kit_image().uri(stack.registry_url))
-        print(json.dumps({k: p[k] for k in ("upload", "deploy")}, indent=2, sort_keys=True))
+        p = plan(opts, stack, current, _image(opts, stack, build=False), parent)
+        print(json.dumps({"upload": p["upload"], "deploy": p["deploy"], "endpoint": p["endpoint"]}, indent=2, sort_keys=True))
         return p
-    p = plan(opts, stack, current, opts.image or ensure_image(stack, log))
-    _ensure_artifact(opts.run_dir, p["upload"]["artifact_uri"], log)
-    parents = aiplatform.Model.list(filter=f'display_name="{MODEL_DISPLAY_NAME}"')
-    model = aiplatform.Model.upload(**p["upload"], parent_model=parents[0].resource_name if parents else None)
-    log(f"uploaded {model.resource_name} (version {model.version_id}) from {p['upload']['artifact_uri']}")
-    d = p["deploy"]
-    model.deploy(endpoint=endpoint, machine_type=d["machine_type"], accelerator_type=d["accelerator_type"],
-                 accelerator_count=d["accelerator_count"], min_replica_count=d["min_replica_count"],
-                 max_replica_count=d["max_replica_count"], traffic_percentage=100, service_account=d["service_account"])
-    log(f"deployed to {d['endpoint']} with 100% of traffic")
-    for old in previous:  # only now that the new version serves
-        endpoint.undeploy(deployed_model_id=old.id)
-        log(f"undeployed previous model {old.id}")
+    p = plan(opts, stack, current, _image(opts, stack, build=True, log=log), parent)
+    _ensure_artifact(opts.run_dir, p["artifact_uri"], log)
+    _upload_and_deploy(endpoints, models, stack, p, deployed, log)
     return p
+
+
+def _image(opts: DeployOptions, stack: StackOutputs, build: bool, log=print) -> str:
+    if opts.image:
+        return opts.image
+    if opts.engine == "vllm":
+        return VLLM_IMAGE
+    return ensure_image(stack, log) if build else kit_image().uri(stack.registry_url)
+
+
+def _upload_and_deploy(endpoints, models, stack: StackOutputs, p: dict, previous: list, log) -> None:
+    from google.cloud.aiplatform_v1 import DeployModelRequest, UploadModelRequest
+
+    upload = UploadModelRequest.from_json(json.dumps({"parent": f"projects/{stack.project}/locations/{stack.region}", **p["upload"]}))
+    uploaded = models.upload_model(request=upload).result(timeout=DEPLOY_TIMEOUT_S)
+    version = f"{uploaded.model}@{uploaded.model_version_id}"
+    log(f"uploaded {version} from {p['artifact_uri']}")
+    body = json.loads(json.dumps(p["deploy"]))
+    body["deployedModel"]["model"] = version
+    request = DeployModelRequest.from_json(json.dumps({"endpoint": p["endpoint"], **body}))
+    endpoints.deploy_model(request=request).result(timeout=DEPLOY_TIMEOUT_S)
+    log(f"deployed to {p['endpoint']} with 100% of traffic")
+    for old in previous:  # only now that the new version serves, one after another
+        endpoints.undeploy_model(endpoint=p["endpoint"], deployed_model_id=old.id).result(timeout=DEPLOY_TIMEOUT_S)
+        log(f"undeployed previous model {old.id}")
 
 
 def _ensure_artifact(run_dir: Path, uri: str, log) -> None:
@@ -145,13 +221,3 @@ def _ensure_artifact(run_dir: Path, uri: str, log) -> None:
         raise DeployError(f"no model at {uri} and no {merged} to upload")
     storage.upload_dir(merged, uri)
     log(f"uploaded {merged} to {uri}")
-
-
-def _deployed_accuracy(deployed) -> float | None:
-    """The accuracy label of the model version that is deployed (not the model's default version)."""
-    from google.cloud import aiplatform
-
-    try:
-        return _label_accuracy(dict(aiplatform.Model(deployed.model, version=deployed.model_version_id or None).labels))
-    except Exception:  # a model we did not upload: no label to compare against
-        return None

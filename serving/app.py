@@ -1,4 +1,10 @@
-"""The HTTP app: health, predict (dynamically batched) and Prometheus metrics, on Vertex's routes."""
+"""The HTTP app on Vertex's custom-container contract: health, predict and Prometheus metrics.
+
+Every request is answered with JSON and a status that metrics and the log record as sent: 400 for a body the
+schema refuses (naming the field), 413 past the size limit (counted while reading, chunked bodies too), 429 with
+Retry-After when the server holds as much work as it takes, 503 while the model loads, 504 past the timeout, 500
+for a failure of that request alone. Parsing and tokenization run off the event loop, so health always answers.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +22,12 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
 
-from serving.batcher import Batcher, QueueFull
-from serving.engine import Engine, GenParams, Item, resolve_model_dir
-from serving.schema import Parameters, PromptInstance, QuestionInstance
+from serving.engine import CacheSize, Engine, GenParams, Item, resolve_model_dir
+from serving.schema import ErrorResponse, PredictRequest, PredictResponse, PromptInstance
 from serving.settings import Settings
 
 log = logging.getLogger("serving")
+INLINE_BYTES = 16 * 1024
 
 
 class _JsonLines(logging.Formatter):
@@ -47,164 +53,257 @@ class BadRequest(Exception):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("predict_requests", "Predict requests by HTTP status", ["status"], registry=self.registry)
+        self.requests = Counter("predict_requests", "Predict requests by HTTP status sent", ["status"], registry=self.registry)
         self.latency = Histogram("predict_latency_seconds", "Predict request latency", registry=self.registry,
                                  buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self.batch_size = Histogram("batch_size", "Instances per forward pass", registry=self.registry, buckets=(1, 2, 4, 8, 16, 32))
+        self.batch_size = Histogram("batch_size", "Requests generating together when an instance finished", registry=self.registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64))
         self.generated = Counter("generated_tokens", "Tokens generated", registry=self.registry)
-        self.tokens_per_s = Gauge("generated_tokens_per_second", "Generation throughput of the last batch", registry=self.registry)
-        self.queue_depth = Gauge("batch_queue_depth", "Instances waiting for a forward pass", registry=self.registry)
+        self.ttft = Histogram("time_to_first_token_seconds", "From admission to the first generated token", registry=self.registry,
+                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.in_flight = Gauge("instances_in_flight", "Instances admitted and not yet answered", registry=self.registry)
+        self.queue_depth = Gauge("batch_queue_depth", "Admitted instances beyond what one batch generates at once", registry=self.registry)
+
+
+class ServerState:
+    """The model (once loaded) and the admission count that bounds the work the server holds."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings, self.metrics = settings, metrics
+        self.engine = None
+        self.error: str | None = None
+        self.in_flight = 0
+        self.generating = 0  # instances inside the engine now
+
+    @property
+    def capacity(self) -> int:
+        return self.settings.max_batch_size + self.settings.max_queue
+
+    def admit(self, n: int) -> None:
+        if self.in_flight + n > self.capacity:
+            raise BadRequest("server busy: the request queue is full; retry after a second", 429)
+        self._set_in_flight(self.in_flight + n)
+
+    def release(self, n: int) -> None:
+        self._set_in_flight(self.in_flight - n)
+
+    def _set_in_flight(self, value: int) -> None:
+        self.in_flight = value
+        self.metrics.in_flight.set(value)
+        self.metrics.queue_depth.set(max(0, value - self.settings.max_batch_size))
+
+    def ready_engine(self):
+        if self.engine is None:
+            raise BadRequest("the model is still loading; retry shortly" if self.error is None else f"the model failed to load: {self.error}", 503)
+        failure = _failure(self.engine)
+        if failure:
+            raise BadRequest(f"the engine stopped: {failure}", 503)
+        return self.engine
+
+
+def _failure(engine) -> str | None:
+    check = getattr(engine, "failure", None)
+    return check() if check else None
 
 
 def _default_loader(settings: Settings) -> Engine:
-    return Engine(resolve_model_dir(settings.storage_uri, settings.model_dir))
+    return Engine(resolve_model_dir(settings.storage_uri, settings.model_dir), CacheSize(max_batch=settings.max_batch_size))
 
 
-def _parse(raw: bytes, settings: Settings, engine: Engine) -> tuple[list[Item], list[int]]:
-    """Validate the body into generation items; every problem is a BadRequest naming it."""
+# -- parsing (off the event loop) ---------------------------------------------------------------------------------------
+
+def _field(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _explain(err: ValidationError) -> str:
+    """One message naming the field, in the server's own words for the common mistakes."""
+    e = err.errors()[0]
+    kind, loc = e["type"], tuple(e["loc"])
+    if loc[:1] == ("instances",) and len(loc) >= 4:
+        loc = loc[:2] + loc[3:]  # ('instances', 0, <the instance shape>, field): the shape is not a field the client sent
+    if kind == "json_invalid":
+        return f"body is not valid JSON: {e['msg'].removeprefix('Invalid JSON: ')}"
+    if not loc:
+        return 'body must be a JSON object {"instances": [...], "parameters": {...}}'
+    if loc[0] not in ("instances", "parameters"):
+        unknown = sorted(str(x["loc"][0]) for x in err.errors() if x["type"] == "extra_forbidden" and len(x["loc"]) == 1)
+        return f"unknown top-level field(s) {unknown}: only 'instances' and 'parameters' are accepted"
+    if loc == ("instances",):
+        return {"missing": "missing 'instances'", "list_type": "'instances' must be a list", "too_short": "'instances' is empty"}.get(kind, e["msg"])
+    if loc[0] == "instances" and len(loc) == 2 and kind == "union_tag_not_found":
+        value = e.get("input")
+        if not isinstance(value, dict):
+            return f"instances[{loc[1]}] must be an object, got {type(value).__name__}"
+        return f'instances[{loc[1]}] must be {{"prompt": ...}} or {{"question": ..., "context": ...}}'
+    if loc[0] == "instances":
+        what = "unknown field" if kind == "extra_forbidden" else e["msg"]
+        return f"instances[{loc[1]}]: {_field(loc[2:])}: {what}"
+    what = "unknown field" if kind == "extra_forbidden" else e["msg"]
+    return f"parameters: {_field(loc[1:]) or 'parameters'}: {what}"
+
+
+def parse(raw: bytes, settings: Settings) -> PredictRequest:
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise BadRequest('body must be a JSON object {"instances": [...], "parameters": {...}}')
-    unknown = set(body) - {"instances", "parameters"}
-    if unknown:
-        raise BadRequest(f"unknown top-level field(s) {sorted(unknown)}: only 'instances' and 'parameters' are accepted")
-    instances = body.get("instances")
-    if instances is None:
-        raise BadRequest("missing 'instances'")
-    if not isinstance(instances, list):
-        raise BadRequest("'instances' must be a list")
-    if not instances:
-        raise BadRequest("'instances' is empty")
-    if len(instances) > settings.max_instances:
-        raise BadRequest(f"{len(instances)} instances: at most {settings.max_instances} per request")
-    try:
-        params = Parameters.model_validate(body.get("parameters") or {})
+        body = PredictRequest.model_validate_json(raw)
     except ValidationError as e:
-        raise BadRequest("parameters: " + "; ".join(f"{'.'.join(map(str, x['loc'])) or 'parameters'}: {x['msg']}" for x in e.errors())) from None
-    max_tokens = min(settings.default_max_tokens, settings.max_tokens_cap) if params.max_tokens is None else params.max_tokens
-    if max_tokens <= 0 or max_tokens > settings.max_tokens_cap:
+        raise BadRequest(_explain(e)) from None
+    if len(body.instances) > settings.max_instances:
+        raise BadRequest(f"{len(body.instances)} instances: at most {settings.max_instances} per request")
+    return body
+
+
+def prepare_items(body: PredictRequest, engine, settings: Settings) -> list[Item]:
+    """Render and tokenize every instance; a prompt that cannot fit the model's context is refused before it is queued."""
+    p = body.parameters
+    max_tokens = min(settings.default_max_tokens, settings.max_tokens_cap) if p.max_tokens is None else p.max_tokens
+    if not 1 <= max_tokens <= settings.max_tokens_cap:
         raise BadRequest(f"parameters.max_tokens must be between 1 and {settings.max_tokens_cap}, got {max_tokens}")
-    gen = GenParams(min(max_tokens, settings.max_tokens_cap), params.temperature, params.top_p, tuple(params.stop))
-    items, prompt_tokens = [], []
-    for i, inst in enumerate(instances):
-        if not isinstance(inst, dict):
-            raise BadRequest(f"instances[{i}] must be an object, got {type(inst).__name__}")
+    params = GenParams(max_tokens, p.temperature, p.top_p, tuple(p.stop))
+    items = []
+    for i, inst in enumerate(body.instances):
+        sql_only = not isinstance(inst, PromptInstance)
         try:
-            if "prompt" in inst:
-                prompt, sql_only = PromptInstance.model_validate(inst).prompt, False
-            elif "question" in inst or "context" in inst:
-                qi = QuestionInstance.model_validate(inst)
-                prompt, sql_only = engine.render(qi.question, qi.context), True
-            else:
-                raise BadRequest(f'instances[{i}] must be {{"prompt": ...}} or {{"question": ..., "context": ...}}')
-        except ValidationError as e:
-            raise BadRequest(f"instances[{i}]: " + "; ".join(
-                f"{'.'.join(map(str, x['loc']))}: {'unknown field' if x['type'] == 'extra_forbidden' else x['msg']}" for x in e.errors()
-            )) from None
+            prompt = inst.prompt if not sql_only else engine.render(inst.question, inst.context)
         except ValueError as e:
             raise BadRequest(f"instances[{i}]: {e}") from None
-        n = engine.count_tokens(prompt)
-        if n + gen.max_tokens > engine.context_length:
-            raise BadRequest(f"instances[{i}]: prompt is {n} tokens; with max_tokens {gen.max_tokens} it exceeds the model's "
+        limit = engine.context_length - max_tokens
+        if len(prompt.encode("utf-8")) > limit * engine.max_token_bytes:  # too long whatever it tokenizes to
+            raise BadRequest(f"instances[{i}]: prompt is {len(prompt)} characters, more than the model's context of "
+                             f"{engine.context_length} tokens can hold")
+        ids = engine.tokenize(prompt)
+        if len(ids) > limit:
+            raise BadRequest(f"instances[{i}]: prompt is {len(ids)} tokens; with max_tokens {max_tokens} it exceeds the model's "
                              f"context of {engine.context_length} tokens")
-        items.append(Item(prompt, gen, sql_only))
-        prompt_tokens.append(n)
-    return items, prompt_tokens
+        items.append(Item(ids, params, sql_only, prompt))
+    return items
 
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, counted while it arrives (chunked uploads too): 413 as soon as it passes the limit."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BadRequest(f"body is {declared} bytes; the limit is {limit}", 413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BadRequest(f"body is over the {limit}-byte limit", 413)
+    return bytes(body)
+
+
+# -- the app ------------------------------------------------------------------------------------------------------------
 
 def create_app(settings: Settings | None = None, load_engine: Callable[[Settings], Engine] = _default_loader) -> FastAPI:
     """Build the app; the model loads in the background after start, health says 503 until it can serve."""
     settings = settings or Settings.from_env()
     _setup_logging()
-    metrics = Metrics()
-    state: dict = {"engine": None, "error": None}
+    state = ServerState(settings, Metrics())
+    app = FastAPI(title="llmops-kit text-to-SQL", lifespan=_lifespan(state, load_engine))
+    app.state.server = state
+    _add_routes(app, state)
+    return app
 
-    def run_batch(items: list[Item]) -> list:
-        t0 = time.monotonic()
-        out = state["engine"].generate(items)
-        produced = sum(p.completion_tokens for p in out)
-        metrics.generated.inc(produced)
-        metrics.tokens_per_s.set(produced / max(time.monotonic() - t0, 1e-9))
-        return out
 
-    batcher = Batcher(run_batch, settings.max_batch_size, settings.batch_wait_ms, settings.max_queue,
-                      on_batch=lambda n, s: metrics.batch_size.observe(n))
-
+def _lifespan(state: ServerState, load_engine):
     def load() -> None:
         try:
-            state["engine"] = load_engine(settings)
-            log.info("model loaded", extra={"fields": {"model_dir": state["engine"].model_dir}})
+            state.engine = load_engine(state.settings)
+            log.info("model loaded", extra={"fields": {"model_dir": state.engine.model_dir}})
         except Exception as e:  # health reports it; the process stays up for the logs to be read
-            state["error"] = f"{type(e).__name__}: {e}"
-            log.error("model failed to load: %s", state["error"])
+            state.error = f"{type(e).__name__}: {e}"
+            log.error("model failed to load: %s", state.error)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher.start()
         threading.Thread(target=load, daemon=True).start()
         yield
-        await batcher.stop()
+        if state.engine is not None and hasattr(state.engine, "close"):
+            state.engine.close()
 
-    app = FastAPI(title="llmops-kit text-to-SQL", lifespan=lifespan)
-    app.state.metrics = metrics
+    return lifespan
+
+
+def _add_routes(app: FastAPI, state: ServerState) -> None:
+    settings, metrics = state.settings, state.metrics
+    errors = {code: {"model": ErrorResponse} for code in (400, 413, 429, 500, 503, 504)}
 
     @app.get(settings.health_route)
     async def health() -> Response:
-        if state["engine"] is not None:
+        if state.engine is not None and not _failure(state.engine):
             return JSONResponse({"status": "ok"})
-        detail = {"status": "loading"} if state["error"] is None else {"status": "failed", "error": state["error"]}
+        if state.engine is not None:
+            return JSONResponse({"status": "failed", "error": _failure(state.engine)}, status_code=503)
+        detail = {"status": "loading"} if state.error is None else {"status": "failed", "error": state.error}
         return JSONResponse(detail, status_code=503)
 
-    @app.post(settings.predict_route)
+    @app.post(settings.predict_route, response_model=PredictResponse, responses=errors, openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}})
     async def predict(request: Request) -> Response:
         t0 = time.monotonic()
-        status, n_instances, tokens = 200, 0, 0
+        outcome = {"status": 500, "instances": 0, "tokens": 0, "ttft_ms": None}
         try:
-            if state["engine"] is None:
-                raise BadRequest("the model is still loading; retry shortly", 503)
-            ctype = request.headers.get("content-type", "")
-            if not ctype.split(";")[0].strip().lower() == "application/json":
-                raise BadRequest(f"content type must be application/json, got {ctype or 'none'!r}")
-            declared = int(request.headers.get("content-length") or 0)
-            if declared > settings.max_body_bytes:
-                raise BadRequest(f"body is {declared} bytes; the limit is {settings.max_body_bytes}", 413)
-            raw = await request.body()
-            if len(raw) > settings.max_body_bytes:
-                raise BadRequest(f"body is {len(raw)} bytes; the limit is {settings.max_body_bytes}", 413)
-            items, prompt_tokens = _parse(raw, settings, state["engine"])
-            n_instances = len(items)
-            try:
-                futures = batcher.submit(items, key_of=lambda it: it.params.batch_key)
-            except QueueFull:
-                raise BadRequest("server busy: the request queue is full; retry after a second", 429) from None
-            try:
-                preds = await asyncio.wait_for(asyncio.gather(*futures), settings.request_timeout_s)
-            except asyncio.TimeoutError:
-                for f in futures:
-                    f.cancel()
-                raise BadRequest(f"prediction took longer than {settings.request_timeout_s:.0f}s", 504) from None
-            tokens = sum(p.completion_tokens for p in preds)
-            body = {"predictions": [p.to_dict() for p in preds]}
-            if settings.log_prompts:
-                log.debug("prompts", extra={"fields": {"prompts": [i.prompt for i in items]}})
+            body = await _predict(request, state, outcome)
+            outcome["status"] = 200
             return JSONResponse(body)
         except BadRequest as e:
-            status = e.status
+            outcome["status"] = e.status
             headers = {"Retry-After": "1"} if e.status in (429, 503) else None
             return JSONResponse({"error": {"code": e.status, "message": str(e)}}, status_code=e.status, headers=headers)
+        except Exception as e:  # this request failed; the server and every other request carry on
+            log.exception("predict failed")
+            return JSONResponse({"error": {"code": 500, "message": f"generation failed: {type(e).__name__}: {e}"}}, status_code=500)
         finally:
             elapsed = time.monotonic() - t0
-            metrics.requests.labels(status=str(status)).inc()
+            metrics.requests.labels(status=str(outcome["status"])).inc()
             metrics.latency.observe(elapsed)
-            log.info("predict", extra={"fields": {"status": status, "latency_ms": round(elapsed * 1000, 1),
-                                                  "instances": n_instances, "generated_tokens": tokens}})
+            log.info("predict", extra={"fields": {"status": outcome["status"], "latency_ms": round(elapsed * 1000, 1),
+                                                  "instances": outcome["instances"], "generated_tokens": outcome["tokens"],
+                                                  "ttft_ms": outcome["ttft_ms"]}})
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        metrics.queue_depth.set(batcher.queue.qsize())
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+
+async def _predict(request: Request, state: ServerState, outcome: dict) -> dict:
+    settings, metrics = state.settings, state.metrics
+    engine = state.ready_engine()
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise BadRequest(f"content type must be application/json, got {ctype or 'none'!r}")
+    raw = await read_body(request, settings.max_body_bytes)
+    if len(raw) <= INLINE_BYTES:  # a typical request: parsing it here costs less than a hop to a worker thread
+        items = prepare_items(parse(raw, settings), engine, settings)
+    else:  # a big body is parsed and tokenized off the event loop, so health and small requests keep being answered
+        items = await asyncio.to_thread(lambda: prepare_items(parse(raw, settings), engine, settings))
+    outcome["instances"] = len(items)
+    state.admit(len(items))
+    try:
+        state.generating += len(items)
+        try:
+            preds = await asyncio.wait_for(asyncio.gather(*(_generate(engine, it, state) for it in items)), settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise BadRequest(f"prediction took longer than {settings.request_timeout_s:.0f}s", 504) from None
+    finally:
+        state.generating -= len(items)
+        state.release(len(items))
+    outcome["tokens"] = sum(p.completion_tokens for p in preds)
+    ttfts = [p.ttft_s for p in preds if getattr(p, "ttft_s", None) is not None]
+    if ttfts:
+        outcome["ttft_ms"] = round(max(ttfts) * 1000, 1)
+        for t in ttfts:
+            metrics.ttft.observe(t)
+    metrics.generated.inc(outcome["tokens"])
+    if settings.log_prompts:
+        log.debug("prompts", extra={"fields": {"prompts": [i.prompt for i in items]}})
+    return {"predictions": [p.to_dict() for p in preds]}
+
+
+async def _generate(engine, item: Item, state: ServerState):
+    prediction = await engine.generate(item)
+    state.metrics.batch_size.observe(max(1, min(state.generating, state.settings.max_batch_size)))
+    return prediction

@@ -1,13 +1,29 @@
-"""The model: load a merged model dir (local or gs://) and generate for a batch of prompts."""
+"""The model behind the server: transformers' continuous batching with a paged KV cache.
+
+Requests join the running batch at any step and leave when they hit EOS, one of their stop strings, or their
+max_tokens; nothing waits for the longest member of a batch. Greedy requests (temperature 0) run on one
+continuous-batching manager; sampling requests on a second one with per-request temperature and top_p (the library
+decides greedy vs sampling per manager). A request's failure fails only that request.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from common.prompts import extract_sql, load_template, render_prompt
+
+# Where a question's SQL ends (extract_sql keeps the first statement): generation stops there instead of running on.
+SQL_ENDS = ("\n###", "\n\n", ";")
+
+
+class EngineError(RuntimeError):
+    """Generation failed for one request."""
 
 
 @dataclass(frozen=True)
@@ -18,16 +34,16 @@ class GenParams:
     stop: tuple[str, ...]
 
     @property
-    def batch_key(self) -> tuple:
-        """Requests with the same sampling settings can share a forward pass."""
-        return (self.temperature, self.top_p)
+    def sampling(self) -> bool:
+        return self.temperature > 0
 
 
 @dataclass(frozen=True)
 class Item:
-    prompt: str
+    prompt_ids: list[int]
     params: GenParams
     sql_only: bool  # a question/context instance: return the SQL alone
+    prompt: str = ""
 
 
 @dataclass(frozen=True)
@@ -36,64 +52,159 @@ class Prediction:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" | "length"
+    ttft_s: float | None = None  # time to the first generated token (not part of the response)
 
     def to_dict(self) -> dict:
         return {"text": self.text, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "finish_reason": self.finish_reason}
 
 
+@dataclass(frozen=True)
+class CacheSize:
+    """The paged KV cache. On a GPU the library sizes it from free memory; on a CPU it is set here (its default
+    would reserve for a GPU's worth of tokens and crawl)."""
+
+    max_batch: int = 32  # requests generated together
+    page_size: int = 16
+    max_batch_tokens: int = 512  # tokens one forward pass takes (prefill chunks and decode steps together)
+
+
 class Engine:
-    def __init__(self, model_dir: str) -> None:
+    def __init__(self, model_dir: str, cache: CacheSize = CacheSize()) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model_dir = model_dir
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
-        if torch.cuda.is_available():
+        gpu = torch.cuda.is_available()
+        dtype = torch.bfloat16 if gpu and torch.cuda.is_bf16_supported() else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa").eval()
+        if gpu:
             self.model.to("cuda")
         self.template = load_template(model_dir)
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        # The longest token's bytes: a prompt longer than context_length of these cannot fit, tokenized or not.
+        self.max_token_bytes = max(len(t.encode("utf-8")) for t in self.tokenizer.get_vocab()) or 1
+        self.eos = self.tokenizer.eos_token_id
+        self.cache, self.gpu = cache, gpu
+        self._managers: dict[bool, object] = {}
+        self._manager(sampling=False)  # greedy is the common case: ready before the first request
+
+    # -- managers ------------------------------------------------------------------------------------------------------
+
+    def _manager(self, sampling: bool):
+        manager = self._managers.get(sampling)
+        if manager is not None:
+            return manager
+        from transformers import GenerationConfig
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+        # Temperature/top_p need a non-neutral default for the per-request processors to exist at all.
+        generation = GenerationConfig(do_sample=sampling, temperature=0.7 if sampling else None, top_p=0.95 if sampling else None,
+                                      eos_token_id=self.eos, pad_token_id=self.tokenizer.pad_token_id or self.eos, max_new_tokens=256)
+        sizing = ({"max_memory_percent": 0.4} if self.gpu else  # two managers share the GPU
+                  {"page_size": self.cache.page_size, "max_batch_tokens": self.cache.max_batch_tokens,
+                   "num_blocks": self.cache.max_batch * -(-self.context_length // self.cache.page_size)})
+        config = ContinuousBatchingConfig(max_requests_per_batch=self.cache.max_batch, per_request_processors=sampling,
+                                          use_async_batching=False if not self.gpu else None, **sizing)
+        manager = self.model.init_continuous_batching(generation_config=generation, continuous_batching_config=config)
+        manager.start()
+        self._managers[sampling] = manager
+        return manager
+
+    def failure(self) -> str | None:
+        """Why the engine cannot serve any more (a generation thread died), or None."""
+        for manager in self._managers.values():
+            fatal = manager.background_thread_status.fatal_error
+            if fatal is not None:
+                return f"generation loop stopped: {fatal}"
+        return None
+
+    def close(self) -> None:
+        for manager in self._managers.values():
+            manager.stop(block=True, timeout=10)
+
+    # -- requests ------------------------------------------------------------------------------------------------------
 
     def render(self, question: str, context: str) -> str:
         if self.template is None:
             raise ValueError(f"{self.model_dir} has no prompt_template.json: send {{'prompt': ...}} instances")
         return render_prompt(self.template, question, context)
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text).input_ids)
+    def tokenize(self, text: str) -> list[int]:
+        return self.tokenizer(text).input_ids
 
-    @torch.inference_mode()
-    def generate(self, items: list[Item]) -> list[Prediction]:
-        """One forward pass for a batch of items that share temperature and top_p."""
-        params = items[0].params
-        enc = self.tokenizer([i.prompt for i in items], return_tensors="pt", padding=True).to(self.model.device)
-        max_new = max(i.params.max_tokens for i in items)
-        sample = params.temperature > 0
-        out = self.model.generate(
-            **enc, max_new_tokens=max_new, do_sample=sample, temperature=params.temperature if sample else None,
-            top_p=params.top_p if sample else None, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-        )
-        new_tokens = out[:, enc["input_ids"].shape[1]:]
-        prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-        results = []
-        for item, tokens, n_prompt in zip(items, new_tokens.tolist(), prompt_lens, strict=True):
-            tokens = tokens[: item.params.max_tokens]
-            finish = "length"
-            if self.tokenizer.eos_token_id in tokens:
-                tokens = tokens[: tokens.index(self.tokenizer.eos_token_id)]
-                finish = "stop"
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            for s in item.params.stop:
-                if s in text:
-                    text, finish = text.split(s, 1)[0], "stop"
-            if item.sql_only:
-                text = extract_sql(text)
-            results.append(Prediction(text, int(n_prompt), len(tokens), finish))
-        return results
+    def _stop_plan(self, stops: tuple[str, ...]) -> tuple[list[int], tuple[str, ...]]:
+        """Stop strings that are one token end generation like EOS does (no per-token checking); the rest are watched."""
+        ends, watched = [self.eos], []
+        for s in stops:
+            ids = self.tokenizer(s, add_special_tokens=False).input_ids
+            if len(ids) == 1 and self.tokenizer.decode(ids) == s:
+                ends.append(ids[0])
+            else:
+                watched.append(s)
+        return ends, tuple(watched)
+
+    async def generate(self, item: Item) -> Prediction:
+        """Generate for one item as part of the running batch; cancelled with the request if it is."""
+        manager = self._manager(item.params.sampling)
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+        rid = uuid.uuid4().hex
+        ends, watched = self._stop_plan(item.params.stop + (SQL_ENDS if item.sql_only else ()))
+        seen = {"tokens": 0, "text": "", "ttft": None}
+        longest = max((len(s) for s in watched), default=0)
+
+        def finish(tokens: list[int], reason: str, cut: int | None = None) -> None:
+            kept = [t for t in tokens if t not in ends]
+            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            if cut is None:  # a one-token stop string ends the text where generation ended
+                cut = min((i for s in watched if (i := text.find(s)) >= 0), default=len(text))
+            done.set_result(self._prediction(item, text[:cut], len(kept), reason, seen["ttft"]))
+
+        def on_output(output) -> None:  # on the event loop: for each new token (when watching stop strings) or at the end
+            if done.done():
+                return
+            if output.error is not None:
+                done.set_exception(EngineError(output.error))
+                return
+            if output.timestamps and seen["ttft"] is None:
+                seen["ttft"] = output.timestamps[0] - output.created_time
+            tokens = output.generated_tokens
+            if watched:  # decode only what is new; look for a stop string around the seam
+                seen["text"] += self.tokenizer.decode(tokens[seen["tokens"]:], skip_special_tokens=True)
+                seen["tokens"] = len(tokens)
+                tail_from = max(0, len(seen["text"]) - longest - 8)
+                if any(s in seen["text"][tail_from:] for s in watched) and not output.is_finished():
+                    self._cancel(manager, rid)  # frees its slot in the batch now, not at max_tokens
+                    finish(tokens, "stop")
+                    return
+            if output.is_finished():
+                stopped = bool(tokens) and tokens[-1] in ends or len(tokens) < item.params.max_tokens
+                finish(tokens, "stop" if stopped else "length")
+
+        manager.register_result_handler(rid, on_output)
+        kwargs = {"temperature": item.params.temperature, "top_p": item.params.top_p} if item.params.sampling else {}
+        manager.add_request(item.prompt_ids, request_id=rid, max_new_tokens=item.params.max_tokens, streaming=bool(watched),
+                            record_timestamps=True, eos_token_id=ends, **kwargs)
+        try:
+            return await done
+        except asyncio.CancelledError:  # the request timed out or its client left
+            self._cancel(manager, rid)
+            raise
+
+    @staticmethod
+    def _cancel(manager, rid: str) -> None:
+        manager.cancel_request(rid)
+        # A cancelled request gets no final output, so its handler would never be cleaned up by the library.
+        router = manager.output_router
+        with router._lock:
+            router.result_handlers.pop(rid, None)
+
+    def _prediction(self, item: Item, text: str, n_tokens: int, finish: str, ttft: float | None) -> Prediction:
+        return Prediction(extract_sql(text) if item.sql_only else text, len(item.prompt_ids), n_tokens, finish, ttft)
+
+
+class ModelDirError(RuntimeError):
+    """The model folder is missing or unreadable; the message says which and what to do."""
 
 
 def resolve_model_dir(storage_uri: str | None, model_dir: str, cache: Path | None = None) -> str:
@@ -102,6 +213,11 @@ def resolve_model_dir(storage_uri: str | None, model_dir: str, cache: Path | Non
         from common import layout, storage
 
         return str(storage.download_prefix(storage_uri, (cache or layout.scratch("models")) / storage.cache_key(storage_uri)))
-    if not (Path(model_dir) / "config.json").is_file():
-        raise FileNotFoundError(f"no model at {model_dir}: run `make train` first, or set MODEL_DIR / AIP_STORAGE_URI")
+    config = Path(model_dir) / "config.json"
+    if not config.exists():
+        raise ModelDirError(f"no model at {model_dir}: run `make train` first, or set MODEL_DIR / AIP_STORAGE_URI")
+    unreadable = [p for p in [Path(model_dir), *Path(model_dir).iterdir()] if not os.access(p, os.R_OK)]
+    if unreadable:
+        raise ModelDirError(f"permission denied: {', '.join(str(p) for p in unreadable[:3])} cannot be read by this user "
+                            f"(uid {os.getuid()}; the image runs as 10001): make the model readable, e.g. `chmod -R a+rX {model_dir}`")
     return model_dir

@@ -26,8 +26,7 @@ class Settings(BaseSettings):
     storage_uri: str | None = Field(None, validation_alias=_env("AIP_STORAGE_URI", "storage_uri"),
                                     description="gs:// prefix copied to local disk at start")
     model_dir: str = Field(str(layout.latest_model()), validation_alias=_env("MODEL_DIR", "model_dir"))
-    max_batch_size: int = Field(8, ge=1)
-    batch_wait_ms: float = Field(5.0, ge=0)
+    max_batch_size: int = Field(32, ge=1, description="requests generated together (continuous batching)")
     max_queue: int = Field(64, ge=1)
     max_instances: int = Field(16, ge=1)
     max_tokens_cap: int = Field(256, ge=1)

@@ -43,3 +43,16 @@ def test_keep_existing_keeps_the_folder_another_process_finished_first(tmp_path)
         target.mkdir()  # someone else got there first
         (target / "theirs").write_text("1")
     assert [p.name for p in target.iterdir()] == ["theirs"]
+
+
+def test_files_saved_through_private_temp_files_become_readable(tmp_path):
+    """safetensors saves through a 0600 temp file; a model folder must be readable by the serving user."""
+    import os
+
+    with atomic_dir(tmp_path / "merged") as tmp:
+        weights = tmp / "model.safetensors"
+        weights.write_bytes(b"w")
+        os.chmod(weights, 0o600)
+        (tmp / "sub").mkdir(mode=0o700)
+    assert stat.S_IMODE((tmp_path / "merged" / "model.safetensors").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "merged" / "sub").stat().st_mode) == 0o755

@@ -48,7 +48,7 @@ def _run(tmp_path, accuracy: float, status: str = "succeeded", output_uri: str |
 
 
 def _deploy(standin, run, **kw):
-    return deploy(DeployOptions(run_dir=run, image=IMAGE, **kw), STACK, log=lambda m: None)
+    return deploy(DeployOptions(run_dir=run, **{"image": IMAGE, **kw}), STACK, log=lambda m: None)
 
 
 def _posts(standin):
@@ -68,7 +68,7 @@ def test_upload_new_version_deploy_then_undeploy_the_old_one(endpoint_with_old_m
     assert m["displayName"] == "llmops-kit-text-to-sql" and m["artifactUri"] == "gs://acme-models/runs/R42/model/merged"
     assert m["containerSpec"]["imageUri"] == IMAGE and "command" not in m["containerSpec"], "the image's CMD serves"
     assert m["containerSpec"]["ports"] == [{"containerPort": 8080}]
-    assert m["labels"] == {"app": "llmops-kit", "stack": "dev", "run-id": "r42", "eval-accuracy": "0-8200"}
+    assert m["labels"] == {"app": "llmops-kit", "stack": "dev", "run-id": "r42", "eval-accuracy": "0-8200", "engine": "kit"}
     dep = posts[1][1]
     res = dep["deployedModel"]["dedicatedResources"]
     assert res["machineSpec"] == {"machineType": "g2-standard-12", "acceleratorType": 11, "acceleratorCount": 1}  # NVIDIA_L4
@@ -100,15 +100,46 @@ def test_refuses_a_failed_run(endpoint_with_old_model, tmp_path):
         _deploy(endpoint_with_old_model, _run(tmp_path, 0.9, status="failed"))
 
 
-def test_dry_run_prints_the_requests(endpoint_with_old_model, tmp_path, capsys):
+def _valid(method_id: str, body: dict) -> None:
+    from tests.standins import discovery
+
+    api = discovery.api("aiplatform", "v1")
+    api.check_request(api.method(method_id), body)
+
+
+def test_dry_run_prints_the_requests_vertex_accepts(endpoint_with_old_model, tmp_path, capsys):
     from control.image import kit_image
 
     deploy(DeployOptions(run_dir=_run(tmp_path, 0.9)), STACK, dry_run=True, log=lambda m: None)
     printed = json.loads(capsys.readouterr().out)
-    assert printed["upload"]["artifact_uri"] == "gs://acme-models/runs/R42/model/merged"
-    assert printed["upload"]["serving_container_image_uri"] == kit_image().uri(STACK.registry_url)
-    assert printed["deploy"]["machine_type"] == "g2-standard-12" and printed["deploy"]["traffic_percentage"] == 100
+    model = printed["upload"]["model"]
+    assert model["artifactUri"] == "gs://acme-models/runs/R42/model/merged" and printed["upload"]["parentModel"] == f"{P}/models/9"
+    assert model["containerSpec"]["imageUri"] == kit_image().uri(STACK.registry_url)
+    assert printed["deploy"]["deployedModel"]["dedicatedResources"]["machineSpec"]["machineType"] == "g2-standard-12"
+    assert printed["deploy"]["trafficSplit"] == {"0": 100}
+    _valid("aiplatform.projects.locations.models.upload", printed["upload"])
+    _valid("aiplatform.projects.locations.endpoints.deployModel", {**printed["deploy"], "deployedModel": {
+        **printed["deploy"]["deployedModel"], "model": f"{P}/models/9@2"}})
     assert _posts(endpoint_with_old_model) == []
+
+
+def test_vllm_engine_runs_model_gardens_container_on_the_same_endpoint(endpoint_with_old_model, tmp_path, capsys, models_bucket):
+    """ENGINE=vllm: Model Garden's vLLM image reads the merged model from its gs:// folder; same gate, endpoint and machine."""
+    from control.deploy import VLLM_IMAGE
+
+    run = _run(tmp_path, 0.9, output_uri="gs://acme-models/runs/R42/model")
+    models_bucket.blob("runs/R42/model/merged/config.json").upload_from_string("{}")
+    deploy(DeployOptions(run_dir=run, engine="vllm"), STACK, dry_run=True, log=lambda m: None)
+    printed = json.loads(capsys.readouterr().out)
+    spec = printed["upload"]["model"]["containerSpec"]
+    assert spec["imageUri"] == VLLM_IMAGE and "artifactUri" not in printed["upload"]["model"]
+    assert "--model=gs://acme-models/runs/R42/model/merged" in spec["args"] and spec["args"][:3] == ["python", "-m", "vllm.entrypoints.api_server"]
+    assert (spec["predictRoute"], spec["healthRoute"]) == ("/generate", "/ping") and spec["ports"] == [{"containerPort": 8080}]
+    assert printed["upload"]["model"]["labels"]["engine"] == "vllm"
+    _valid("aiplatform.projects.locations.models.upload", printed["upload"])
+    _deploy(endpoint_with_old_model, run, engine="vllm", image=None)
+    assert [verb for verb, _ in _posts(endpoint_with_old_model)] == ["upload", "deployModel", "undeployModel"]
+    assert endpoint_with_old_model.refused() == []
 
 
 def test_dry_run_without_credentials_prints_what_it_can(tmp_path, capsys, monkeypatch):
@@ -117,7 +148,7 @@ def test_dry_run_without_credentials_prints_what_it_can(tmp_path, capsys, monkey
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
     logs = []
     deploy(DeployOptions(run_dir=_run(tmp_path, 0.9)), STACK, dry_run=True, log=logs.append)
-    assert json.loads(capsys.readouterr().out)["upload"]["display_name"] == "llmops-kit-text-to-sql"
+    assert json.loads(capsys.readouterr().out)["upload"]["model"]["displayName"] == "llmops-kit-text-to-sql"
     assert logs == ["no Google credentials on this machine: run `gcloud auth application-default login`. Dry run: printing "
                     "the requests without checking the deployed model's accuracy"]
 

@@ -133,6 +133,8 @@ def test_the_whole_journey(world, vertex_standin, secret_manager, registry, clou
         instances=[{"question": "How many heads are there?", "context": "CREATE TABLE head (age INTEGER)"}],
         parameters={"max_tokens": 16})
     assert isinstance(answer.predictions[0]["text"], str) and answer.deployed_model_id == deployed["id"]
+    # make predict ENDPOINT=1: the engine label deploy wrote tells the client which request shape to send.
+    assert "answered by the kit engine" in _cli("predict", "--endpoint", "--max-tokens", "16", "--stack-file", stack)
 
     # A second kit job that is still running (the token now has a version, as after `pulumi config set --secret
     # llmops-kit:hfToken` and `pulumi up`), and resources that are not the kit's.

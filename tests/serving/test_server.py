@@ -3,72 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from common.prompts import LAB_TEMPLATE, save_template
-from tests.standins.gcs import free_port
+from tests.serving.conftest import HEALTH, PREDICT, Server
 
-HEALTH, PREDICT = "/v1/endpoints/e/deployedModels/m", "/v1/endpoints/e/deployedModels/m:predict"  # not the defaults
 QUESTION = {"question": "Which Class has a Frequency MHz larger than 91.5, and a City of license of hyannis, nebraska?",
             "context": "CREATE TABLE table_name_12 (class VARCHAR, frequency_mhz VARCHAR, city_of_license VARCHAR)"}
-
-
-@pytest.fixture(scope="session")
-def served_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    """A model dir shaped like the trainer's merged/ output (weights, tokenizer, prompt template)."""
-    out = tmp_path_factory.mktemp("served") / "merged"
-    shutil.copytree(tiny_model_dir, out)
-    save_template(out, LAB_TEMPLATE)
-    return out
-
-
-class Server:
-    def __init__(self, env: dict, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log_path, "w")  # noqa: SIM115
-        self.log_path = log_path
-        self.proc = subprocess.Popen([sys.executable, "-m", "serving"], cwd=Path(__file__).resolve().parents[2],
-                                     env={**os.environ, "AIP_HTTP_PORT": str(self.port), **env}, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_healthy(self, route: str, timeout: float = 90) -> list[int]:
-        """Poll health until 200; returns the statuses seen (503s while loading, then 200)."""
-        seen, deadline = [], time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.log_path.read_text())
-            try:
-                seen.append(httpx.get(self.url + route, timeout=5).status_code)
-                if seen[-1] == 200:
-                    return seen
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"not healthy after {timeout}s: {seen[-5:]}")
-
-    def logs(self) -> list[dict]:
-        self._log.flush()
-        return [json.loads(x) for x in self.log_path.read_text().splitlines() if x.startswith("{")]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self._log.close()
 
 
 @pytest.fixture(scope="module")
 def server(served_model_dir, tmp_path_factory):
     s = Server({"MODEL_DIR": str(served_model_dir), "AIP_HEALTH_ROUTE": HEALTH, "AIP_PREDICT_ROUTE": PREDICT,
-                "MAX_BATCH_SIZE": "8", "BATCH_WAIT_MS": "20", "MAX_TOKENS_CAP": "64"}, tmp_path_factory.mktemp("srv") / "server.log")
+                "MAX_BATCH_SIZE": "8", "MAX_TOKENS_CAP": "64"}, tmp_path_factory.mktemp("srv") / "server.log")
     s.wait_healthy(HEALTH)
     yield s
     s.stop()
@@ -188,7 +138,9 @@ def test_model_from_gcs(gcs, gcs_server, served_model_dir, tmp_path):
 # In-process: a stand-in engine whose loading and generation the test controls, for the timing-dependent paths.
 
 class _SlowEngine:
-    model_dir, context_length = "stand-in", 1024
+    """The engine's interface, with a generation that waits for the test to release it."""
+
+    model_dir, context_length, max_token_bytes = "stand-in", 1024, 8
 
     def __init__(self, release: threading.Event) -> None:
         self.release = release
@@ -197,15 +149,18 @@ class _SlowEngine:
     def render(self, q, c):
         return q + c
 
-    def count_tokens(self, text):
-        return len(text.split())
+    def tokenize(self, text):
+        return list(range(len(text.split())))
 
-    def generate(self, items):
-        self.started.set()
-        self.release.wait(10)
+    async def generate(self, item):
+        import asyncio
+
         from serving.engine import Prediction
 
-        return [Prediction("ok", 1, 1, "stop") for _ in items]
+        self.started.set()
+        while not self.release.is_set():
+            await asyncio.sleep(0.01)
+        return Prediction("ok", len(item.prompt_ids), 1, "stop")
 
 
 def test_health_is_503_while_loading_then_200(served_model_dir):
@@ -239,7 +194,7 @@ def test_full_queue_answers_429_with_retry_after():
 
     release = threading.Event()
     engine = _SlowEngine(release)
-    settings = Settings(max_batch_size=1, max_queue=2, batch_wait_ms=0, request_timeout_s=20)
+    settings = Settings(max_batch_size=1, max_queue=2, request_timeout_s=20)
     with TestClient(create_app(settings, load_engine=lambda s: engine)) as client:
         while client.get("/health").status_code != 200:
             time.sleep(0.01)
@@ -258,3 +213,26 @@ def test_full_queue_answers_429_with_retry_after():
         for w in workers:
             w.join()
         assert codes == [200, 200, 200], "the queued requests are all answered once there is room"
+
+
+def test_llmops_predict_asks_the_local_server(server):
+    """`make predict`: the client's request is the one the server's contract takes; what it prints is the server's SQL."""
+    from typer.testing import CliRunner
+
+    from control.cli import app
+
+    expected = _predict(server, {"instances": [QUESTION], "parameters": {"max_tokens": 30}}).json()["predictions"][0]["text"]
+    out = CliRunner().invoke(app, ["predict", "--url", server.url + PREDICT, "--question", QUESTION["question"],
+                                   "--context", QUESTION["context"], "--max-tokens", "30"])
+    assert out.exit_code == 0, out.output
+    assert out.output.strip() == expected.strip()
+
+
+def test_llmops_predict_says_what_to_run_when_no_server_listens():
+    from typer.testing import CliRunner
+
+    from control.cli import app
+    from tests.standins.gcs import free_port
+
+    out = CliRunner().invoke(app, ["predict", "--url", f"http://127.0.0.1:{free_port()}/predict"])
+    assert out.exit_code == 2 and "make serve" in out.output

@@ -47,6 +47,19 @@ def test_merged_model_keeps_the_base_dtype(tiny_model, tiny_tokenizer, tmp_path)
     assert json.loads((tmp_path / "merged" / "config.json").read_text())["dtype"] == "bfloat16"
 
 
+def test_merged_folder_is_what_either_engine_loads(tiny_model_dir, tiny_tokenizer, tmp_path):
+    """The kit's server and Model Garden's vLLM (`--model=<merged>`) both load a plain Hugging Face folder: weights in
+    safetensors, the architecture in config.json, a fast tokenizer, and no adapter files that would make it look like a
+    LoRA; prompt_template.json is how `llmops predict` renders questions for vLLM."""
+    adapter = _adapter(tiny_model_dir, tmp_path / "adapter")
+    tiny_tokenizer.save_pretrained(adapter)
+    merge_adapter(str(tiny_model_dir), adapter, tmp_path / "merged", ModelConfig(), LAB_TEMPLATE, [], max_new_tokens=4)
+    files = {p.name for p in (tmp_path / "merged").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "prompt_template.json"} <= files
+    assert not [f for f in files if f.startswith("adapter_") or f.endswith((".bin", ".pt"))], files
+    assert json.loads((tmp_path / "merged" / "config.json").read_text())["architectures"], "vLLM picks its model class from this"
+
+
 def test_an_fp32_base_stays_fp32(tiny_model_dir, tiny_tokenizer, tmp_path):
     adapter = _adapter(tiny_model_dir, tmp_path / "adapter")
     tiny_tokenizer.save_pretrained(adapter)

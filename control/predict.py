@@ -1,0 +1,90 @@
+"""`make predict`: ask the lab's example question and print the SQL, from a local server or the stack's endpoint.
+
+    llmops predict                 # the local server (`make serve`) on 127.0.0.1:8080
+    llmops predict --endpoint      # the Vertex endpoint, whichever engine serves it (make deploy [ENGINE=vllm])
+
+The kit's server takes `{"question", "context"}` and answers with the SQL. Model Garden's vLLM container takes a
+prompt: the question is rendered with the model's own template (saved beside its weights) and the SQL extracted
+from the completion, so both engines answer the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+from common import layout
+from common.prompts import TEMPLATE_FILE, extract_sql, render_prompt
+
+LAB_QUESTION = {
+    "question": "Which Class has a Frequency MHz larger than 91.5, and a City of license of hyannis, nebraska?",
+    "context": "CREATE TABLE table_name_12 (class VARCHAR, frequency_mhz VARCHAR, city_of_license VARCHAR)",
+}
+
+
+class PredictError(RuntimeError):
+    pass
+
+
+def local(url: str = "http://127.0.0.1:8080/predict", question: dict = LAB_QUESTION, max_tokens: int = 100) -> str:
+    body = json.dumps({"instances": [question], "parameters": {"max_tokens": max_tokens}}).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return json.loads(resp.read())["predictions"][0]["text"]
+    except urllib.error.HTTPError as e:
+        raise PredictError(f"server answered {e.code}: {e.read().decode()[:500]}") from None
+    except urllib.error.URLError as e:
+        raise PredictError(f"could not reach {url}: {e.reason} (is `make serve` running?)") from None
+
+
+def endpoint(stack, question: dict = LAB_QUESTION, max_tokens: int = 100) -> tuple[str, str]:
+    """(engine, SQL) from the stack's Vertex endpoint."""
+    from google.api_core import exceptions
+
+    try:
+        return _ask_endpoint(stack, question, max_tokens)
+    except exceptions.GoogleAPICallError as e:
+        raise PredictError(f"Vertex AI answered {e.code.name if e.code else 'an error'}: {e.message}") from None
+
+
+def _ask_endpoint(stack, question: dict, max_tokens: int) -> tuple[str, str]:
+    from google.cloud import aiplatform_v1
+    from google.protobuf import json_format, struct_pb2
+
+    from control import gcp
+
+    kwargs = gcp.client_kwargs("aiplatform", stack.region)
+    name = f"projects/{stack.project}/locations/{stack.region}/endpoints/{stack.endpoint_id}"
+    ep = aiplatform_v1.EndpointServiceClient(**kwargs).get_endpoint(name=name)
+    split = dict(ep.traffic_split)
+    if not split:
+        raise PredictError(f"nothing is deployed on {name}: run `make deploy`")
+    serving = next(d for d in ep.deployed_models if d.id == max(split, key=split.get))
+    model = aiplatform_v1.ModelServiceClient(**kwargs).get_model(name=f"{serving.model}@{serving.model_version_id}")
+    engine = model.labels.get("engine", "kit")
+    if engine == "vllm":
+        instance = {"prompt": render_prompt(_template(model), question["question"], question["context"]),
+                    "max_tokens": max_tokens, "temperature": 0.0, "raw_response": True}
+        parameters = None
+    else:
+        instance, parameters = question, {"max_tokens": max_tokens}
+    client = aiplatform_v1.PredictionServiceClient(**kwargs)
+    values = [json_format.ParseDict(instance, struct_pb2.Value())]
+    answer = client.predict(endpoint=name, instances=values,
+                            parameters=json_format.ParseDict(parameters, struct_pb2.Value()) if parameters else None)
+    first = json_format.MessageToDict(answer._pb)["predictions"][0]
+    text = first if isinstance(first, str) else first.get("text", "")
+    return engine, extract_sql(text) if engine == "vllm" else text
+
+
+def _template(model) -> str:
+    """The prompt template saved beside the served weights (the vLLM container is told where they are with --model)."""
+    from common import storage
+
+    folder = next((a.split("=", 1)[1] for a in model.container_spec.args if a.startswith("--model=")), model.artifact_uri)
+    raw = storage.read_text(layout.join(folder, TEMPLATE_FILE)) if folder.startswith("gs://") else None
+    if raw is None:
+        raise PredictError(f"no {TEMPLATE_FILE} beside the model in {folder}: cannot render the question for vLLM")
+    return json.loads(raw)["template"]
