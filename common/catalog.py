@@ -1,15 +1,83 @@
-"""Machines, prices, region and labels: read from catalog.yaml, the kit's one source of truth."""
+"""Machines, prices, region and labels: read from catalog.yaml, the kit's one source of truth.
+
+The catalog (and a price file named by $LLMOPS_PRICES) is validated when read: a bad price or a projection onto an
+unknown machine is an error naming the file, not a wrong cost in a report.
+"""
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
+
+
+class CatalogError(ValueError):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _Machine(_Strict):
+    accelerator_type: str | None
+    accelerator_count: int = Field(ge=0)
+    vcpus: int | None = Field(None, ge=1)
+    memory_gb: int | None = Field(None, ge=1)
+    usd_per_hour: float = Field(ge=0)
+    note: str = ""
+
+
+class _Prices(_Strict):
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    source: str = Field(min_length=1)
+    as_of: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    spot_factor: float = Field(gt=0, le=1)
+
+
+class _MachineChoice(_Strict):
+    machine_type: str
+
+
+class _Runtime(_MachineChoice):
+    disk_type: str
+    disk_size_gb: int = Field(ge=10)
+    idle_shutdown_minutes: int = Field(ge=10, le=1440)
+
+
+class _GpuQuotas(_Strict):
+    compute: str
+    compute_spot: str
+    vertex_training: str
+    vertex_serving: str
+
+
+class _Catalog(_Strict):
+    prices: _Prices
+    region: str
+    labels: dict[str, str]
+    machines: dict[str, _Machine]
+    runtime: _Runtime
+    training: _MachineChoice
+    cost_projection: list[str] = Field(min_length=1)
+    serving: _MachineChoice
+    apis: list[str] = Field(min_length=1)
+    gpu_quotas: dict[str, _GpuQuotas]
+
+    @model_validator(mode="after")
+    def _machines_named_exist(self) -> _Catalog:
+        named = [self.runtime.machine_type, self.training.machine_type, self.serving.machine_type, *self.cost_projection]
+        unknown = sorted(set(named) - set(self.machines))
+        if unknown:
+            raise ValueError(f"machine types not in machines: {', '.join(unknown)}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -20,20 +88,36 @@ class Machine:
     usd_per_hour: float
 
 
+def _read_yaml(path: str) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise CatalogError(f"{path}: cannot read it as YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise CatalogError(f"{path}: expected a mapping with prices: and/or machines:")
+    return data
+
+
 @lru_cache(maxsize=4)
-def _load(path: str) -> dict:
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+def _load(override: str | None) -> dict:
+    data = _read_yaml(str(CATALOG_FILE))
+    if override:
+        extra = _read_yaml(override)
+        unknown = set(extra) - {"prices", "machines"}
+        if unknown:
+            raise CatalogError(f"{override}: only prices: and machines: can be overridden, not {', '.join(sorted(unknown))}")
+        data["prices"] = {**data["prices"], **(extra.get("prices") or {})}
+        data["machines"] = {**data["machines"], **(extra.get("machines") or {})}
+    try:
+        return _Catalog.model_validate(data).model_dump()
+    except ValidationError as e:
+        where = override or CATALOG_FILE
+        raise CatalogError(f"{where}: " + "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
 
 
 def catalog() -> dict:
-    """The catalog, with prices replaced by $LLMOPS_PRICES when set."""
-    data = dict(_load(str(CATALOG_FILE)))
-    override = os.environ.get("LLMOPS_PRICES")
-    if override:
-        extra = _load(override)
-        data["prices"] = {**data["prices"], **extra.get("prices", {})}
-        data["machines"] = {**data["machines"], **extra.get("machines", {})}
-    return data
+    """The validated catalog, with prices and machines from $LLMOPS_PRICES merged in when set."""
+    return copy.deepcopy(_load(os.environ.get("LLMOPS_PRICES") or None))  # callers get their own copy of the cached one
 
 
 def machine(name: str) -> Machine:
@@ -41,11 +125,11 @@ def machine(name: str) -> Machine:
     if name not in machines:
         raise KeyError(f"unknown machine type {name!r}; known: {', '.join(sorted(machines))} (see common/catalog.yaml)")
     m = machines[name]
-    return Machine(name, m.get("accelerator_type"), int(m.get("accelerator_count") or 0), float(m["usd_per_hour"]))
+    return Machine(name, m["accelerator_type"], m["accelerator_count"], m["usd_per_hour"])
 
 
 def spot_factor() -> float:
-    return float(catalog()["prices"]["spot_factor"])
+    return catalog()["prices"]["spot_factor"]
 
 
 def price_source() -> dict:
@@ -65,3 +149,12 @@ def projection_machines() -> list[str]:
 
 def labels() -> dict[str, str]:
     return dict(catalog()["labels"])
+
+
+def apis() -> list[str]:
+    """The Google APIs the stack uses, as service names (`aiplatform.googleapis.com`)."""
+    return [f"{a}.googleapis.com" for a in catalog()["apis"]]
+
+
+def gpu_quotas(accelerator: str) -> dict[str, str] | None:
+    return catalog()["gpu_quotas"].get(accelerator)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from common.atomic import atomic_write_json
@@ -26,7 +27,9 @@ TEMPLATE_FILE = "prompt_template.json"
 def render_prompt(template: str, question: str, context: str) -> str:
     """The prompt the model completes: everything before {answer}."""
     head = template[: template.rindex("{answer}")]
-    return head.replace("{question}", question).replace("{context}", context)
+    # One pass: a question that itself contains "{context}" stays as the user wrote it.
+    values = {"question": question, "context": context}
+    return re.sub(r"\{(question|context)\}", lambda m: values[m.group(1)], head)
 
 
 def save_template(model_dir: str | Path, template: str) -> None:

@@ -1,0 +1,53 @@
+"""The run report: what `make report`, `make deploy` and people read after a run."""
+
+from __future__ import annotations
+
+import json
+
+from common import catalog, layout
+from trainer.report import cost_section, read_report, render_markdown, write_report
+
+
+def _report(**extra) -> dict:
+    return {"run_id": "R1", "status": "succeeded", "decision": "Tuned: the base model scored 0.0%.",
+            "base_eval": {"execution_accuracy": 0.0, "exact_match": 0.0},
+            "tuned_eval": {"execution_accuracy": 0.9, "exact_match": 0.85,
+                           "samples": [{"correct": True, "question": "How many?", "gold": "SELECT 1", "predicted": "SELECT 1"}]},
+            "parameters": {"trainable": 1_000, "total": 100_000},
+            "train": {"steps": 10, "wall_seconds": 1800.0, "tokens_per_second": 1234.0, "answer_tokens_per_second": 200.0,
+                      "peak_memory_bytes": 2**30, "loss_history": [[1, 2.0], [10, 0.5]], "eval_loss_history": [[10, 0.7]]},
+            "cost": cost_section("local", 1800.0), **extra}
+
+
+def test_cost_projects_the_wall_time_onto_each_catalog_machine():
+    cost = cost_section("local", 1800.0)
+    assert cost["usd"] == 0.0 and cost["wall_hours"] == 0.5
+    assert list(cost["projected"]) == catalog.projection_machines()
+    lab = cost["projected"]["g2-standard-24"]
+    assert lab["on_demand_usd"] == round(catalog.machine("g2-standard-24").usd_per_hour / 2, 4)
+    assert lab["spot_usd"] < lab["on_demand_usd"]
+    assert cost["prices"] == catalog.price_source()
+
+
+def test_markdown_shows_accuracy_training_cost_and_samples():
+    md = render_markdown(_report())
+    assert "| execution accuracy | 0.0% | 90.0% |" in md
+    assert "steps: 10, wall time: 1800 s" in md and "1,024 MiB" in md and "1.00%" in md
+    assert "final train loss 0.500, eval loss 0.700" in md
+    assert "| g2-standard-24 ($3.11/h) | $1.5550 |" in md
+    assert "✅ How many?" in md
+
+
+def test_a_run_that_stopped_at_the_base_check_has_no_curves(tmp_path):
+    report = {"run_id": "R2", "status": "skipped", "base_eval": {"execution_accuracy": 0.95}}
+    write_report(tmp_path, report)
+    assert json.loads((tmp_path / layout.REPORT_JSON).read_text()) == report
+    assert "| execution accuracy | 95.0% | n/a |" in (tmp_path / layout.REPORT_MD).read_text()
+    assert not (tmp_path / layout.REPORT_PNG).exists()
+
+
+def test_a_finished_run_gets_all_three_files(tmp_path):
+    write_report(tmp_path, _report())
+    assert (tmp_path / layout.REPORT_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert read_report(tmp_path)["status"] == "succeeded"
+    assert not list(tmp_path.glob("*.tmp*")), "written atomically: no temp files left"
