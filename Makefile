@@ -9,7 +9,7 @@ ARGS ?=
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: bench bench-serve deploy serve predict cancel help setup train check-base eval report config data test e2e lint clean budget-guard budget-alert image
+.PHONY: bench bench-serve deploy doctor serve predict cancel help setup train check-base eval report config data test e2e lint clean budget-guard budget-alert image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ data: $(STAMP) ## regenerate the bundled sample data/sql_sample.jsonl
 
 serve: $(STAMP) ## serve runs/latest/merged on :8080 (MODEL_DIR=... to pick another)
 	$(if $(MODEL_DIR),MODEL_DIR=$(MODEL_DIR)) $(BIN)/python -m serving
+
+doctor: $(STAMP) ## check the Google Cloud project (credentials, billing, APIs, GPU quotas, image) before `pulumi up` and a launch
+	$(BIN)/llmops doctor $(if $(PROJECT),--project $(PROJECT))
 
 predict: $(STAMP) ## ask the lab's example question and print the SQL (local server; ENDPOINT=1: the stack's Vertex endpoint)
 	$(BIN)/llmops predict $(if $(filter 1,$(ENDPOINT)),--endpoint)

@@ -5,9 +5,13 @@
     runs/checkpoints/<fingerprint>/          resume state of a local run, removed when it succeeds
 
 A run on Vertex AI writes the same folder to `gs://<models bucket>/runs/<run-id>/model/` (Vertex sets
-AIP_MODEL_DIR to `<baseOutputDirectory>/model/`), its checkpoints to `.../runs/<run-id>/checkpoints/`
-(AIP_CHECKPOINT_DIR); the launcher copies the report files back into `runs/<run-id>/`, whose report.json
-says where the model is (`output_uri`).
+AIP_MODEL_DIR to `<baseOutputDirectory>/model/`) and its checkpoints to `gs://<staging bucket>/checkpoints/<run-id>/`
+(the launcher sets LLMOPS_CHECKPOINT_DIR, which wins over Vertex's AIP_CHECKPOINT_DIR: the models bucket is
+versioned, the staging bucket expires checkpoints a run left behind); the launcher copies the report files back
+into `runs/<run-id>/`, whose report.json says where the model is (`output_uri`).
+
+    gs://<staging>/checkpoints/<run-id>/     a Vertex run's resume state (infra expires the prefix)
+    gs://<staging>/image-sources/<tag>.tar.gz   `make image` build contexts (infra expires the prefix)
 """
 
 from __future__ import annotations
@@ -31,6 +35,16 @@ REPORT_FILES = (REPORT_JSON, REPORT_MD, REPORT_PNG, CONFIG)  # what the launcher
 # Vertex AI's CustomJob convention for a job with baseOutputDirectory.
 VERTEX_MODEL_SUBDIR = "model"
 VERTEX_CHECKPOINT_SUBDIR = "checkpoints"
+CHECKPOINT_DIR_ENV = "LLMOPS_CHECKPOINT_DIR"  # set by the launcher; wins over AIP_CHECKPOINT_DIR
+
+# Prefixes in the staging bucket; infra's lifecycle rules expire them.
+STAGING_CHECKPOINTS = "checkpoints/"
+STAGING_IMAGE_SOURCES = "image-sources/"
+
+
+def vertex_checkpoint_dir(staging_bucket: str, run_id: str) -> str:
+    """A Vertex run's resume state: in staging, under the prefix infra expires."""
+    return f"gs://{staging_bucket.removeprefix('gs://')}/{STAGING_CHECKPOINTS}{run_id}/"
 
 
 def vertex_base_output(models_bucket: str, run_id: str) -> str:

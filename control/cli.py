@@ -53,6 +53,7 @@ def _config(config: Path | None, overrides: list[str] | None):
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from common.catalog import CatalogError
     from common.storage import StorageError
     from trainer.checkpoints import CheckpointError
     from trainer.data import DataError
@@ -60,7 +61,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from trainer.modeling import ModelError
     from trainer.pipeline import RunError
 
-    return (DataError, ModelError, RunError, MergeError, StorageError, ConfigError, CheckpointError)
+    return (DataError, ModelError, RunError, MergeError, StorageError, ConfigError, CheckpointError, CatalogError)
 
 
 @app.command()
@@ -163,6 +164,7 @@ DEFAULT_STACK = Path(".cache/stack.json")
 
 
 def _cloud_errors() -> tuple[type[Exception], ...]:
+    from common.catalog import CatalogError
     from common.storage import StorageError
     from control.deploy import DeployError
     from control.gcp import CredentialsError
@@ -170,7 +172,7 @@ def _cloud_errors() -> tuple[type[Exception], ...]:
     from control.job import LaunchError
     from control.stack import StackError
 
-    return (StackError, LaunchError, DeployError, ImageError, CredentialsError, StorageError)
+    return (StackError, LaunchError, DeployError, ImageError, CredentialsError, StorageError, CatalogError)
 
 
 def _stack(path: Path):
@@ -316,6 +318,36 @@ def predict(
     except (p.PredictError, *_cloud_errors()) as e:
         _fail(str(e))
     typer.echo(sql)
+
+
+@app.command()
+def doctor(
+    project: Annotated[str | None, typer.Option(help="the project to check (default: the stack's, else $GOOGLE_CLOUD_PROJECT)")] = None,
+    region: Annotated[str | None, typer.Option(help="default: the stack's, else common/catalog.yaml's")] = None,
+    stack_file: StackOpt = DEFAULT_STACK,
+) -> None:
+    """Check, read-only, that a project is ready for `pulumi up` and a launch (`make doctor`); exit 1 if something blocks."""
+    from common import catalog
+    from control import doctor as d
+    from control.stack import StackError, load_stack
+
+    stack = None
+    if stack_file.is_file():
+        try:
+            stack = load_stack(stack_file)
+        except StackError as e:
+            _fail(str(e))
+    project = project or (stack.project if stack else None) or d.default_project()
+    if not project:
+        _fail("which project? `llmops doctor --project my-project` (or set GOOGLE_CLOUD_PROJECT)")
+    region = region or (stack.region if stack else catalog.catalog()["region"])
+    _log(f"checking {project} in {region}" + (f" (stack {stack.stack})" if stack else " (no stack outputs yet)"))
+    results = d.run(d.Target(project, region, stack), log=typer.echo)
+    blocking = [c for c in results if c.status == d.FAIL]
+    _log(f"{len(blocking)} blocking, {sum(c.status == d.WARN for c in results)} to look at" if blocking or any(c.status == d.WARN for c in results)
+         else "ready")
+    if blocking:
+        raise typer.Exit(1)
 
 
 @app.command("budget-guard")

@@ -64,6 +64,18 @@ def client_kwargs(service: str, region: str | None = None) -> dict:
     return kwargs
 
 
+def rest_session(service: str):
+    """(session, base URL) for a Google REST API called without a generated client (`llmops doctor`'s reads)."""
+    url = endpoint(service)
+    if url.startswith("http://"):
+        import requests
+
+        return requests.Session(), url.rstrip("/")
+    from google.auth.transport.requests import AuthorizedSession
+
+    return AuthorizedSession(credentials(service)), f"https://{url}"
+
+
 def job_client(region: str):
     from google.cloud import aiplatform_v1
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import layout
 from control import gcp
 from control.buildcontext import content_hash, context_files, pack
 from control.stack import StackOutputs
@@ -23,7 +24,7 @@ BUILDER = "gcr.io/cloud-builders/docker"
 BUILD_MACHINE = "E2_HIGHCPU_8"  # pip installs a few GB of torch and CUDA wheels: 8 CPUs keep a first build near 10 minutes
 BUILD_TIMEOUT_S = 3600
 FIRST_BUILD = "about 10-15 minutes"  # a first build (the dependency layer); a source-only change rebuilds in 2-3
-SOURCES_PREFIX = "image-sources"
+SOURCES_PREFIX = layout.STAGING_IMAGE_SOURCES.rstrip("/")
 DONE = {"SUCCESS", "FAILURE", "INTERNAL_ERROR", "TIMEOUT", "CANCELLED", "EXPIRED"}
 
 

@@ -50,13 +50,14 @@ def job_labels(opts: LaunchOptions, stack_labels: dict[str, str]) -> dict[str, s
     return {**stack_labels, "run-id": opts.run_id.lower()[:63]}
 
 
-def worker_pool_specs(opts: LaunchOptions, image_uri: str, hf_secret: str | None) -> list[dict]:
+def worker_pool_specs(opts: LaunchOptions, image_uri: str, hf_secret: str | None, checkpoint_dir: str) -> list[dict]:
     """One pool for the chief, a second for the other replicas (Vertex's multi-worker layout)."""
     m = catalog.machine(opts.machine_type)
     machine_spec = {"machineType": m.name}
     if m.accelerator_type:
         machine_spec |= {"acceleratorType": m.accelerator_type, "acceleratorCount": m.accelerator_count}
-    env = [{"name": "LLMOPS_GPUS_PER_REPLICA", "value": str(m.accelerator_count)}]
+    env = [{"name": "LLMOPS_GPUS_PER_REPLICA", "value": str(m.accelerator_count)},
+           {"name": layout.CHECKPOINT_DIR_ENV, "value": checkpoint_dir}]
     if hf_secret:  # the secret's name, never its value: the task reads it from Secret Manager
         env.append({"name": "HF_TOKEN_SECRET", "value": f"{hf_secret}/versions/latest"})
     spec = {
@@ -83,13 +84,14 @@ def custom_job_body(opts: LaunchOptions, stack: StackOutputs, image_uri: str) ->
         scheduling["strategy"] = "SPOT"
     if opts.spot or opts.replicas > 1:
         # A reclaimed Spot VM, or one failed worker of several, restarts the whole job: torchrun's rendezvous needs every
-        # worker to start together, and the run resumes from AIP_CHECKPOINT_DIR. (Vertex's default restarts a worker in place.)
+        # worker to start together, and the run resumes from its checkpoints in staging. (Vertex's default restarts a worker in place.)
         scheduling["restartJobOnWorkerRestart"] = True
     return {
         "displayName": f"llmops-train-{opts.run_id}",
         "labels": labels,
         "jobSpec": {
-            "workerPoolSpecs": worker_pool_specs(opts, image_uri, stack.hf_token_secret),
+            "workerPoolSpecs": worker_pool_specs(opts, image_uri, stack.hf_token_secret,
+                                                 layout.vertex_checkpoint_dir(stack.staging_bucket, opts.run_id)),
             "serviceAccount": stack.trainer_service_account,
             "baseOutputDirectory": {"outputUriPrefix": layout.vertex_base_output(stack.models_bucket, opts.run_id)},
             "scheduling": scheduling,

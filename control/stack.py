@@ -30,6 +30,8 @@ class StackOutputs:
     runtime_template_id: str | None = None
     builder_service_account: str | None = None
     budget_thresholds: list[float] = field(default_factory=list)
+    budget_currency: str | None = None
+    guard_bucket: str | None = None
 
 
 def load_stack(path: Path = DEFAULT_STACK_FILE) -> StackOutputs:

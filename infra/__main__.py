@@ -2,9 +2,10 @@
 
 import pulumi
 from kit_infra import config
+from kit_infra.agents import ServiceAgents
 from kit_infra.apis import Apis
 from kit_infra.budget import Budget
-from kit_infra.guard import BudgetGuard
+from kit_infra.guard import BudgetGuard, GuardDeps
 from kit_infra.identity import Identity
 from kit_infra.monitoring import Monitoring
 from kit_infra.registry import Registry
@@ -20,7 +21,10 @@ registry = Registry("registry", cfg, after_apis)
 identity = Identity("identity", cfg, storage, registry.repository, after_apis)
 runtime = NotebookRuntime("runtime", cfg, after_apis)
 budget = Budget("budget", cfg, after_apis)
-guard = BudgetGuard("guard", cfg, budget.topic, storage.staging, identity.accounts["guard"], runtime.template.name, after_apis)
+agents = ServiceAgents("agents", cfg, after_apis)
+guard = BudgetGuard("guard", cfg, GuardDeps(
+    topic=budget.topic, bucket=storage.guard, account=identity.accounts["guard"], build_account=identity.accounts["fnbuilder"],
+    repository=registry.repository, runtime_template_id=runtime.template.name, agents_ready=agents.ready), after_apis)
 serving = Serving("serving", cfg, after_apis)
 monitoring = Monitoring("monitoring", cfg, budget.channels, after_apis)
 
@@ -29,10 +33,12 @@ pulumi.export("project", cfg.project)
 pulumi.export("region", cfg.region)
 pulumi.export("stack", cfg.stack)
 pulumi.export("budget_thresholds", list(cfg.budget_thresholds))  # the guard notifies below the last, enforces at it
+pulumi.export("budget_currency", cfg.budget_currency)  # `llmops doctor` compares it with the billing account's
 pulumi.export("labels", cfg.labels)  # what the launcher and deploy put on jobs and models; the guard selects by them
 pulumi.export("datasets_bucket", storage.datasets.name)
 pulumi.export("staging_bucket", storage.staging.name)
 pulumi.export("models_bucket", storage.models.name)
+pulumi.export("guard_bucket", storage.guard.name)
 for role, account in identity.accounts.items():
     pulumi.export(f"{role}_service_account", account.email)
 pulumi.export("hf_token_secret", identity.hf_token.id)

@@ -217,4 +217,5 @@ def _parse_yaml(text: str, source: str) -> dict[str, Any]:
 
 def vertex_dirs() -> tuple[str | None, str | None]:
     """The output and checkpoint dirs Vertex AI sets for a CustomJob with base_output_dir."""
-    return os.environ.get("AIP_MODEL_DIR") or None, os.environ.get("AIP_CHECKPOINT_DIR") or None
+    checkpoints = os.environ.get(layout.CHECKPOINT_DIR_ENV) or os.environ.get("AIP_CHECKPOINT_DIR") or None
+    return os.environ.get("AIP_MODEL_DIR") or None, checkpoints

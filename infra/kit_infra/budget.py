@@ -6,12 +6,13 @@ import pulumi
 import pulumi_gcp as gcp
 
 from kit_infra.config import StackConfig
+from kit_infra.options import children_of
 
 
 class Budget(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmops:infra:Budget", name, {}, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        child = children_of(self, opts)
         self.topic = gcp.pubsub.Topic(f"{name}-alerts", project=cfg.project, name=f"llmops-{cfg.stack}-budget-alerts",
                                       labels=cfg.labels_for("budget"), opts=child)
         # Cloud Billing publishes as this Google-managed account; it needs publisher on our topic only.

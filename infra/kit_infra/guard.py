@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
 import pulumi_gcp as gcp
 
 from kit_infra.config import StackConfig
+from kit_infra.options import children_of
 
 SOURCE_DIR = Path(__file__).resolve().parents[1] / "budget_guard"
 SOURCE_FILES = ("main.py", "actions.py", "message.py", "settings.py", "state.py", "events.py")
@@ -31,43 +33,71 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class GuardDeps:
+    """What the guard is built from and acts with."""
+
+    topic: gcp.pubsub.Topic
+    bucket: gcp.storage.Bucket  # its own: state and source
+    account: gcp.serviceaccount.Account
+    build_account: gcp.serviceaccount.Account
+    repository: gcp.artifactregistry.Repository
+    runtime_template_id: pulumi.Input[str]
+    agents_ready: pulumi.Resource
+
+
 class BudgetGuard(pulumi.ComponentResource):
-    def __init__(self, name: str, cfg: StackConfig, topic: gcp.pubsub.Topic, staging: gcp.storage.Bucket,
-                 service_account: gcp.serviceaccount.Account, runtime_template_id: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, cfg: StackConfig, deps: GuardDeps, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmops:infra:BudgetGuard", name, {}, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        self._name, self._cfg, self._opts, self._child = name, cfg, opts, children_of(self, opts)
         archive = gcp.storage.BucketObject(
-            f"{name}-source", bucket=staging.name, name=f"budget-guard/source-{source_hash()}.zip",
-            source=pulumi.AssetArchive({name: pulumi.StringAsset(data.decode()) for name, data in source_files().items()}), opts=child,
+            f"{name}-source", bucket=deps.bucket.name, name=f"source/{source_hash()}.zip",
+            source=pulumi.AssetArchive({n: pulumi.StringAsset(data.decode()) for n, data in source_files().items()}), opts=self._child,
         )
+        self.function = self._function(deps, archive, self._environment(deps), self._webhook(deps.account))
+        # Eventarc delivers as the guard's account, which must be allowed to invoke the function's service.
+        gcp.cloudrunv2.ServiceIamMember(
+            f"{name}-invoker", project=cfg.project, location=cfg.region, name=self.function.service_config.apply(lambda sc: sc.service),
+            role="roles/run.invoker", member=deps.account.email.apply(lambda e: f"serviceAccount:{e}"), opts=self._child,
+        )
+        self.register_outputs({"function": self.function.name})
+
+    def _environment(self, deps: GuardDeps) -> dict:
+        """The guard's settings (infra/budget_guard/settings.py reads each of these)."""
+        cfg = self._cfg
         notify = [t for t in cfg.budget_thresholds if t < max(cfg.budget_thresholds)]
-        env = {
+        return {
             "PROJECT_ID": cfg.project,
             "REGION": cfg.region,
-            "STATE_BUCKET": staging.name,
+            "STATE_BUCKET": deps.bucket.name,
             "NOTIFY_THRESHOLDS": ",".join(str(t) for t in notify),
             "ENFORCE_THRESHOLD": str(max(cfg.budget_thresholds)),
             "DRY_RUN": "true" if cfg.guard_dry_run else "false",
             "LABEL_SELECTOR": ",".join(f"{k}={v}" for k, v in sorted(cfg.labels.items())),
-            "RUNTIME_TEMPLATE": runtime_template_id,  # the kit's runtimes are the ones made from its template
+            "RUNTIME_TEMPLATE": deps.runtime_template_id,  # the kit's runtimes are the ones made from its template
             "BUDGET_CURRENCY": cfg.budget_currency,
         }
-        secret_env = []
-        if cfg.guard_webhook_url:  # a chat webhook URL is a credential: Secret Manager, not a plain env var
-            secret = gcp.secretmanager.Secret(
-                f"{name}-webhook", project=cfg.project, secret_id=f"llmops-{cfg.stack}-guard-webhook",
-                replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
-                labels=cfg.labels_for("budget-guard"), opts=child)
-            gcp.secretmanager.SecretVersion(f"{name}-webhook-v", secret=secret.id,
-                                            secret_data=pulumi.Output.secret(cfg.guard_webhook_url), opts=child)
-            gcp.secretmanager.SecretIamMember(f"{name}-webhook-reader", project=cfg.project, secret_id=secret.secret_id,
-                                              role="roles/secretmanager.secretAccessor",
-                                              member=service_account.email.apply(lambda e: f"serviceAccount:{e}"), opts=child)
-            secret_env.append(gcp.cloudfunctionsv2.FunctionServiceConfigSecretEnvironmentVariableArgs(
-                key="WEBHOOK_URL", project_id=cfg.project, secret=secret.secret_id, version="latest"))
-        self.function = gcp.cloudfunctionsv2.Function(
-            f"{name}-function",
+
+    def _webhook(self, account: gcp.serviceaccount.Account) -> list:
+        """A chat webhook URL is a credential: in Secret Manager, read by the guard alone, never a plain env var."""
+        cfg, name, child = self._cfg, self._name, self._child
+        if cfg.guard_webhook_url is None:
+            return []
+        secret = gcp.secretmanager.Secret(
+            f"{name}-webhook", project=cfg.project, secret_id=f"llmops-{cfg.stack}-guard-webhook",
+            replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
+            labels=cfg.labels_for("budget-guard"), opts=child)
+        gcp.secretmanager.SecretVersion(f"{name}-webhook-v", secret=secret.id, secret_data=cfg.guard_webhook_url, opts=child)
+        gcp.secretmanager.SecretIamMember(f"{name}-webhook-reader", project=cfg.project, secret_id=secret.secret_id,
+                                          role="roles/secretmanager.secretAccessor",
+                                          member=account.email.apply(lambda e: f"serviceAccount:{e}"), opts=child)
+        return [gcp.cloudfunctionsv2.FunctionServiceConfigSecretEnvironmentVariableArgs(
+            key="WEBHOOK_URL", project_id=cfg.project, secret=secret.secret_id, version="latest")]
+
+    def _function(self, deps: GuardDeps, archive: gcp.storage.BucketObject, env: dict, secret_env: list) -> gcp.cloudfunctionsv2.Function:
+        cfg = self._cfg
+        return gcp.cloudfunctionsv2.Function(
+            f"{self._name}-function",
             project=cfg.project,
             location=cfg.region,
             name=f"llmops-{cfg.stack}-budget-guard",
@@ -76,24 +106,23 @@ class BudgetGuard(pulumi.ComponentResource):
                 runtime="python311", entry_point="on_budget_alert",
                 source=gcp.cloudfunctionsv2.FunctionBuildConfigSourceArgs(
                     storage_source=gcp.cloudfunctionsv2.FunctionBuildConfigSourceStorageSourceArgs(
-                        bucket=staging.name, object=archive.name)),
+                        bucket=deps.bucket.name, object=archive.name)),
+                # Built as the kit's own build account into the kit's repository, not the project's default build
+                # account (which new projects no longer grant what a build needs).
+                service_account=pulumi.Output.concat("projects/", cfg.project, "/serviceAccounts/", deps.build_account.email),
+                docker_repository=deps.repository.id,
             ),
             service_config=gcp.cloudfunctionsv2.FunctionServiceConfigArgs(
-                service_account_email=service_account.email, environment_variables=env,
+                service_account_email=deps.account.email, environment_variables=env,
                 secret_environment_variables=secret_env or None, max_instance_count=3, timeout_seconds=300,
                 available_memory="512M", ingress_settings="ALLOW_INTERNAL_ONLY",
             ),
             event_trigger=gcp.cloudfunctionsv2.FunctionEventTriggerArgs(
                 trigger_region=cfg.region, event_type="google.cloud.pubsub.topic.v1.messagePublished",
-                pubsub_topic=topic.id, service_account_email=service_account.email,
+                pubsub_topic=deps.topic.id, service_account_email=deps.account.email,
                 retry_policy="RETRY_POLICY_DO_NOT_RETRY",  # budget messages repeat anyway; never loop on one
             ),
             labels=cfg.labels_for("budget-guard"),
-            opts=child,
+            # The trigger needs Eventarc's and Pub/Sub's service agents granted, and the grants propagated.
+            opts=children_of(self, self._opts, deps.agents_ready),
         )
-        # Eventarc delivers as the guard's account, which must be allowed to invoke the function's service.
-        gcp.cloudrunv2.ServiceIamMember(
-            f"{name}-invoker", project=cfg.project, location=cfg.region, name=self.function.service_config.apply(lambda sc: sc.service),
-            role="roles/run.invoker", member=service_account.email.apply(lambda e: f"serviceAccount:{e}"), opts=child,
-        )
-        self.register_outputs({"function": self.function.name})

@@ -8,6 +8,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from kit_infra.config import StackConfig
+from kit_infra.options import children_of
 
 ENDPOINT = 'resource.type="aiplatform.googleapis.com/Endpoint"'
 TRAINING = 'resource.type="cloudml_job"'
@@ -46,7 +47,7 @@ def dashboard_json(stack: str, app_label: str) -> str:
 class Monitoring(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, channels: list, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmops:infra:Monitoring", name, {}, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        child = self._child = children_of(self, opts)
         channel_names = [c.name for c in channels]
         self.dashboard = gcp.monitoring.Dashboard(f"{name}-dashboard", project=cfg.project,
                                                   dashboard_json=dashboard_json(cfg.stack, cfg.labels["app"]), opts=child)
@@ -78,5 +79,5 @@ class Monitoring(pulumi.ComponentResource):
                         alignment_period=alignment, per_series_aligner=aligner, cross_series_reducer=reducer)],
                 ),
             )],
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=self._child,
         )

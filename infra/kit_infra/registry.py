@@ -6,6 +6,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from kit_infra.config import StackConfig
+from kit_infra.options import children_of
 
 
 class Registry(pulumi.ComponentResource):
@@ -15,7 +16,7 @@ class Registry(pulumi.ComponentResource):
         self.repository = gcp.artifactregistry.Repository(
             f"{name}-repository", project=cfg.project, location=cfg.region, repository_id=f"llmops-{cfg.stack}",
             format="DOCKER", description="llmops-kit images (make image)", labels=cfg.labels_for("registry"),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=children_of(self, opts),
         )
         self.url = self.repository.repository_id.apply(lambda r: f"{cfg.region}-docker.pkg.dev/{cfg.project}/{r}")
         self.register_outputs({"url": self.url})

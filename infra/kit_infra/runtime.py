@@ -1,4 +1,14 @@
-"""The lab's machine as a Colab Enterprise runtime template (and, optionally, a runtime from it)."""
+"""The lab's machine as a Colab Enterprise runtime template (and, optionally, a runtime from it).
+
+Identity: a runtime's VM runs as Google's Vertex AI Notebook service agent (the template's `serviceAccount` field is
+deprecated and ignored, per the aiplatform v1 discovery document), so the kit leaves end-user credentials on: a
+notebook acts as the person using it, and infra grants the people in `runtimeUsers` what the lab needs.
+
+`createRuntime: true`: the provider creates a runtime with `notebookRuntimes:assign`, which provisions and starts it,
+and only then stops it when `desired_state` is STOPPED (magic-modules mmv1/products/colab/Runtime.yaml `create_url`
+and templates/terraform/post_create/colab_runtime.go.tmpl, read 2026-11-28). So creating one bills a few minutes of
+the template's machine (2x L4: about $0.10-0.30) before it is stopped.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +16,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from kit_infra.config import StackConfig
+from kit_infra.options import children_of
 
 
 def template_id(stack: str) -> str:
@@ -17,7 +28,7 @@ def template_id(stack: str) -> str:
 class NotebookRuntime(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmops:infra:NotebookRuntime", name, {}, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        child = children_of(self, opts)
         spec = cfg.runtime
         idle = (gcp.colab.RuntimeTemplateIdleShutdownConfigArgs(idle_timeout=f"{spec.idle_shutdown_minutes * 60}s")
                 if spec.idle_shutdown_minutes else None)
@@ -36,7 +47,7 @@ class NotebookRuntime(pulumi.ComponentResource):
                 disk_type=spec.disk_type, disk_size_gb=str(spec.disk_size_gb),
             ),
             idle_shutdown_config=idle,
-            euc_config=gcp.colab.RuntimeTemplateEucConfigArgs(euc_disabled=True),  # no end-user credentials on the VM
+            euc_config=gcp.colab.RuntimeTemplateEucConfigArgs(euc_disabled=False),  # notebooks act as their user (see above)
             network_spec=gcp.colab.RuntimeTemplateNetworkSpecArgs(enable_internet_access=True),
             labels=cfg.labels_for("runtime"),
             opts=child,

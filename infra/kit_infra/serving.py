@@ -8,6 +8,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from kit_infra.config import StackConfig
+from kit_infra.options import children_of
 
 
 def endpoint_id(project: str, stack: str) -> str:
@@ -19,12 +20,15 @@ def endpoint_id(project: str, stack: str) -> str:
 class Serving(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmops:infra:Serving", name, {}, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        child = children_of(self, opts)
         self.logs = gcp.bigquery.Dataset(
             f"{name}-predictions", project=cfg.project, location=cfg.region,
             dataset_id=f"llmops_{cfg.stack.replace('-', '_')}_predictions",
             description="Sampled request/response logs of the llmops-kit endpoint",
-            default_table_expiration_ms=30 * 24 * 3600 * 1000, labels=cfg.labels_for("serving"), opts=child,
+            # Partitions expire, never the table: Vertex creates the logging table once, and a table that expired
+            # would stop the logging silently.
+            default_partition_expiration_ms=cfg.prediction_log_retention_days * 24 * 3600 * 1000,
+            labels=cfg.labels_for("serving"), opts=child,
         )
         self.endpoint = gcp.vertex.AiEndpoint(
             f"{name}-endpoint",

@@ -30,6 +30,8 @@ pytestmark = pytest.mark.slow
 CONFIG = {
     "gcp:project": "acme-ml",
     "gcp:region": "us-central1",
+    "gcp:billingProject": "acme-ml",
+    "gcp:userProjectOverride": "true",
     "llmops-kit:billingAccount": "01D4EE-079462-DFD6EC",
     "llmops-kit:budgetAmount": "100",
     "llmops-kit:notificationEmails": '["ml-team@example.com"]',
@@ -53,8 +55,8 @@ def world(gcs_server, gcs, vertex_standin, secret_manager, registry, cloud_build
     (tmp_path / ".cache").mkdir()
     stack_file = tmp_path / ".cache" / "stack.json"
     stack_file.write_text(json.dumps(outputs, indent=2, sort_keys=True))  # what `pulumi stack output --json` prints
-    for key in ("datasets_bucket", "staging_bucket", "models_bucket"):
-        gcs.create_bucket(outputs[key])
+    for bucket in mocks.of_type("storage/bucket:Bucket"):  # every bucket the program declares, as `pulumi up` creates them
+        gcs.create_bucket(bucket.inputs["name"])
     secret_manager.add_secret(outputs["hf_token_secret"])  # created by infra; no version unless hfToken is set
     (endpoint,) = mocks.of_type("vertex/aiEndpoint:AiEndpoint")
     parent = f"projects/{outputs['project']}/locations/{outputs['region']}"
@@ -112,7 +114,13 @@ def test_the_whole_journey(world, vertex_standin, secret_manager, registry, clou
     models = world["gcs"].bucket(out["models_bucket"])
     names = {b.name for b in models.list_blobs(prefix="runs/e2e-1/")}
     assert "runs/e2e-1/model/merged/model.safetensors" in names and "runs/e2e-1/model/report.json" in names
-    assert not [n for n in names if "/checkpoints/" in n], "resume state is cleared once the run succeeded"
+    assert not [n for n in names if "/checkpoints/" in n], "no resume state in the versioned models bucket"
+    # Resume state went to staging, under the prefix infra's lifecycle rule expires, and is cleared on success.
+    (staging,) = [b.inputs for b in world["mocks"].of_type("storage/bucket:Bucket") if b.inputs["name"] == out["staging_bucket"]]
+    (expiring,) = [r["condition"]["matchesPrefixes"][0] for r in staging["lifecycleRules"] if "checkpoint" in r["condition"]["matchesPrefixes"][0]]
+    env = {e["name"]: e["value"] for e in job["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["env"]}
+    assert env["LLMOPS_CHECKPOINT_DIR"] == f"gs://{out['staging_bucket']}/{expiring}e2e-1/"
+    assert not list(world["gcs"].bucket(out["staging_bucket"]).list_blobs(prefix=f"{expiring}e2e-1/")), "cleared once the run succeeded"
 
     # make deploy (the default run: runs/latest): a new model version, served by the kit image's CMD.
     log = _cli("deploy", "--gate", "0", "--stack-file", stack)

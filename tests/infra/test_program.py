@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -17,6 +18,8 @@ from kit_infra.config import InfraConfigError, validate  # noqa: E402
 CONFIG = {
     "gcp:project": "acme-ml",
     "gcp:region": "us-central1",
+    "gcp:billingProject": "acme-ml",
+    "gcp:userProjectOverride": "true",
     "llmops-kit:billingAccount": "01D4EE-079462-DFD6EC",
     "llmops-kit:budgetAmount": "200",
     "llmops-kit:notificationEmails": '["ml-team@example.com", "oncall@example.com"]',
@@ -36,20 +39,26 @@ def test_runtime_template_is_the_labs_machine_and_shuts_down_when_idle(program):
     assert tpl.inputs["dataPersistentDiskSpec"] == {"diskType": "pd-standard", "diskSizeGb": "100"}
     assert tpl.inputs["name"] == "llmops-dev"
     assert tpl.inputs["idleShutdownConfig"] == {"idleTimeout": "3600s"}
-    assert tpl.inputs["eucConfig"] == {"eucDisabled": True}
+    # The template's serviceAccount is deprecated and ignored: notebooks act as their user (end-user credentials).
+    assert tpl.inputs["eucConfig"] == {"eucDisabled": False} and "serviceAccount" not in tpl.inputs
     assert not mocks.of_type("colab/runtime:Runtime"), "no runtime unless createRuntime is set"
 
 
 def test_buckets(program):
+    from common import layout
+
     mocks, _ = program
     buckets = {b.inputs["name"]: b.inputs for b in mocks.of_type("storage/bucket:Bucket")}
-    assert set(buckets) == {f"acme-ml-llmops-dev-{k}" for k in ("datasets", "staging", "models")}
+    assert set(buckets) == {f"acme-ml-llmops-dev-{k}" for k in ("datasets", "staging", "models", "guard")}
     for b in buckets.values():
         assert b["location"] == "us-central1" and b["forceDestroy"] is False
     models, staging = buckets["acme-ml-llmops-dev-models"], buckets["acme-ml-llmops-dev-staging"]
     assert models["versioning"] == {"enabled": True}
     rules_by_prefix = {tuple(r["condition"]["matchesPrefixes"]): r["condition"]["age"] for r in staging["lifecycleRules"]}
-    assert rules_by_prefix == {("checkpoints/",): 7, ("packages/", "jobs/"): 14}
+    # The prefixes the launcher and `make image` write to (common/layout.py) are the ones that expire.
+    assert rules_by_prefix == {(layout.STAGING_CHECKPOINTS,): 7, (layout.STAGING_IMAGE_SOURCES,): 14}
+    assert layout.vertex_checkpoint_dir("acme-ml-llmops-dev-staging", "r1").startswith(
+        f"gs://acme-ml-llmops-dev-staging/{layout.STAGING_CHECKPOINTS}")
 
 
 def test_budget_thresholds_topic_and_channels(program):
@@ -73,7 +82,8 @@ def _roles(mocks, account: str) -> set[str]:
     out = set()
     for r in mocks.resources:
         if r.inputs.get("member") == f"serviceAccount:{email}":
-            scope = r.inputs.get("bucket", "").replace("acme-ml-llmops-dev-", "") or r.inputs.get("secretId") or "project"
+            scope = (r.inputs.get("bucket", "").replace("acme-ml-llmops-dev-", "") or r.inputs.get("secretId")
+                     or ("registry" if "repository" in r.inputs else "service" if r.type.endswith("ServiceIamMember") else "project"))
             out.add(f"{scope}:{r.inputs['role']}")
     return out
 
@@ -86,11 +96,78 @@ def test_iam_roles_per_account(program):
         "llmops-dev-hf-token:roles/secretmanager.secretAccessor"}
     assert _roles(mocks, "serving") == {"models:roles/storage.objectViewer", "project:roles/logging.logWriter",
                                         "project:roles/monitoring.metricWriter"}
-    guard = _roles(mocks, "guard")
-    assert "staging:roles/storage.objectUser" in guard and "project:projects/acme-ml/roles/llmopsBudgetGuardDev" in guard
-    assert not any("secretAccessor" in r for r in guard | _roles(mocks, "serving")), "only trainer and runtime read the HF token"
-    (role,) = mocks.of_type("projects/iAMCustomRole:IAMCustomRole")
-    assert all(p.split(".")[1] in ("endpoints", "customJobs", "notebookRuntimes", "operations") for p in role.inputs["permissions"])
+    assert _roles(mocks, "guard") == {"guard:roles/storage.objectUser", "project:projects/acme-ml/roles/llmopsBudgetGuardDev",
+                                      "project:roles/logging.logWriter", "project:roles/eventarc.eventReceiver",
+                                      "service:roles/run.invoker"}  # on the function's own service only
+    assert _roles(mocks, "fnbuilder") == {"guard:roles/storage.objectViewer", "project:roles/logging.logWriter",
+                                          "registry:roles/artifactregistry.writer"}
+    assert _roles(mocks, "builder") == {"staging:roles/storage.objectViewer", "project:roles/logging.logWriter",
+                                        "registry:roles/artifactregistry.writer"}
+    assert not [r for r in mocks.resources if "llmops-dev-runtime@" in str(r.inputs.get("member"))], "no runtime account: it is ignored"
+
+
+WRITE_ROLES = ("roles/storage.objectAdmin", "roles/storage.objectUser", "roles/storage.objectCreator", "roles/storage.admin")
+
+
+def test_no_account_can_change_what_another_trusts(program):
+    """Each bucket has one kind of writer: the guard's state and source only the guard writes; the guard writes
+    nothing the trainer runs or serves."""
+    mocks, _ = program
+    writers: dict[str, set[str]] = {}
+    for r in mocks.of_type("storage/bucketIAMMember:BucketIAMMember"):
+        if r.inputs["role"] in WRITE_ROLES:
+            writers.setdefault(r.inputs["bucket"].rsplit("-", 1)[-1], set()).add(r.inputs["member"].split("@")[0].split("-")[-1])
+    assert writers["guard"] == {"guard"}
+    assert "guard" not in writers.get("staging", set()) | writers.get("models", set())
+    assert not [r for r in mocks.resources if r.type.endswith("IAMMember") and r.inputs.get("role") in WRITE_ROLES
+                and "bucket" not in r.inputs], "no project-wide storage write"
+
+
+def test_guard_permissions_are_real_aiplatform_methods():
+    """Each permission of the custom role names a collection and a method of the aiplatform v1 discovery document
+    (IAM refuses unknown permissions, and the role would fail to create)."""
+    from kit_infra.identity import GUARD_PERMISSIONS
+
+    from tests.standins import discovery
+
+    methods = {m.id for m in discovery.api("aiplatform", "v1").methods}
+    for permission in GUARD_PERMISSIONS:
+        service, collection, verb = permission.split(".")
+        assert service == "aiplatform"
+        # undeploy is checked by the method undeployModel; list/get/cancel/stop have methods of the same name
+        assert any(re.search(rf"\.{collection}\.{verb}[A-Za-z]*$", m) for m in methods), permission
+
+
+def test_runtime_users_get_what_a_notebook_needs():
+    mocks, _ = run_program({**CONFIG, "llmops-kit:runtimeUsers": '["ana@example.com", "group:ml@example.com"]'})
+    for member in ("user:ana@example.com", "group:ml@example.com"):
+        granted = {(r.inputs.get("bucket", "").replace("acme-ml-llmops-dev-", "") or r.inputs.get("secretId") or "project",
+                    r.inputs["role"]) for r in mocks.resources if r.inputs.get("member") == member}
+        assert granted == {("datasets", "roles/storage.objectViewer"), ("models", "roles/storage.objectAdmin"),
+                           ("project", "roles/aiplatform.colabEnterpriseUser"), ("llmops-dev-hf-token", "roles/secretmanager.secretAccessor")}
+
+
+def test_the_guard_trigger_waits_for_googles_service_agents(program):
+    """A new project has no Eventarc/Pub/Sub service agents until asked, and their grants take time to propagate."""
+    mocks, _ = program
+    agents = {r.inputs["service"] for r in mocks.of_type("projects/serviceIdentity:ServiceIdentity")}
+    assert agents == {"eventarc.googleapis.com", "pubsub.googleapis.com"}
+    grants = {r.name: r.inputs["role"] for r in mocks.of_type("projects/iAMMember:IAMMember") if "gcp-sa-" in r.inputs["member"]}
+    assert grants == {"agents-eventarc-grant": "roles/eventarc.serviceAgent", "agents-pubsub-grant": "roles/iam.serviceAccountTokenCreator"}
+    assert set(grants) <= mocks.dependencies["agents-propagation"]
+    assert "agents-propagation" in mocks.dependencies["guard-function"]
+
+
+def test_apis_a_fresh_project_needs(program):
+    mocks, _ = program
+    enabled = {r.inputs["service"] for r in mocks.of_type("projects/service:Service")}
+    for api in ("compute", "dataform", "cloudresourcemanager", "billingbudgets", "aiplatform", "eventarc", "cloudbuild"):
+        assert f"{api}.googleapis.com" in enabled
+    # Pulumi does not pass a component's depends_on to its children: each resource must wait for the APIs itself.
+    custom = [r for r in mocks.resources if r.type.startswith(("gcp:", "time:")) and not r.type.endswith("projects/service:Service")]
+    assert len(custom) > 40
+    early = [r.name for r in custom if not any(d.startswith("apis-") for d in mocks.dependencies[r.name])]
+    assert early == [], "created before the APIs they need are enabled"
 
 
 def test_budget_guard_function(program):
@@ -98,13 +175,17 @@ def test_budget_guard_function(program):
     (fn,) = mocks.of_type("cloudfunctionsv2/function:Function")
     env = fn.inputs["serviceConfig"]["environmentVariables"]
     assert env["NOTIFY_THRESHOLDS"] == "0.5,0.9" and env["ENFORCE_THRESHOLD"] == "1.0" and env["DRY_RUN"] == "true"
-    assert env["LABEL_SELECTOR"] == "app=llmops-kit,stack=dev" and env["STATE_BUCKET"] == "acme-ml-llmops-dev-staging"
+    assert env["LABEL_SELECTOR"] == "app=llmops-kit,stack=dev"
     (tpl,) = mocks.of_type("colab/runtimeTemplate:RuntimeTemplate")
     assert env["RUNTIME_TEMPLATE"] == tpl.inputs["name"], "the guard finds the kit's runtimes by the template it was made from"
     assert fn.inputs["buildConfig"]["entryPoint"] == "on_budget_alert"
     assert fn.inputs["eventTrigger"]["eventType"] == "google.cloud.pubsub.topic.v1.messagePublished"
-    (src,) = [o for o in mocks.of_type("storage/bucketObject:BucketObject") if o.inputs["name"].startswith("budget-guard/")]
-    assert src.inputs["bucket"] == "acme-ml-llmops-dev-staging"
+    assert env["STATE_BUCKET"] == "acme-ml-llmops-dev-guard"
+    (src,) = mocks.of_type("storage/bucketObject:BucketObject")
+    assert src.inputs["bucket"] == "acme-ml-llmops-dev-guard" == fn.inputs["buildConfig"]["source"]["storageSource"]["bucket"]
+    build = fn.inputs["buildConfig"]
+    assert build["serviceAccount"] == "projects/acme-ml/serviceAccounts/llmops-dev-fnbuilder@acme-ml.iam.gserviceaccount.com"
+    assert build["dockerRepository"] == "projects/acme-ml/locations/us-central1/repositories/llmops-dev"
 
 
 def test_the_guards_dependencies_are_pinned_by_the_repos_constraints(repo_root):
@@ -172,20 +253,52 @@ def _is_secret(inputs):
         ({"runtimeAcceleratorType": "NVIDIA_GTX_1080"}, "runtimeAcceleratorType 'NVIDIA_GTX_1080' is not one of"),
         ({"notificationEmails": ["not-an-email"]}, "is not an email address"),
         ({"createRuntime": True}, "runtimeUser is not set"),
+        ({"gcp:billingProject": None}, "pulumi config set gcp:billingProject acme-ml"),
+        ({"gcp:userProjectOverride": "false"}, "pulumi config set gcp:userProjectOverride true"),
+        ({"notificationEmails": [f"a{i}@example.com" for i in range(6)]}, "a budget notifies at most 5"),
+        ({"runtimeUsers": ["serviceaccount:x@y.z"]}, "is not a user, group or service account"),
+        ({"guardWebhookUrl": "https://chat.example.com/hook"}, "pulumi config set --secret llmops-kit:guardWebhookUrl"),
+        ({"stagingRetentionDays": "soon"}, "stagingRetentionDays must be a whole number"),
+        ({"endpointLogSamplingRate": True}, "endpointLogSamplingRate must be in [0, 1]"),
     ],
 )
 def test_config_errors_name_the_key_and_the_fix(change, message):
-    raw = {"gcp:project": "acme-ml", "billingAccount": "01D4EE-079462-DFD6EC", "budgetAmount": "200",
-           "notificationEmails": ["a@example.com"]}
-    raw.update(change)
+    raw = {**VALID, **change}
     with pytest.raises(InfraConfigError) as e:
         validate({k: v for k, v in raw.items() if v is not None}, "dev")
     assert message in str(e.value)
+    assert "chat.example.com" not in str(e.value), "a credential is never echoed"
+
+
+VALID = {"gcp:project": "acme-ml", "gcp:billingProject": "acme-ml", "gcp:userProjectOverride": "true",
+         "billingAccount": "01D4EE-079462-DFD6EC", "budgetAmount": "200", "notificationEmails": ["a@example.com"]}
+
+
+@pytest.mark.parametrize(("stack", "project", "message"), [
+    ("a-stack-name-far-too-long", "acme-ml", "service-account ids are at most 30 characters"),
+    ("dev", "a-project-id-that-is-thirty-c", None),
+    ("prod", "x" * 31, "is not a project id"),
+    ("Dev", "acme-ml", "lower-case letters"),
+])
+def test_names_built_from_the_stack_fit_googles_limits(stack, project, message):
+    raw = {**VALID, "gcp:project": project, "gcp:billingProject": project}
+    if message is None:
+        cfg = validate(raw, stack)
+        assert len(f"{cfg.project}-llmops-{cfg.stack}-datasets") <= 63
+        return
+    with pytest.raises(InfraConfigError, match=message):
+        validate(raw, stack)
+
+
+def test_a_secret_webhook_stays_secret():
+    import pulumi
+
+    cfg = validate({**VALID, "guardWebhookUrl": "https://chat.example.com/hook"}, "dev", webhook_is_secret=True)
+    assert isinstance(cfg.guard_webhook_url, pulumi.Output)
 
 
 def test_idle_shutdown_can_be_turned_off_only_explicitly():
-    raw = {"gcp:project": "acme-ml", "billingAccount": "01D4EE-079462-DFD6EC", "budgetAmount": "200",
-           "notificationEmails": ["a@example.com"], "idleShutdownMinutes": 0, "allowNoIdleShutdown": True}
+    raw = {**VALID, "idleShutdownMinutes": 0, "allowNoIdleShutdown": True}
     assert validate(raw, "dev").runtime.idle_shutdown_minutes is None
 
 

@@ -141,6 +141,11 @@ def _filter_spec(description: str) -> tuple[frozenset[str], dict[str, frozenset[
     if "labels" in description and re.search(r"`labels`\s+supports", description):
         fields.add("labels")
     enums = {_snake(name): frozenset(v.strip() for v in values.split(",")) for name, values in _FILTER_ENUM.findall(description)}
+    # serviceusage: "The allowed filter strings are `state:ENABLED` and `state:DISABLED`."
+    if "allowed filter strings are" in description:
+        for name, value in re.findall(r"`(\w+):(\w+)`", description):
+            fields.add(_snake(name))
+            enums[_snake(name)] = enums.get(_snake(name), frozenset()) | {value}
     return frozenset(fields), enums
 
 

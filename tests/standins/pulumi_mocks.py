@@ -33,6 +33,7 @@ ID_FORMATS = {
 class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.resources: list[Recorded] = []
+        self.dependencies: dict[str, set[str]] = {}  # resource name -> names of what it waits for (depends_on and inputs)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.resources.append(Recorded(args.typ, args.name, dict(args.inputs)))
@@ -48,6 +49,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["name"] = f"projects/{args.inputs['project']}/roles/{args.inputs['roleId']}"
         if args.typ == "gcp:secretmanager/secret:Secret":
             state["name"] = resource_id
+        if args.typ == "gcp:projects/serviceIdentity:ServiceIdentity":  # Google's naming of service agents
+            agent = f"service-123456789012@gcp-sa-{args.inputs['service'].split('.')[0]}.iam.gserviceaccount.com"
+            state |= {"email": agent, "member": f"serviceAccount:{agent}"}
         state.setdefault("name", args.inputs.get("name", args.name))
         return resource_id, state
 
@@ -64,6 +68,14 @@ def run_program(config: dict[str, str], secret_keys: list[str] | None = None, st
     """Run infra/__main__.py under mocks; returns the recorder and the exported outputs (resolved)."""
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project="llmops-kit", stack=stack, preview=False)
+    monitor = pulumi.runtime.settings.get_monitor()
+    register = monitor.RegisterResource
+
+    def recording_register(request):  # the mock monitor sees each resource's dependencies; Mocks.new_resource does not
+        mocks.dependencies[request.name] = {urn.rsplit("::", 1)[-1] for urn in request.dependencies}
+        return register(request)
+
+    monitor.RegisterResource = recording_register
     pulumi.runtime.set_all_config(config, secret_keys or [])
     exports: dict = {}
     original_export = pulumi.export
