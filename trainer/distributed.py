@@ -1,13 +1,16 @@
 """Start one training process per GPU, and rendezvous across Vertex replicas through CLUSTER_SPEC.
 
 Vertex runs `python -m trainer.task` once per replica. With more than one GPU (or replica) the task
-re-executes itself under torchrun; torchrun sets RANK/LOCAL_RANK/WORLD_SIZE and accelerate picks
-them up for data-parallel training.
+re-executes itself under torchrun; torchrun sets RANK/LOCAL_RANK/WORLD_SIZE, the kit starts the process
+group (NCCL on GPUs, gloo on CPU, so CI runs the same path) and accelerate wraps the model for
+data-parallel training. Every rank trains its share of each step; rank 0 alone checks the base model,
+evaluates, merges and writes the run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Mapping
 
@@ -49,3 +52,37 @@ def gpus_per_replica(env: Mapping[str, str]) -> int:
     import torch
 
     return torch.cuda.device_count()
+
+
+TIMEOUT_ENV = "LLMOPS_DIST_TIMEOUT_S"  # how long a rank waits for the others in one collective before the run fails
+FAIL_AT_STEP_ENV = "LLMOPS_FAIL_AT_STEP"  # failure drill: "<rank>:<step>" makes that rank fail after that optimizer step
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def setup_accelerator(env: Mapping[str, str] = os.environ):
+    """The Accelerator for a torchrun worker (WORLD_SIZE > 1), with the process group the kit starts itself:
+    NCCL on GPUs, gloo on CPU (accelerate alone leaves a CPU torchrun worker as a single process, so nothing would
+    be split or synchronised). None for a single process."""
+    if int(env.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+    from accelerate import Accelerator
+
+    gpu = torch.cuda.is_available()
+    if not dist.is_initialized():
+        if gpu:
+            torch.cuda.set_device(int(env.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if gpu else "gloo", timeout=timedelta(seconds=float(env.get(TIMEOUT_ENV, "1800"))))
+    return Accelerator(cpu=not gpu)
+
+
+def fail_at_step(env: Mapping[str, str] = os.environ) -> int | None:
+    """The step after which this rank fails, when a failure drill asks for it."""
+    target, _, step = env.get(FAIL_AT_STEP_ENV, "").partition(":")
+    return int(step) if target.strip().isdigit() and step.strip().isdigit() and int(target) == rank() else None

@@ -25,6 +25,7 @@ from common.prompts import load_template, render_prompt, save_template
 from trainer.checkpoints import CheckpointLock, CheckpointStore
 from trainer.config import RunConfig, vertex_dirs
 from trainer.data import Example, load_examples, split_examples, tokenize_examples
+from trainer.distributed import setup_accelerator
 from trainer.evaluate import EvalResult, evaluate
 from trainer.merge import merge_adapter, write_model_card
 from trainer.modeling import attach_lora, count_parameters, load_model, load_tokenizer, resolve_model_dir
@@ -185,15 +186,6 @@ def _base_report(prep: Prepared) -> dict:
     }
 
 
-def _distributed_accelerator():
-    """An Accelerator when torchrun started several processes (WORLD_SIZE > 1), else None."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from accelerate import Accelerator
-
-    return Accelerator()
-
-
 _BASE_CHECK_NOTE = "base_eval.json"
 
 
@@ -236,7 +228,7 @@ def run_pipeline(cfg: RunConfig, force: bool = False, log: Log = print) -> dict:
     Under torchrun every rank trains (data-parallel); only rank 0 checks, evaluates, merges and reports.
     """
     t0 = time.monotonic()
-    acc = _distributed_accelerator()
+    acc = setup_accelerator()
     if acc is not None and not acc.is_main_process:
         return _worker(cfg, force, acc)
     prep = prepare(cfg, log, for_run=True)

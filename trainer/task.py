@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 
@@ -86,8 +87,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from trainer.pipeline import run_pipeline
 
-    report = run_pipeline(cfg, force=args.force)
+    # SIGTERM (Vertex preempting or cancelling the job, torchrun stopping the ranks when another failed) becomes an
+    # exception, so the run's report says it failed and why instead of staying "running".
+    signal.signal(signal.SIGTERM, _terminated)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        report = run_pipeline(cfg, force=args.force)
+    except Exception as e:
+        if world > 1:  # one line that names the rank, before the traceback torchrun collects
+            print(f"error: rank {os.environ.get('RANK', '?')} of {world} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        raise
     return 0 if report["status"] in ("succeeded", "skipped", "worker") else 1
+
+
+class Terminated(SystemExit):
+    def __str__(self) -> str:
+        return "terminated by SIGTERM (preempted, cancelled, or another rank failed)"
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated(143)
 
 
 if __name__ == "__main__":

@@ -224,7 +224,10 @@ def train(
     """Train the trainable parameters of `model`; resumes from the newest checkpoint in `store`."""
     from accelerate import Accelerator
 
+    from trainer.distributed import FAIL_AT_STEP_ENV, fail_at_step
+
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    drill = fail_at_step()
     torch.manual_seed(cfg.seed)
     n_steps = total_steps(len(train_items), cfg)
     params, optimizer, scheduler = _optimizer(model, cfg, n_steps)
@@ -246,16 +249,21 @@ def train(
             if done % cfg.checkpoint_every == 0 and done < n_steps and acc.is_main_process:
                 _checkpoint(loop, acc, store, done)
             acc.wait_for_everyone()
+            if done == drill:  # after the checkpoint of this step is complete: what a resumed run starts from
+                raise RuntimeError(f"failure drill ({FAIL_AT_STEP_ENV}): rank {acc.process_index} fails after step {done}")
             if on_step is not None:  # benchmarks evaluate here; an exception from it stops training
                 on_step(done, loop.model)
     wall = time.monotonic() - t0
+    # Every rank's own count, summed: ranks see different examples, so one rank's count times the world is not it.
+    counts = torch.tensor([loop.tokens, loop.answer_tokens], dtype=torch.float64, device=acc.device)
+    tokens, answer_tokens = (int(x) for x in (acc.reduce(counts, "sum") if world > 1 else counts).tolist())
     return TrainResult(
         steps=n_steps,
         wall_seconds=round(wall, 2),
-        tokens=loop.tokens * world,
-        answer_tokens=loop.answer_tokens * world,
-        tokens_per_second=round(loop.tokens * world / max(wall, 1e-9), 1),
-        answer_tokens_per_second=round(loop.answer_tokens * world / max(wall, 1e-9), 1),
+        tokens=tokens,
+        answer_tokens=answer_tokens,
+        tokens_per_second=round(tokens / max(wall, 1e-9), 1),
+        answer_tokens_per_second=round(answer_tokens / max(wall, 1e-9), 1),
         peak_memory_bytes=peak_rss_bytes(),
         loss_history=loop.history,
         eval_loss_history=loop.eval_history,
