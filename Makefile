@@ -9,7 +9,7 @@ ARGS ?=
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: bench bench-serve deploy doctor serve predict cancel help setup train check-base eval report config data test e2e lint clean budget-guard budget-alert image
+.PHONY: bench bench-serve deploy doctor notebook-clean notebook-run serve predict cancel help setup train check-base eval report config data test e2e lint clean budget-guard budget-alert image
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,12 @@ serve: $(STAMP) ## serve runs/latest/merged on :8080 (MODEL_DIR=... to pick anot
 
 doctor: $(STAMP) ## check the Google Cloud project (credentials, billing, APIs, GPU quotas, image) before `pulumi up` and a launch
 	$(BIN)/llmops doctor $(if $(PROJECT),--project $(PROJECT))
+
+notebook-clean: $(STAMP) ## strip outputs from notebooks/*.ipynb before committing
+	$(BIN)/python -c "import glob, nbformat as n; [n.write(nb, p) for p in glob.glob('notebooks/*.ipynb') for nb in [n.read(p, 4)] if [c.update(outputs=[], execution_count=None) for c in nb.cells if c.cell_type == 'code'] is not None]"
+
+notebook-run: $(STAMP) ## run notebooks/lab01.ipynb headless on the kit's Colab runtime template (DRY_RUN=1 prints the request)
+	$(BIN)/llmops notebook-run $(if $(filter 1,$(DRY_RUN)),--dry-run)
 
 predict: $(STAMP) ## ask the lab's example question and print the SQL (local server; ENDPOINT=1: the stack's Vertex endpoint)
 	$(BIN)/llmops predict $(if $(filter 1,$(ENDPOINT)),--endpoint)

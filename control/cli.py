@@ -350,6 +350,40 @@ def doctor(
         raise typer.Exit(1)
 
 
+@app.command("notebook-run")
+def notebook_run(
+    overrides: SetOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the CreateNotebookExecutionJob request body and stop")] = False,
+    detach: Annotated[bool, typer.Option("--detach", help="submit and return without following the execution")] = False,
+    poll_seconds: Annotated[float, typer.Option(min=0)] = 30.0,
+    timeout_hours: Annotated[float, typer.Option(min=0.1, max=24)] = 4.0,
+    run_id: Annotated[str | None, typer.Option(help="default: a timestamp")] = None,
+    stack_file: StackOpt = DEFAULT_STACK,
+) -> None:
+    """Run notebooks/lab01.ipynb headless on the kit's Colab runtime template; download the executed notebook (`make notebook-run`)."""
+    import json
+
+    from control import notebook as nb
+
+    stack = _stack(stack_file)
+    run = nb.NotebookRun(run_id=run_id or f"nb-{new_run_id()}", overrides=list(overrides or []), timeout_hours=timeout_hours)
+    try:
+        submitted = nb.submit(stack, run, _log, dry_run=dry_run)
+        if dry_run:
+            print(json.dumps(submitted["body"], indent=2, sort_keys=True))
+            return
+        if detach:
+            typer.echo(submitted["name"])
+            return
+        state, local = nb.follow(submitted["name"], stack, submitted["paths"]["output"], Path("runs") / "notebooks" / run.run_id,
+                                 poll_s=poll_seconds, log=_log)
+    except (nb.NotebookError, *_cloud_errors()) as e:
+        _fail(str(e))
+    _log(f"executed notebook: {local}" if local else "no executed notebook was written")
+    if state != "JOB_STATE_SUCCEEDED":
+        raise typer.Exit(1)
+
+
 @app.command("budget-guard")
 def budget_guard(
     dry_run: Annotated[bool, typer.Option(help="log what it would do and do nothing (--no-dry-run acts for real)")] = True,

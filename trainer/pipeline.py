@@ -189,9 +189,10 @@ def _base_report(prep: Prepared) -> dict:
 _BASE_CHECK_NOTE = "base_eval.json"
 
 
-def _check_base_resumable(prep: Prepared, log: Log) -> tuple[dict, bool]:
-    """check_base, remembered beside the checkpoints: a run restarted after preemption
-    (same checkpoint dir, same eval settings) reuses the verdict instead of paying for it again."""
+def check_base_resumable(prep: Prepared, log: Log) -> tuple[dict, bool]:
+    """check_base, remembered beside the checkpoints: a run restarted after preemption, or a run after the
+    notebook's own base-check step (same checkpoint dir, same eval settings), reuses the verdict instead of
+    paying for it again."""
     store = CheckpointStore(prep.checkpoint_root)
     key = {"model": prep.cfg.model.model_dump(), "data": prep.cfg.data.model_dump(),
            "eval": prep.cfg.eval.model_dump(exclude={"target_accuracy"})}
@@ -201,7 +202,7 @@ def _check_base_resumable(prep: Prepared, log: Log) -> tuple[dict, bool]:
         saved = None
     if isinstance(saved, dict) and saved.get("key") == key and isinstance(saved.get("result"), dict):
         result = saved["result"]
-        log(f"base-model check: reusing the interrupted run's result ({result['execution_accuracy']:.1%} execution accuracy)")
+        log(f"base-model check: reusing the saved result for these inputs ({result['execution_accuracy']:.1%} execution accuracy)")
         return result, result["execution_accuracy"] >= prep.cfg.eval.target_accuracy
     result, good = check_base(prep, log)
     checked = result.to_dict()
@@ -212,12 +213,12 @@ def _check_base_resumable(prep: Prepared, log: Log) -> tuple[dict, bool]:
 def _base_check_once(prep: Prepared, log: Log, acc) -> tuple[dict, bool]:
     """Rank 0 checks the base model; the other ranks get its verdict (one evaluation, not one per GPU)."""
     if acc is None:
-        return _check_base_resumable(prep, log)
+        return check_base_resumable(prep, log)
     from accelerate.utils import broadcast_object_list
 
     verdict = [None]
     if acc.is_main_process:
-        verdict = [_check_base_resumable(prep, log)]
+        verdict = [check_base_resumable(prep, log)]
     broadcast_object_list(verdict, from_process=0)
     return verdict[0]
 

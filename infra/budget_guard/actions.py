@@ -3,7 +3,10 @@
 - undeploy every deployed model from the kit's Vertex endpoints (selected by the kit's labels; the endpoints stay),
 - cancel the kit's CustomJobs that are queued, pending or running (selected by the kit's labels),
 - stop the kit's running Colab Enterprise runtimes: those made from the kit's runtime template. Runtimes carry
-  no kit labels and ListNotebookRuntimes cannot filter on labels; its filter takes `notebookRuntimeTemplate`.
+  no kit labels and ListNotebookRuntimes cannot filter on labels; its filter takes `notebookRuntimeTemplate`,
+- stop the kit's notebook executions that are still queued or running (`make notebook-run`; they bill the same
+  GPUs). The API has no cancel for them and its list filter takes no labels or state: the guard lists them,
+  selects the kit's by their labels, and deletes the active ones, which ends them.
 
 Each action is a long-running operation (or an asynchronous cancel): the guard waits for it, within a bound,
 and reports it done only when it finished. Undeploys of one endpoint run one after another (Vertex refuses a
@@ -29,7 +32,7 @@ _FINISHED_JOB_STATES = {vertex.JobState.JOB_STATE_CANCELLED, vertex.JobState.JOB
 
 @dataclass(frozen=True)
 class ActionResult:
-    action: str  # "undeploy" | "cancel" | "stop"
+    action: str  # "undeploy" | "cancel" | "stop" | "delete"
     resource: str
     ok: bool
     dry_run: bool
@@ -130,12 +133,23 @@ class KitResources:
                 name=n).result(timeout=self._wait_s())))
         return results
 
+    # -- notebook executions -------------------------------------------------------------------------------------------
+
+    def stop_notebook_executions(self) -> list[ActionResult]:
+        results = []
+        for job in self.notebooks.list_notebook_execution_jobs(request={"parent": self.parent}):
+            if self.s.matches(dict(job.labels)) and job.job_state in _ACTIVE_JOB_STATES:
+                results.append(self._run("delete", job.name, lambda n=job.name: self.notebooks.delete_notebook_execution_job(
+                    name=n).result(timeout=self._wait_s())))
+        return results
+
     def enforce(self, trigger: dict | None = None) -> list[ActionResult]:
-        """All three actions; a listing that fails is reported as a failed action of its own."""
+        """All four actions; a listing that fails is reported as a failed action of its own."""
         self.trigger = trigger or {}
         self.deadline = self.clock() + self.s.enforce_budget_s
         results = []
-        for name, step in (("undeploy", self.undeploy_models), ("cancel", self.cancel_jobs), ("stop", self.stop_runtimes)):
+        for name, step in (("undeploy", self.undeploy_models), ("cancel", self.cancel_jobs), ("stop", self.stop_runtimes),
+                           ("delete", self.stop_notebook_executions)):
             try:
                 results += step()
             except Exception as e:
@@ -151,4 +165,5 @@ def unavailable(settings: GuardSettings, error: Exception) -> list[ActionResult]
     message = f"{hint} ({type(error).__name__}: {error})"
     log.error("cannot act on the kit's resources: %s", message)
     parent = f"projects/{settings.project}/locations/{settings.region}"
-    return [ActionResult(a, f"{parent} (clients)", ok=False, dry_run=settings.dry_run, error=message) for a in ("undeploy", "cancel", "stop")]
+    return [ActionResult(a, f"{parent} (clients)", ok=False, dry_run=settings.dry_run, error=message)
+            for a in ("undeploy", "cancel", "stop", "delete")]

@@ -20,6 +20,7 @@ GUARD_PERMISSIONS = [
     "aiplatform.endpoints.list", "aiplatform.endpoints.get", "aiplatform.endpoints.undeploy",
     "aiplatform.customJobs.list", "aiplatform.customJobs.get", "aiplatform.customJobs.cancel",
     "aiplatform.notebookRuntimes.list", "aiplatform.notebookRuntimes.get", "aiplatform.notebookRuntimes.stop",
+    "aiplatform.notebookExecutionJobs.list", "aiplatform.notebookExecutionJobs.delete",
     "aiplatform.operations.list",
 ]
 
@@ -81,7 +82,7 @@ class Identity(pulumi.ComponentResource):
         cfg, name = self._cfg, self._name
         self.guard_role = gcp.projects.IAMCustomRole(
             f"{name}-guard-role", project=cfg.project, role_id=f"llmopsBudgetGuard{cfg.stack.title().replace('-', '')}",
-            title="llmops-kit budget guard", description="Undeploy models, cancel jobs, stop runtimes: nothing else.",
+            title="llmops-kit budget guard", description="Undeploy models, cancel jobs, stop runtimes and notebook runs: nothing else.",
             permissions=GUARD_PERMISSIONS, opts=self._child,
         )
         gcp.projects.IAMMember(f"{name}-guard-custom", project=cfg.project, role=self.guard_role.name,

@@ -39,6 +39,10 @@ def kit_resources(vertex_standin):
     v.add("notebookRuntimes", _runtime("r1", TEMPLATE, "RUNNING"))
     v.add("notebookRuntimes", _runtime("r2", TEMPLATE, "STOPPED"))
     v.add("notebookRuntimes", _runtime("r9", "someone-elses-template", "RUNNING"))
+    for nid, labels, state in (("ne1", KIT, "JOB_STATE_RUNNING"), ("ne2", KIT, "JOB_STATE_SUCCEEDED"), ("ne9", {}, "JOB_STATE_RUNNING")):
+        v.add("notebookExecutionJobs", {"name": f"{P}/notebookExecutionJobs/{nid}", "displayName": nid, "labels": labels,
+                                        "jobState": state, "serviceAccount": "t@x",
+                                        "notebookRuntimeTemplateResourceName": f"{P}/notebookRuntimeTemplates/{TEMPLATE}"})
     return v
 
 
@@ -109,6 +113,9 @@ def test_enforce_stops_only_the_kits_resources(start_guard, kit_resources):
     assert {v.find(f"{P}/customJobs/{j}")["state"] for j in (10, 11)} == {"JOB_STATE_CANCELLED"}
     assert v.targets("notebookRuntimes.stop") == [f"{P}/notebookRuntimes/r1"]
     assert v.find(f"{P}/notebookRuntimes/r1")["runtimeState"] == "STOPPED" and v.find(f"{P}/notebookRuntimes/r9")["runtimeState"] == "RUNNING"
+    # Notebook executions: no cancel in the API and no label filter on its list; the kit's running one is deleted.
+    assert v.targets("notebookExecutionJobs.delete") == [f"{P}/notebookExecutionJobs/ne1"]
+    assert v.find(f"{P}/notebookExecutionJobs/ne1") is None and v.find(f"{P}/notebookExecutionJobs/ne9")["jobState"] == "JOB_STATE_RUNNING"
     label_filter = 'labels.app="llmops-kit" AND labels.stack="dev"'
     assert [r.query["filter"] for r in v.calls("endpoints.list")] == [[label_filter]]
     assert [r.query["filter"] for r in v.calls("customJobs.list")] == [[label_filter]]
@@ -117,7 +124,8 @@ def test_enforce_stops_only_the_kits_resources(start_guard, kit_resources):
     assert not [e for e in guard.logs() if e["severity"] == "ERROR"]
     actions = [e for e in guard.logs() if e.get("action")]
     assert {e["resource"] for e in actions} == {f"{P}/endpoints/1/deployedModels/m1", f"{P}/endpoints/1/deployedModels/m2",
-                                                f"{P}/customJobs/10", f"{P}/customJobs/11", f"{P}/notebookRuntimes/r1"}
+                                                f"{P}/customJobs/10", f"{P}/customJobs/11", f"{P}/notebookRuntimes/r1",
+                                                f"{P}/notebookExecutionJobs/ne1"}
     assert all(e["cost"] == 120.0 and e["ratio"] == 1.2 for e in actions), "each action names the spend that triggered it"
     assert any(e.get("event") == "enforce" and e["cost"] == 120.0 for e in guard.logs())
 
@@ -194,7 +202,7 @@ def test_dry_run_logs_and_does_nothing(start_guard, kit_resources):
     assert guard.alert(cost=150.0, alert=1.0) == 200
     assert _mutations(kit_resources) == []
     would = [e for e in guard.logs() if e["message"].startswith("dry run: would")]
-    assert {e["action"] for e in would} == {"undeploy", "cancel", "stop"} and len(would) == 5
+    assert {e["action"] for e in would} == {"undeploy", "cancel", "stop", "delete"} and len(would) == 6
 
 
 def test_concurrent_instances_do_not_double_act(start_guard, kit_resources, webhook):
@@ -255,7 +263,7 @@ def test_make_budget_alert_against_a_local_guard(start_guard, kit_resources, tmp
     assert "HTTP 200" in capsys.readouterr().out
     assert json.loads((tmp_path / "state.json").read_text())["state"]["dry_run_enforced"] is True
     assert _mutations(kit_resources) == []
-    assert len([e for e in guard.logs() if e["message"].startswith("dry run: would")]) == 5
+    assert len([e for e in guard.logs() if e["message"].startswith("dry run: would")]) == 6
 
 
 def test_jobs_the_launcher_submits_are_the_jobs_the_guard_cancels(start_guard, vertex_standin):
@@ -267,6 +275,20 @@ def test_jobs_the_launcher_submits_are_the_jobs_the_guard_cancels(start_guard, v
     guard = start_guard()
     assert guard.alert(cost=130.0, alert=1.0) == 200
     assert vertex_standin.targets("customJobs.cancel") == [f"{P}/customJobs/70"]
+
+
+def test_notebook_runs_the_kit_submits_are_the_ones_the_guard_stops(start_guard, vertex_standin):
+    """The seam: the labels `make notebook-run` puts on an execution select it for the guard."""
+    from control.notebook import NotebookRun, job_body
+    from control.stack import StackOutputs
+
+    stack = StackOutputs(project="test-project", region="us-central1", staging_bucket="s", models_bucket="m",
+                         trainer_service_account="t@x", stack="dev", labels=KIT, runtime_template_id=TEMPLATE)
+    body = job_body(stack, NotebookRun("NB1", []), {"notebook": "gs://s/n.ipynb", "output": "gs://m/o"})
+    vertex_standin.add("notebookExecutionJobs", {**body, "name": f"{P}/notebookExecutionJobs/nb1", "jobState": "JOB_STATE_RUNNING"})
+    guard = start_guard()
+    assert guard.alert(cost=130.0, alert=1.0) == 200
+    assert vertex_standin.targets("notebookExecutionJobs.delete") == [f"{P}/notebookExecutionJobs/nb1"]
 
 
 def test_slow_operations_are_awaited_one_at_a_time(start_guard, kit_resources):
@@ -300,7 +322,7 @@ def test_without_credentials_the_actions_fail_clearly_and_are_retried(start_guar
     errors = [e["message"] for e in guard.logs() if e["severity"] == "ERROR"]
     assert any("no Google credentials" in m for m in errors), errors
     state = _state(gcs)
-    assert state["enforced"] is False and len(state["last_failures"]) == 3 and state["lease_until"] == 0
+    assert state["enforced"] is False and len(state["last_failures"]) == 4 and state["lease_until"] == 0
     assert guard.alert(cost=121.0, alert=1.0) == 200  # retried: a later message tries again
     assert sum("no Google credentials" in e["message"] for e in guard.logs() if e["severity"] == "ERROR") >= 2
 

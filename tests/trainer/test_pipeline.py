@@ -131,7 +131,7 @@ def test_rerun_of_an_interrupted_run_reuses_its_base_check(tiny_model_dir, tmp_p
 
     out1, first = run("a")
     out2, second = run("b")
-    assert "reusing" not in out1 and "reusing the interrupted run's result" in out2
+    assert "reusing" not in out1 and "reusing the saved result for these inputs" in out2
     assert second["base_eval"] == first["base_eval"] and second["status"] == "failed"
     out3, _ = run("c", "--set", "eval.max_new_tokens=20")  # other eval settings: a different answer, so evaluate again
     assert "reusing" not in out3
