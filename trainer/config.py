@@ -107,7 +107,7 @@ class EvalConfig(_Section):
     target_accuracy: float = Field(0.8, ge=0, le=1, description="base-model check passes at or above this")
     max_new_tokens: int = Field(100, ge=1, description="the lab used 100")
     batch_size: int = Field(32, ge=1)
-    db_variants: int = Field(3, ge=1, description="generated databases each query must agree on")
+    db_variants: int = Field(3, ge=1, description="at least this many databases in each gold query's distilled test suite")
     timeout_s: float = Field(2.0, gt=0, description="time bound for one SQL execution")
 
 

@@ -11,6 +11,7 @@ import torch
 from common.prompts import extract_sql, render_prompt
 from trainer.data import Example
 from trainer.sqlexec import SchemaError, exact_match, execution_match
+from trainer.testsuite import SUITES
 
 
 @dataclass
@@ -20,6 +21,7 @@ class EvalResult:
     n: int
     seconds: float
     samples: list[dict] = field(default_factory=list)  # a few predictions, for the report
+    suite: dict = field(default_factory=dict)  # how strong the test suites were (see suite_summary)
 
     def to_dict(self) -> dict:
         return {
@@ -27,8 +29,24 @@ class EvalResult:
             "exact_match": self.exact_match,
             "n": self.n,
             "seconds": round(self.seconds, 2),
+            "suite": self.suite,
             "samples": self.samples,
         }
+
+
+def suite_summary(suites: list) -> dict:
+    """Per row, how many neighbours of the gold query were made and how many its suite tells apart; the means here.
+    `gold_nonempty` is the share of rows with a database where the gold result is not empty (the others can only
+    tell a prediction that returns something from one that returns nothing)."""
+    built = [s for s in suites if s is not None and s.databases]
+    if not built:
+        return {"rows": 0}
+    return {"rows": len(built), "fallback_rows": len(suites) - len(built),
+            "neighbours_mean": round(sum(s.neighbours for s in built) / len(built), 2),
+            "distinguished_mean": round(sum(s.distinguished for s in built) / len(built), 2),
+            "distinguished_fraction": round(sum(s.strength for s in built) / len(built), 4),
+            "databases_mean": round(sum(len(s.databases) for s in built) / len(built), 2),
+            "gold_nonempty": round(sum(s.gold_nonempty for s in built) / len(built), 4)}
 
 
 @torch.inference_mode()
@@ -71,18 +89,22 @@ def evaluate(
     prompts = [render_prompt(template, e.question, e.context) for e in examples]
     completions = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
     correct = exact = 0
-    samples = []
+    samples, suites = [], []
     for ex, completion in zip(examples, completions, strict=True):
         sql = extract_sql(completion)
         try:
             ok = execution_match(sql, ex.answer, ex.context, variants=db_variants, timeout_s=timeout_s)
+            suites.append(SUITES.get(ex.answer, ex.context, min_databases=db_variants, timeout_s=timeout_s))  # cached: built above
         except SchemaError:
             ok = False
+            suites.append(None)
         correct += ok
         exact += exact_match(sql, ex.answer)
         if len(samples) < n_samples:
             samples.append({"question": ex.question, "gold": ex.answer, "predicted": sql, "correct": ok})
     n = len(examples)
-    result = EvalResult(correct / n, exact / n, n, time.monotonic() - t0, samples)
-    log(f"  execution accuracy {result.execution_accuracy:.1%}, exact match {result.exact_match:.1%} on {n} rows ({result.seconds:.0f}s)")
+    result = EvalResult(correct / n, exact / n, n, time.monotonic() - t0, samples, suite_summary(suites))
+    strength = result.suite.get("distinguished_fraction")
+    log(f"  execution accuracy {result.execution_accuracy:.1%}, exact match {result.exact_match:.1%} on {n} rows ({result.seconds:.0f}s)"
+        + (f"; test suites tell apart {strength:.0%} of the gold queries' near misses" if strength is not None else ""))
     return result

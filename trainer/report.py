@@ -59,6 +59,11 @@ def render_markdown(r: dict) -> str:
     lines += ["| | base | tuned |", "|---|---|---|",
               f"| execution accuracy | {_pct(base.get('execution_accuracy'))} | {_pct(tuned.get('execution_accuracy'))} |",
               f"| exact match | {_pct(base.get('exact_match'))} | {_pct(tuned.get('exact_match'))} |", ""]
+    suite = tuned.get("suite") or base.get("suite") or {}
+    if suite.get("rows"):
+        lines += [f"Execution accuracy is checked on each gold query's distilled test suite: {suite['databases_mean']:.1f} databases per "
+                  f"row on average, telling apart {suite['distinguished_fraction']:.0%} of {suite['neighbours_mean']:.0f} near-miss "
+                  f"queries per row; {suite['gold_nonempty']:.0%} of rows have a database where the gold result is not empty.", ""]
     if r.get("train_split_eval"):
         lines += [f"In-distribution (training rows) execution accuracy: {_pct(r['train_split_eval']['execution_accuracy'])}.", ""]
     if train:

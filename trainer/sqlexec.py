@@ -1,10 +1,9 @@
 """Execution accuracy: run predicted and gold SQL on SQLite databases built from the context.
 
-Empty tables make every SELECT look right, so each database is filled with generated
-rows that reuse the literals of both queries (so WHERE clauses select something) and
-random values around them (so `<` and `>` split the rows). A prediction counts as
-correct only if it returns the gold result on every one of several such databases
-(the "test-suite" idea). Predicted SQL runs read-only and time-bounded.
+The databases are the gold query's distilled test suite (trainer/testsuite.py): generated until they tell the
+gold query apart from its near misses. This module holds what both need: the schema parser, read-only and
+time-bounded execution, result normalisation, exact match, and the random-database fallback for a gold query the
+SQL parser cannot read.
 """
 
 from __future__ import annotations
@@ -108,24 +107,38 @@ def run_query(conn: sqlite3.Connection, sql: str, timeout_s: float = 2.0) -> lis
         conn.set_progress_handler(None, 0)
 
 
-def _normalise(rows: list[tuple], ordered: bool) -> list[tuple]:
+def normalise_rows(rows: list[tuple], ordered: bool) -> list[tuple]:
     out = [tuple(round(v, 4) if isinstance(v, float) else v for v in r) for r in rows]
     return out if ordered else sorted(out, key=repr)
 
 
 def execution_match(predicted: str, gold: str, context: str, variants: int = 3, timeout_s: float = 2.0) -> bool:
-    """True if `predicted` returns the same result as `gold` on every generated database."""
+    """True if `predicted` returns the gold result on every database of the gold query's distilled test suite
+    (trainer/testsuite.py; at least `variants` databases)."""
     if not predicted.strip():
         return False
+    from trainer.testsuite import SUITES, matches
+
+    suite = SUITES.get(gold, context, min_databases=variants, timeout_s=timeout_s)
+    if suite is not None and suite.databases:
+        return matches(predicted, gold, context, suite, timeout_s)
+    return random_databases_match(predicted, gold, context, variants, timeout_s)
+
+
+def random_databases_match(predicted: str, gold: str, context: str, variants: int = 3, timeout_s: float = 2.0) -> bool:
+    """The fallback for a gold query the SQL parser cannot read: random databases seeded with both queries' literals."""
     tables = parse_schema(context)
     strings, numbers = literals(predicted, gold)
     ordered = "order by" in gold.lower()
     for seed in range(variants):
         conn = build_database(tables, strings, numbers, seed)
         try:
-            want = _normalise(run_query(conn, gold, timeout_s), ordered)
             try:
-                got = _normalise(run_query(conn, predicted, timeout_s), ordered)
+                want = normalise_rows(run_query(conn, gold, timeout_s), ordered)
+            except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError):
+                return False  # a gold query that does not run matches nothing
+            try:
+                got = normalise_rows(run_query(conn, predicted, timeout_s), ordered)
             except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError):
                 return False
         finally:
