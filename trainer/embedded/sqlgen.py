@@ -3,10 +3,13 @@
     python -m trainer.embedded.sqlgen data/sql_sample.jsonl      # regenerate the bundled file
 
 Rows look like b-mc2/sql-create-context: `question`, `context` (one or more
-`CREATE TABLE ...` statements joined by "; ") and `answer` (the SQL). The patterns
-cover the dataset's real ones: WHERE with =, <, >, AND; COUNT/MIN/MAX/AVG/SUM;
-ORDER BY ... LIMIT; GROUP BY; a simple JOIN. Everything is drawn from a seeded RNG,
-so the same seed always gives the same file.
+`CREATE TABLE ...` statements joined by "; ") and `answer` (the SQL), and follow its
+conventions: every column is declared VARCHAR except the one the query aggregates
+(INTEGER), also columns compared with numbers (`goals VARCHAR ... WHERE goals > 12`);
+tables are mostly `table_name_<n>` or `table_<n>_<k>`; text values are lower case in
+double quotes, numbers bare. The patterns cover the dataset's real ones: WHERE with =,
+<, >, AND; COUNT/MIN/MAX/AVG/SUM; ORDER BY ... LIMIT; GROUP BY; a simple JOIN.
+Everything is drawn from a seeded RNG, so the same seed always gives the same file.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ class Column:
     kind: str  # "text" | "int" | "real"
     values: tuple[str, ...] = ()  # text pool; numbers are drawn at random
 
-    @property
-    def sql_type(self) -> str:
-        return {"text": "VARCHAR", "int": "INTEGER", "real": "REAL"}[self.kind]
+    def sql_type(self, aggregated: bool = False) -> str:
+        """The dataset's convention: VARCHAR unless the query aggregates the column."""
+        return ("REAL" if self.kind == "real" else "INTEGER") if aggregated and self.kind != "text" else "VARCHAR"
 
     @property
     def words(self) -> str:
@@ -142,13 +145,19 @@ def _literal(col: Column, value: str) -> str:
     return f'"{value}"' if col.kind == "text" else value
 
 
-def _create(table: str, columns: tuple[Column, ...]) -> str:
-    cols = ", ".join(f"{c.name} {c.sql_type}" for c in columns)
+def _create(table: str, columns: tuple[Column, ...], aggregated: Column | None = None) -> str:
+    cols = ", ".join(f"{c.name} {c.sql_type(c is aggregated)}" for c in columns)
     return f"CREATE TABLE {table} ({cols})"
 
 
 def _table_name(rng: random.Random, domain: Domain) -> str:
-    return domain.table if rng.random() < 0.5 else f"table_name_{rng.randint(1, 99)}"
+    """Mostly the dataset's WikiSQL-style names (`table_name_12`, `table_10015132_1`), some natural (Spider-style)."""
+    r = rng.random()
+    if r < 0.6:
+        return f"table_name_{rng.randint(1, 99)}"
+    if r < 0.8:
+        return f"table_{rng.randint(100, 999)}_{rng.randint(1, 9)}"
+    return domain.table
 
 
 def _single_table(rng: random.Random) -> dict[str, str]:
@@ -159,6 +168,7 @@ def _single_table(rng: random.Random) -> dict[str, str]:
     nums = [c for c in cols if c.kind != "text"]
     pattern = rng.choice(("eq", "cmp", "and", "count", "agg", "order", "group"))
     target = rng.choice(cols)
+    aggregated = None
     if pattern == "eq":
         where = rng.choice([c for c in cols if c is not target])
         v = _value(rng, where)
@@ -189,6 +199,7 @@ def _single_table(rng: random.Random) -> dict[str, str]:
         v = _value(rng, where)
         q = f"What is the {_AGGREGATES[func]} {num.words} when the {where.words} is {v}?"
         a = f"SELECT {func}({num.name}) FROM {table} WHERE {where.name} = {_literal(where, v)}"
+        aggregated = num
     elif pattern == "order":
         num = rng.choice(nums)
         target = rng.choice(texts)
@@ -204,7 +215,8 @@ def _single_table(rng: random.Random) -> dict[str, str]:
             num = rng.choice(nums)
             q = f"What is the highest {num.words} for each {key.words}?"
             a = f"SELECT {key.name}, MAX({num.name}) FROM {table} GROUP BY {key.name}"
-    context = _create(table, cols)
+            aggregated = num
+    context = _create(table, cols, aggregated)
     # Multi-table contexts, as in the real data: a distractor table the query does not use.
     if rng.random() < 0.3:
         other = rng.choice([d for d in DOMAINS if d is not domain])
