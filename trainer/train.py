@@ -84,16 +84,28 @@ class _GpuSampler:
 def answer_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed next-token cross-entropy over answer tokens (labels != -100).
 
-    The output layer and softmax run only at positions that predict an answer token (in any row):
-    the prompt's logits would be thrown away, and over a real vocabulary they are a large share of a step.
+    The output layer and softmax run only where a token predicts an answer token: the prompt's logits would be
+    thrown away, and over a real vocabulary they are a large share of a step. `logits_to_keep` narrows the
+    positions to those that predict an answer token in *some* row; in a packed micro-batch of many rows that union
+    covers most positions, so a pre-hook on the output layer narrows its input further, to exactly the (row,
+    position) pairs that carry loss. The hook runs inside the model's forward, so DDP sees an ordinary forward.
     """
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     targets = batch["labels"][:, 1:]
-    keep = (targets != IGNORE).any(dim=0).nonzero().squeeze(1)  # positions t whose token t+1 is an answer token
-    logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
-    return torch.nn.functional.cross_entropy(
-        logits.flatten(0, 1).float(), targets[:, keep].flatten(), ignore_index=IGNORE, reduction="sum"
-    )
+    wanted = targets != IGNORE
+    keep = wanted.any(dim=0).nonzero().squeeze(1)  # positions t whose token t+1 is an answer token in some row
+    selected = wanted[:, keep]  # of those, the (row, position) pairs that are
+
+    def only_answer_positions(_module, args):
+        return (args[0][selected].unsqueeze(0), *args[1:])
+
+    head = getattr(model, "module", model).get_output_embeddings()
+    handle = head.register_forward_pre_hook(only_answer_positions)
+    try:
+        logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+    finally:
+        handle.remove()
+    return torch.nn.functional.cross_entropy(logits[0].float(), targets[:, keep][selected], reduction="sum")
 
 
 @torch.no_grad()

@@ -63,7 +63,8 @@ def test_the_tag_is_a_hash_of_the_context(copy_of_repo):
 
 def test_image_requirements_are_the_deployables_dependencies(repo_root):
     project = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
-    wanted = {canonicalize_name(Requirement(r).name) for r in project["dependencies"] + project["optional-dependencies"]["serving"]}
+    extras = project["optional-dependencies"]
+    wanted = {canonicalize_name(Requirement(r).name) for r in project["dependencies"] + extras["serving"] + extras["gpu"]}
     listed = {canonicalize_name(line.strip()) for line in (repo_root / "image" / "requirements.in").read_text().splitlines()
               if line.strip() and not line.startswith("#")}
     assert listed == wanted
