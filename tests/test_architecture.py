@@ -57,3 +57,17 @@ def test_the_guard_only_imports_what_its_requirements_install():
     for path in (REPO / "infra" / "budget_guard").glob("*.py"):
         for name in _imports(path) - GUARD_MODULES - set(sys.stdlib_module_names) - {"__future__"}:
             assert provided.get(name, set()) & declared, f"{path.name} imports {name}, which requirements.in does not install"
+
+
+def test_the_readme_folder_table_matches_the_tree(repo_root):
+    """Every top-level folder is in the README's table, and every folder the table names exists."""
+    import re
+
+    readme = (repo_root / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| folder | what it is |"):].split("\n\n", 1)[0]
+    first_cells = [line.split("|")[1] for line in table.splitlines()[2:] if line.startswith("|")]
+    named = {m.rstrip("/") for cell in first_cells for m in re.findall(r"`([\w./-]+/)`", cell)}
+    tracked = {p.name for p in repo_root.iterdir() if p.is_dir() and not p.name.startswith(".")
+               and p.name not in ("runs",) and not p.name.endswith(".egg-info")}
+    assert tracked <= {n.split("/")[0] for n in named}, tracked - {n.split("/")[0] for n in named}
+    assert all((repo_root / n).is_dir() for n in named), [n for n in named if not (repo_root / n).is_dir()]

@@ -265,12 +265,15 @@ def train(
                 raise RuntimeError(f"failure drill ({FAIL_AT_STEP_ENV}): rank {acc.process_index} fails after step {done}")
             if on_step is not None:  # benchmarks evaluate here; an exception from it stops training
                 on_step(done, loop.model)
-    wall = time.monotonic() - t0
+    return _result(loop, acc, time.monotonic() - t0, gpu.summary())
+
+
+def _result(loop: _Loop, acc, wall: float, gpu: dict | None) -> TrainResult:
     # Every rank's own count, summed: ranks see different examples, so one rank's count times the world is not it.
     counts = torch.tensor([loop.tokens, loop.answer_tokens], dtype=torch.float64, device=acc.device)
-    tokens, answer_tokens = (int(x) for x in (acc.reduce(counts, "sum") if world > 1 else counts).tolist())
+    tokens, answer_tokens = (int(x) for x in (acc.reduce(counts, "sum") if acc.num_processes > 1 else counts).tolist())
     return TrainResult(
-        steps=n_steps,
+        steps=loop.n_steps,
         wall_seconds=round(wall, 2),
         tokens=tokens,
         answer_tokens=answer_tokens,
@@ -280,5 +283,5 @@ def train(
         loss_history=loop.history,
         eval_loss_history=loop.eval_history,
         resumed_from_step=loop.start_step or None,
-        gpu=gpu.summary(),
+        gpu=gpu,
     )
