@@ -46,7 +46,7 @@ def source_archive(root: Path = REPO_ROOT) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest()[:16], data
 
 
-def parameterised(run: NotebookRun, kit_source: str, runs_dir: str, notebook: Path = NOTEBOOK) -> str:
+def parameterised(run: NotebookRun, kit_source: str, runs_dir: str, machine_type: str, notebook: Path = NOTEBOOK) -> str:
     """The notebook with its parameters cell set for this run (everything else as committed)."""
     nb = json.loads(notebook.read_text(encoding="utf-8"))
     cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
@@ -54,7 +54,7 @@ def parameterised(run: NotebookRun, kit_source: str, runs_dir: str, notebook: Pa
         raise NotebookError(f"{notebook} needs exactly one cell tagged 'parameters', found {len(cells)}")
     cells[0]["source"] = "\n".join([
         'CONFIG = "auto"', f"OVERRIDES = {run.overrides!r}", f"KIT_SOURCE = {kit_source!r}", f"RUNS_DIR = {runs_dir!r}",
-        'MACHINE_TYPE = "g2-standard-24"', "DEPLOY = False"])
+        f"MACHINE_TYPE = {machine_type!r}", "DEPLOY = False"])
     return json.dumps(nb, indent=1)
 
 
@@ -68,8 +68,9 @@ def paths(stack: StackOutputs, run: NotebookRun, source_hash: str) -> dict[str, 
 
 def job_body(stack: StackOutputs, run: NotebookRun, where: dict[str, str]) -> dict:
     """The CreateNotebookExecutionJob request body (REST JSON). DRY_RUN prints exactly this."""
-    if not stack.runtime_template_id:
-        raise NotebookError("the stack has no runtime_template_id: `pulumi up`, then export the stack outputs again")
+    missing = [k for k in ("runtime_template_id", "runtime_machine_type") if not getattr(stack, k)]
+    if missing:
+        raise NotebookError(f"the stack has no {' or '.join(missing)}: `pulumi up`, then export the stack outputs again")
     return {
         "displayName": f"llmops-notebook-{run.run_id}",
         "gcsNotebookSource": {"uri": where["notebook"]},
@@ -101,7 +102,7 @@ def submit(stack: StackOutputs, run: NotebookRun, log: Callable[[str], None] = p
     if dry_run:
         return {"name": None, "body": body, "paths": where}
     _upload(where["source"], archive, "application/gzip")
-    _upload(where["notebook"], parameterised(run, where["source"], where["runs"]).encode(), "application/x-ipynb+json")
+    _upload(where["notebook"], parameterised(run, where["source"], where["runs"], stack.runtime_machine_type).encode(), "application/x-ipynb+json")
     log(f"kit source ({len(archive) / 1024:.0f} KiB) and notebook uploaded; creating the execution on {stack.runtime_template_id}")
     from google.cloud import aiplatform_v1
     from google.protobuf import json_format

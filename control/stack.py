@@ -28,6 +28,7 @@ class StackOutputs:
     endpoint_id: str | None = None
     registry_url: str | None = None
     runtime_template_id: str | None = None
+    runtime_machine_type: str | None = None
     builder_service_account: str | None = None
     budget_thresholds: list[float] = field(default_factory=list)
     budget_currency: str | None = None

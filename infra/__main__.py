@@ -47,4 +47,5 @@ pulumi.export("registry_url", registry.url)
 pulumi.export("budget_topic", budget.topic.id)
 pulumi.export("runtime_template", runtime.template.id)
 pulumi.export("runtime_template_id", runtime.template.name)
+pulumi.export("runtime_machine_type", cfg.runtime.machine_type)  # what `make notebook-run` prices its cost at
 pulumi.export("budget_guard_function", guard.function.name)

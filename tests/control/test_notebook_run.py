@@ -16,6 +16,7 @@ from control.notebook import source_archive
 P = "projects/acme-ml/locations/us-central1"
 STACK = {"project": "acme-ml", "region": "us-central1", "stack": "dev", "labels": {"app": "llmops-kit", "stack": "dev"},
          "staging_bucket": "acme-staging", "models_bucket": "acme-models", "runtime_template_id": "llmops-dev",
+         "runtime_machine_type": "g2-standard-12",  # not the catalog default: the notebook must price what the stack runs
          "trainer_service_account": "llmops-dev-trainer@acme-ml.iam.gserviceaccount.com"}
 
 
@@ -60,7 +61,9 @@ def test_runs_follows_and_downloads_the_executed_notebook(vertex_standin, gcs, s
         src = job["gcsNotebookSource"]["uri"].removeprefix("gs://").split("/", 1)
         nb = json.loads(gcs.bucket(src[0]).blob(src[1]).download_as_bytes())
         params = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
-        assert 'KIT_SOURCE = "gs://acme-staging/image-sources/notebook-' in "".join(params["source"]).replace("'", '"')
+        source = "".join(params["source"]).replace("'", '"')
+        assert 'KIT_SOURCE = "gs://acme-staging/image-sources/notebook-' in source
+        assert 'MACHINE_TYPE = "g2-standard-12"' in source, "the cost is priced at the stack's runtime machine"
         out = job["gcsOutputUri"].removeprefix("gs://").split("/", 1)
         gcs.bucket(out[0]).blob(f"{out[1]}/{name.rsplit('/', 1)[-1]}/lab01.ipynb").upload_from_string(json.dumps(nb))
         with standin.lock:

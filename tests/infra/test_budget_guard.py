@@ -283,7 +283,8 @@ def test_notebook_runs_the_kit_submits_are_the_ones_the_guard_stops(start_guard,
     from control.stack import StackOutputs
 
     stack = StackOutputs(project="test-project", region="us-central1", staging_bucket="s", models_bucket="m",
-                         trainer_service_account="t@x", stack="dev", labels=KIT, runtime_template_id=TEMPLATE)
+                         trainer_service_account="t@x", stack="dev", labels=KIT, runtime_template_id=TEMPLATE,
+                         runtime_machine_type="g2-standard-24")
     body = job_body(stack, NotebookRun("NB1", []), {"notebook": "gs://s/n.ipynb", "output": "gs://m/o"})
     vertex_standin.add("notebookExecutionJobs", {**body, "name": f"{P}/notebookExecutionJobs/nb1", "jobState": "JOB_STATE_RUNNING"})
     guard = start_guard()

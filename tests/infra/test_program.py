@@ -214,6 +214,8 @@ def test_endpoint_and_registry_and_outputs(program):
     assert exports["labels"] == {"app": "llmops-kit", "stack": "dev"} and exports["stack"] == "dev"
     assert exports["hf_token_secret"] == "projects/acme-ml/secrets/llmops-dev-hf-token"
     assert exports["runtime_template_id"] == "llmops-dev"
+    (tpl,) = mocks.of_type("colab/runtimeTemplate:RuntimeTemplate")
+    assert exports["runtime_machine_type"] == tpl.inputs["machineSpec"]["machineType"], "what `make notebook-run` prices at"
 
 
 def test_policies_hold_for_every_resource(program):
@@ -314,6 +316,7 @@ def test_stack_outputs_are_what_the_client_tools_read(program, tmp_path):
     stack = load_stack(path)
     assert stack.labels == {"app": "llmops-kit", "stack": "dev"} and stack.models_bucket == "acme-ml-llmops-dev-models"
     assert stack.trainer_service_account == "llmops-dev-trainer@acme-ml.iam.gserviceaccount.com"
+    assert (stack.runtime_template_id, stack.runtime_machine_type) == ("llmops-dev", "g2-standard-24"), "what `make notebook-run` reads"
 
 
 def test_runtime_template_inputs_follow_the_aiplatform_contract(program):
