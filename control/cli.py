@@ -329,14 +329,8 @@ def doctor(
     """Check, read-only, that a project is ready for `pulumi up` and a launch (`make doctor`); exit 1 if something blocks."""
     from common import catalog
     from control import doctor as d
-    from control.stack import StackError, load_stack
 
-    stack = None
-    if stack_file.is_file():
-        try:
-            stack = load_stack(stack_file)
-        except StackError as e:
-            _fail(str(e))
+    stack = _stack(stack_file) if stack_file.is_file() else None  # doctor also runs before the first `pulumi up`
     project = project or (stack.project if stack else None) or d.default_project()
     if not project:
         _fail("which project? `llmops doctor --project my-project` (or set GOOGLE_CLOUD_PROJECT)")

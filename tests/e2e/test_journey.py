@@ -21,18 +21,14 @@ from typer.testing import CliRunner
 from control.cli import app
 from tests.standins.cloudevents import budget_payload, pubsub_cloudevent
 from tests.standins.functions import Guard
-from tests.standins.pulumi_mocks import run_program
+from tests.standins.pulumi_mocks import BASE_CONFIG, run_program
 from tests.standins.workloads import Workloads
 from trainer.task import SECRET_MANAGER_ENDPOINT
 
 pytestmark = pytest.mark.slow
 
 CONFIG = {
-    "gcp:project": "acme-ml",
-    "gcp:region": "us-central1",
-    "gcp:billingProject": "acme-ml",
-    "gcp:userProjectOverride": "true",
-    "llmops-kit:billingAccount": "01D4EE-079462-DFD6EC",
+    **BASE_CONFIG,
     "llmops-kit:budgetAmount": "100",
     "llmops-kit:notificationEmails": '["ml-team@example.com"]',
     "llmops-kit:guardDryRun": "false",

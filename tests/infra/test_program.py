@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.standins.pulumi_mocks import INFRA, run_program
+from tests.standins.pulumi_mocks import BASE_CONFIG, INFRA, run_program
 
 sys.path.insert(0, str(INFRA))
 sys.path.insert(0, str(INFRA / "policy"))
@@ -16,11 +16,7 @@ import rules  # noqa: E402
 from kit_infra.config import InfraConfigError, validate  # noqa: E402
 
 CONFIG = {
-    "gcp:project": "acme-ml",
-    "gcp:region": "us-central1",
-    "gcp:billingProject": "acme-ml",
-    "gcp:userProjectOverride": "true",
-    "llmops-kit:billingAccount": "01D4EE-079462-DFD6EC",
+    **BASE_CONFIG,
     "llmops-kit:budgetAmount": "200",
     "llmops-kit:notificationEmails": '["ml-team@example.com", "oncall@example.com"]',
     "llmops-kit:hfToken": "hf_supersecrettoken",

@@ -36,12 +36,16 @@ def _project(state: ProjectState, path_value: str) -> None:
         raise ApiError(403, f"Permission denied on resource project {path_value.removeprefix('projects/')}.", status="PERMISSION_DENIED")
 
 
-class CloudBillingStandIn(DiscoveryStandIn):
-    API = ("cloudbilling", "v1")
+class _ProjectApi(DiscoveryStandIn):
+    """A stand-in that answers from the shared ProjectState."""
 
     def __init__(self, state: ProjectState) -> None:
         super().__init__()
         self.state = state
+
+
+class CloudBillingStandIn(_ProjectApi):
+    API = ("cloudbilling", "v1")
 
     def projects_getBillingInfo(self, params, query, body):
         _project(self.state, params["name"])
@@ -56,12 +60,8 @@ class CloudBillingStandIn(DiscoveryStandIn):
                 "currencyCode": self.state.currency}
 
 
-class ServiceUsageStandIn(DiscoveryStandIn):
+class ServiceUsageStandIn(_ProjectApi):
     API = ("serviceusage", "v1beta1")
-
-    def __init__(self, state: ProjectState) -> None:
-        super().__init__()
-        self.state = state
 
     def services_list(self, params, query, body):
         _project(self.state, params["parent"])
@@ -90,12 +90,8 @@ class ServiceUsageStandIn(DiscoveryStandIn):
         return {"metrics": metrics}
 
 
-class ComputeStandIn(DiscoveryStandIn):
+class ComputeStandIn(_ProjectApi):
     API = ("compute", "v1")
-
-    def __init__(self, state: ProjectState) -> None:
-        super().__init__()
-        self.state = state
 
     def regions_get(self, params, query, body):
         _project(self.state, params["project"])

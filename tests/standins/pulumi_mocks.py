@@ -10,6 +10,15 @@ from pathlib import Path
 import pulumi
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
+# The project and billing keys every test stack shares (the quota-project pair a fresh project needs included);
+# each test adds its budget, emails and whatever it is about.
+BASE_CONFIG = {
+    "gcp:project": "acme-ml",
+    "gcp:region": "us-central1",
+    "gcp:billingProject": "acme-ml",
+    "gcp:userProjectOverride": "true",
+    "llmops-kit:billingAccount": "01D4EE-079462-DFD6EC",
+}
 
 
 @dataclass
