@@ -108,6 +108,14 @@ def list_names(uri: str) -> list[str]:
 PARALLEL = 8  # objects copied at once (a 7B model is a few multi-GB shards plus small files)
 
 
+def _transfer_options(prefix: str) -> dict:
+    """How transfer_manager copies a folder: object names relative to `prefix`, PARALLEL threads, first error raised."""
+    from google.cloud.storage import transfer_manager
+
+    return {"blob_name_prefix": f"{prefix}/" if prefix else "", "worker_type": transfer_manager.THREAD, "max_workers": PARALLEL,
+            "raise_exception": True}
+
+
 def download_prefix(uri: str, dest: Path) -> Path:
     """Copy every object under a gs:// prefix into dest, in parallel (a complete copy or nothing)."""
     from google.cloud.storage import transfer_manager
@@ -120,9 +128,8 @@ def download_prefix(uri: str, dest: Path) -> Path:
         raise StorageError(f"nothing found under {uri}")
     with atomic_dir(dest) as tmp:
         try:
-            transfer_manager.download_many_to_path(
-                client().bucket(bucket), names, destination_directory=str(tmp), blob_name_prefix=f"{prefix}/" if prefix else "",
-                worker_type=transfer_manager.THREAD, max_workers=PARALLEL, raise_exception=True)
+            transfer_manager.download_many_to_path(client().bucket(bucket), names, destination_directory=str(tmp),
+                                                   **_transfer_options(prefix))
         except Exception as e:
             raise StorageError(f"could not copy {uri}: {e}") from None
         (tmp / ".complete").write_text(uri, encoding="utf-8")
@@ -141,9 +148,8 @@ def upload_dir(local_dir: Path, uri: str) -> None:
     bucket, prefix = split_uri(uri)
     files = sorted(p.relative_to(local_dir).as_posix() for p in Path(local_dir).rglob("*") if p.is_file())
     try:
-        transfer_manager.upload_many_from_filenames(
-            client().bucket(bucket), files, source_directory=str(local_dir), blob_name_prefix=f"{prefix}/" if prefix else "",
-            worker_type=transfer_manager.THREAD, max_workers=PARALLEL, raise_exception=True)
+        transfer_manager.upload_many_from_filenames(client().bucket(bucket), files, source_directory=str(local_dir),
+                                                    **_transfer_options(prefix))
     except Exception as e:
         raise StorageError(f"could not upload {local_dir} to {uri}: {e}") from None
 

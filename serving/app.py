@@ -233,10 +233,9 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.get(settings.health_route)
     async def health() -> Response:
-        if state.engine is not None and not _failure(state.engine):
-            return JSONResponse({"status": "ok"})
         if state.engine is not None:
-            return JSONResponse({"status": "failed", "error": _failure(state.engine)}, status_code=503)
+            failure = _failure(state.engine)
+            return JSONResponse({"status": "failed", "error": failure}, status_code=503) if failure else JSONResponse({"status": "ok"})
         detail = {"status": "loading"} if state.error is None else {"status": "failed", "error": state.error}
         return JSONResponse(detail, status_code=503)
 
