@@ -127,7 +127,7 @@ def plan(opts: DeployOptions, stack: StackOutputs, current_accuracy: float | Non
                                           if m.accelerator_type else {})}
     deployed = {"displayName": f"{MODEL_DISPLAY_NAME}-{run.run_id.lower()}", "serviceAccount": stack.serving_service_account,
                 "dedicatedResources": {"machineSpec": machine, "minReplicaCount": opts.min_replicas, "maxReplicaCount": opts.max_replicas}}
-    endpoint = f"projects/{stack.project}/locations/{stack.region}/endpoints/{stack.endpoint_id}"
+    endpoint = stack.endpoint_name
     return {"upload": upload, "deploy": {"deployedModel": deployed, "trafficSplit": {"0": 100}}, "endpoint": endpoint,
             "run_id": run.run_id, "accuracy": run.accuracy, "artifact_uri": model_uri}
 
@@ -157,7 +157,7 @@ def _current(endpoints, models, endpoint: str) -> tuple[list, float | None]:
 
 
 def _parent_model(models, stack: StackOutputs) -> str | None:
-    existing = list(models.list_models(request={"parent": f"projects/{stack.project}/locations/{stack.region}",
+    existing = list(models.list_models(request={"parent": stack.parent,
                                                 "filter": f'display_name="{MODEL_DISPLAY_NAME}"'}))
     return existing[0].name if existing else None
 
@@ -165,7 +165,7 @@ def _parent_model(models, stack: StackOutputs) -> str | None:
 def deploy(opts: DeployOptions, stack: StackOutputs, dry_run: bool = False, *, log: Callable[[str], None] = print) -> dict:
     if not stack.endpoint_id or not stack.registry_url:
         raise DeployError("the stack outputs lack endpoint_id / registry_url: run `pulumi up` and export them again")
-    endpoint = f"projects/{stack.project}/locations/{stack.region}/endpoints/{stack.endpoint_id}"
+    endpoint = stack.endpoint_name
     try:
         endpoints, models = _clients(stack)
         deployed, current = _current(endpoints, models, endpoint)
@@ -196,7 +196,7 @@ def _image(opts: DeployOptions, stack: StackOutputs, build: bool, log=print) -> 
 def _upload_and_deploy(endpoints, models, stack: StackOutputs, p: dict, previous: list, log) -> None:
     from google.cloud.aiplatform_v1 import DeployModelRequest, UploadModelRequest
 
-    upload = UploadModelRequest.from_json(json.dumps({"parent": f"projects/{stack.project}/locations/{stack.region}", **p["upload"]}))
+    upload = UploadModelRequest.from_json(json.dumps({"parent": stack.parent, **p["upload"]}))
     uploaded = models.upload_model(request=upload).result(timeout=DEPLOY_TIMEOUT_S)
     version = f"{uploaded.model}@{uploaded.model_version_id}"
     log(f"uploaded {version} from {p['artifact_uri']}")

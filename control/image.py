@@ -123,7 +123,7 @@ def build(image: KitImage, stack: StackOutputs, log: Callable[[str], None] = pri
 
     upload_source(image, stack, log)
     client = cloudbuild_v1.CloudBuildClient(**gcp.client_kwargs("cloudbuild"))
-    parent = f"projects/{stack.project}/locations/{stack.region}"
+    parent = stack.parent
     request = cloudbuild_v1.Build.from_json(json.dumps(build_request(image, stack)))
     operation = client.create_build(request={"parent": parent, "project_id": stack.project, "build": request})
     started = time.monotonic()

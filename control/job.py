@@ -148,7 +148,7 @@ def submit(body: dict, stack: StackOutputs) -> str:
 
     from control import gcp
 
-    job = gcp.job_client(stack.region).create_custom_job(parent=f"projects/{stack.project}/locations/{stack.region}",
+    job = gcp.job_client(stack.region).create_custom_job(parent=stack.parent,
                                                          custom_job=CustomJob.from_json(json.dumps(body)))
     return job.name
 

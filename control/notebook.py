@@ -75,7 +75,7 @@ def job_body(stack: StackOutputs, run: NotebookRun, where: dict[str, str]) -> di
         "displayName": f"llmops-notebook-{run.run_id}",
         "gcsNotebookSource": {"uri": where["notebook"]},
         "notebookRuntimeTemplateResourceName":
-            f"projects/{stack.project}/locations/{stack.region}/notebookRuntimeTemplates/{stack.runtime_template_id}",
+            f"{stack.parent}/notebookRuntimeTemplates/{stack.runtime_template_id}",
         "gcsOutputUri": where["output"],
         "serviceAccount": stack.trainer_service_account,
         "executionTimeout": f"{int(run.timeout_hours * 3600)}s",
@@ -109,7 +109,7 @@ def submit(stack: StackOutputs, run: NotebookRun, log: Callable[[str], None] = p
 
     client = aiplatform_v1.NotebookServiceClient(**gcp.client_kwargs("aiplatform", stack.region))
     job = json_format.ParseDict(body, aiplatform_v1.NotebookExecutionJob()._pb)
-    operation = client.create_notebook_execution_job(parent=f"projects/{stack.project}/locations/{stack.region}",
+    operation = client.create_notebook_execution_job(parent=stack.parent,
                                                      notebook_execution_job=aiplatform_v1.NotebookExecutionJob(job),
                                                      notebook_execution_job_id=run.run_id.lower())
     created = operation.result(timeout=300)

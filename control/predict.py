@@ -56,7 +56,7 @@ def _ask_endpoint(stack, question: dict, max_tokens: int) -> tuple[str, str]:
     from control import gcp
 
     kwargs = gcp.client_kwargs("aiplatform", stack.region)
-    name = f"projects/{stack.project}/locations/{stack.region}/endpoints/{stack.endpoint_id}"
+    name = stack.endpoint_name
     ep = aiplatform_v1.EndpointServiceClient(**kwargs).get_endpoint(name=name)
     split = dict(ep.traffic_split)
     if not split:

@@ -34,6 +34,15 @@ class StackOutputs:
     budget_currency: str | None = None
     guard_bucket: str | None = None
 
+    @property
+    def parent(self) -> str:
+        """The Vertex AI location the stack's regional resources (jobs, models, endpoint, templates) live under."""
+        return f"projects/{self.project}/locations/{self.region}"
+
+    @property
+    def endpoint_name(self) -> str:
+        return f"{self.parent}/endpoints/{self.endpoint_id}"
+
 
 def load_stack(path: Path = DEFAULT_STACK_FILE) -> StackOutputs:
     if not path.is_file():
