@@ -87,6 +87,11 @@ class Machine:
     accelerator_count: int
     usd_per_hour: float
 
+    def machine_spec(self) -> dict:
+        """Vertex AI's MachineSpec (REST JSON) for this machine, as CustomJob worker pools and DeployedModels take it."""
+        gpus = {"acceleratorType": self.accelerator_type, "acceleratorCount": self.accelerator_count} if self.accelerator_type else {}
+        return {"machineType": self.name, **gpus}
+
 
 def _read_yaml(path: str) -> dict:
     try:

@@ -123,10 +123,8 @@ def plan(opts: DeployOptions, stack: StackOutputs, current_accuracy: float | Non
     if opts.engine == "kit":
         model["artifactUri"] = model_uri  # vLLM reads --model itself; no copy for it
     upload = {"model": model, **({"parentModel": parent_model} if parent_model else {})}
-    machine = {"machineType": m.name, **({"acceleratorType": m.accelerator_type, "acceleratorCount": m.accelerator_count}
-                                          if m.accelerator_type else {})}
     deployed = {"displayName": f"{MODEL_DISPLAY_NAME}-{run.run_id.lower()}", "serviceAccount": stack.serving_service_account,
-                "dedicatedResources": {"machineSpec": machine, "minReplicaCount": opts.min_replicas, "maxReplicaCount": opts.max_replicas}}
+                "dedicatedResources": {"machineSpec": m.machine_spec(), "minReplicaCount": opts.min_replicas, "maxReplicaCount": opts.max_replicas}}
     endpoint = stack.endpoint_name
     return {"upload": upload, "deploy": {"deployedModel": deployed, "trafficSplit": {"0": 100}}, "endpoint": endpoint,
             "run_id": run.run_id, "accuracy": run.accuracy, "artifact_uri": model_uri}

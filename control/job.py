@@ -17,7 +17,7 @@ from common import catalog, layout
 from control.stack import StackOutputs
 
 TRAINER_COMMAND = ["python", "-m", "trainer.task"]  # the kit image's training entrypoint (see Dockerfile)
-TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}  # JobState: CustomJobs and notebook executions
 WAITING = {"JOB_STATE_QUEUED", "JOB_STATE_PENDING"}  # created, not running yet: waiting for machines (or quota)
 QUEUE_NOTE_EVERY_S = 600
 
@@ -53,15 +53,12 @@ def job_labels(opts: LaunchOptions, stack_labels: dict[str, str]) -> dict[str, s
 def worker_pool_specs(opts: LaunchOptions, image_uri: str, hf_secret: str | None, checkpoint_dir: str) -> list[dict]:
     """One pool for the chief, a second for the other replicas (Vertex's multi-worker layout)."""
     m = catalog.machine(opts.machine_type)
-    machine_spec = {"machineType": m.name}
-    if m.accelerator_type:
-        machine_spec |= {"acceleratorType": m.accelerator_type, "acceleratorCount": m.accelerator_count}
     env = [{"name": "LLMOPS_GPUS_PER_REPLICA", "value": str(m.accelerator_count)},
            {"name": layout.CHECKPOINT_DIR_ENV, "value": checkpoint_dir}]
     if hf_secret:  # the secret's name, never its value: the task reads it from Secret Manager
         env.append({"name": "HF_TOKEN_SECRET", "value": f"{hf_secret}/versions/latest"})
     spec = {
-        "machineSpec": machine_spec,
+        "machineSpec": m.machine_spec(),
         "diskSpec": {"bootDiskType": "pd-ssd", "bootDiskSizeGb": 200},
         "containerSpec": {
             "imageUri": image_uri,

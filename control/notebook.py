@@ -19,13 +19,13 @@ from pathlib import Path
 from common import layout, storage
 from control import gcp
 from control.buildcontext import context_files, pack
+from control.job import TERMINAL
 from control.stack import StackOutputs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO_ROOT / "notebooks" / "lab01.ipynb"
 # What `pip install -e .` needs besides the image's context (the packages, configs and data).
 INSTALL_FILES = ("pyproject.toml", "constraints.txt", "README.md", "LICENSE")
-TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 
 
 class NotebookError(RuntimeError):
