@@ -45,7 +45,7 @@ class KitResources:
     def __init__(self, settings: GuardSettings, credentials=None, clock=time.monotonic, sleep=time.sleep) -> None:
         self.s = settings
         self.trigger: dict = {}  # the spend that triggered the actions, logged with each one
-        self.parent = f"projects/{settings.project}/locations/{settings.region}"
+        self.parent = settings.parent
         self.clock, self.sleep = clock, sleep
         self.deadline = float("inf")
         endpoint = settings.vertex_api_endpoint or f"{settings.region}-aiplatform.googleapis.com"
@@ -164,6 +164,5 @@ def unavailable(settings: GuardSettings, error: Exception) -> list[ActionResult]
             "service account provides them") if "credentials" in str(error).lower() else "could not create the Vertex AI clients"
     message = f"{hint} ({type(error).__name__}: {error})"
     log.error("cannot act on the kit's resources: %s", message)
-    parent = f"projects/{settings.project}/locations/{settings.region}"
-    return [ActionResult(a, f"{parent} (clients)", ok=False, dry_run=settings.dry_run, error=message)
+    return [ActionResult(a, f"{settings.parent} (clients)", ok=False, dry_run=settings.dry_run, error=message)
             for a in ("undeploy", "cancel", "stop", "delete")]

@@ -82,6 +82,11 @@ class GuardSettings(BaseSettings):
     def currency(self) -> str | None:
         return self.budget_currency
 
+    @property
+    def parent(self) -> str:
+        """The Vertex AI location the kit's endpoints, jobs and runtimes are listed under."""
+        return f"projects/{self.project}/locations/{self.region}"
+
     def label_filter(self) -> str:
         """The Vertex list filter for the kit's labels."""
         return " AND ".join(f'labels.{k}="{v}"' for k, v in sorted(self.labels.items()))
