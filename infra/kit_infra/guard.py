@@ -58,7 +58,7 @@ class BudgetGuard(pulumi.ComponentResource):
         # Eventarc delivers as the guard's account, which must be allowed to invoke the function's service.
         gcp.cloudrunv2.ServiceIamMember(
             f"{name}-invoker", project=cfg.project, location=cfg.region, name=self.function.service_config.apply(lambda sc: sc.service),
-            role="roles/run.invoker", member=deps.account.email.apply(lambda e: f"serviceAccount:{e}"), opts=self._child,
+            role="roles/run.invoker", member=deps.account.member, opts=self._child,
         )
         self.register_outputs({"function": self.function.name})
 
@@ -90,7 +90,7 @@ class BudgetGuard(pulumi.ComponentResource):
         gcp.secretmanager.SecretVersion(f"{name}-webhook-v", secret=secret.id, secret_data=cfg.guard_webhook_url, opts=child)
         gcp.secretmanager.SecretIamMember(f"{name}-webhook-reader", project=cfg.project, secret_id=secret.secret_id,
                                           role="roles/secretmanager.secretAccessor",
-                                          member=account.email.apply(lambda e: f"serviceAccount:{e}"), opts=child)
+                                          member=account.member, opts=child)
         return [gcp.cloudfunctionsv2.FunctionServiceConfigSecretEnvironmentVariableArgs(
             key="WEBHOOK_URL", project_id=cfg.project, secret=secret.secret_id, version="latest")]
 

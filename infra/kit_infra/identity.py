@@ -45,10 +45,6 @@ RUNTIME_USER_BUCKETS = {"datasets": "roles/storage.objectViewer", "models": "rol
 RUNTIME_USER_PROJECT_ROLES = ("roles/aiplatform.colabEnterpriseUser",)
 
 
-def _sa(account: gcp.serviceaccount.Account) -> pulumi.Output[str]:
-    return account.email.apply(lambda e: f"serviceAccount:{e}")
-
-
 class Identity(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, storage: Storage, registry: gcp.artifactregistry.Repository,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -59,7 +55,7 @@ class Identity(pulumi.ComponentResource):
         for writer in REGISTRY_WRITERS:
             gcp.artifactregistry.RepositoryIamMember(
                 f"{name}-{writer}-registry", project=cfg.project, location=cfg.region, repository=registry.name,
-                role="roles/artifactregistry.writer", member=_sa(self.accounts[writer]), opts=self._child)
+                role="roles/artifactregistry.writer", member=self.accounts[writer].member, opts=self._child)
         self._guard_role()
         self.hf_token = self._hf_token()
         for member in cfg.runtime_users:
@@ -72,10 +68,10 @@ class Identity(pulumi.ComponentResource):
                                         display_name=f"llmops-kit {role} ({cfg.stack})", opts=self._child)
         for kind, bucket_role in bucket_roles.items():
             gcp.storage.BucketIAMMember(f"{name}-{role}-{kind}", bucket=self._buckets[kind].name, role=bucket_role,
-                                        member=_sa(sa), opts=self._child)
+                                        member=sa.member, opts=self._child)
         for project_role in project_roles:
             gcp.projects.IAMMember(f"{name}-{role}-{project_role.split('/')[-1]}", project=cfg.project, role=project_role,
-                                   member=_sa(sa), opts=self._child)
+                                   member=sa.member, opts=self._child)
         return sa
 
     def _guard_role(self) -> None:
@@ -86,7 +82,7 @@ class Identity(pulumi.ComponentResource):
             permissions=GUARD_PERMISSIONS, opts=self._child,
         )
         gcp.projects.IAMMember(f"{name}-guard-custom", project=cfg.project, role=self.guard_role.name,
-                               member=_sa(self.accounts["guard"]), opts=self._child)
+                               member=self.accounts["guard"].member, opts=self._child)
 
     def _hf_token(self) -> gcp.secretmanager.Secret:
         cfg, name = self._cfg, self._name
@@ -99,7 +95,7 @@ class Identity(pulumi.ComponentResource):
             gcp.secretmanager.SecretVersion(f"{name}-hf-token-v", secret=secret.id, secret_data=cfg.hf_token, opts=self._child)
         for reader in SECRET_READERS:
             gcp.secretmanager.SecretIamMember(f"{name}-hf-token-{reader}", project=cfg.project, secret_id=secret.secret_id,
-                                              role="roles/secretmanager.secretAccessor", member=_sa(self.accounts[reader]),
+                                              role="roles/secretmanager.secretAccessor", member=self.accounts[reader].member,
                                               opts=self._child)
         return secret
 

@@ -52,6 +52,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             resource_id = ID_FORMATS[args.typ].format_map({"project": "p", "location": "l", **args.inputs})
         if args.typ == "gcp:serviceaccount/account:Account":
             state["email"] = f"{args.inputs['accountId']}@{args.inputs.get('project', 'p')}.iam.gserviceaccount.com"
+            state["member"] = f"serviceAccount:{state['email']}"  # the provider's computed IAM identity
         if args.typ == "gcp:cloudfunctionsv2/function:Function":
             state["serviceConfig"] = {**state.get("serviceConfig", {}), "service": f"projects/p/services/{args.inputs.get('name')}"}
         if args.typ == "gcp:projects/iAMCustomRole:IAMCustomRole":
