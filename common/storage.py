@@ -159,6 +159,19 @@ def write_text(uri: str, text: str) -> None:
     client().bucket(bucket).blob(name).upload_from_string(text)
 
 
+def write_once(uri: str, data: bytes, content_type: str) -> bool:
+    """Create the object unless it exists, atomically (for content-addressed names: the same name is the same bytes).
+    True if this call wrote it."""
+    from google.api_core.exceptions import PreconditionFailed
+
+    bucket, name = split_uri(uri)
+    try:
+        client().bucket(bucket).blob(name).upload_from_string(data, content_type=content_type, if_generation_match=0)
+    except PreconditionFailed:  # already there, or uploaded meanwhile by another run
+        return False
+    return True
+
+
 def read_text(uri: str) -> str | None:
     """A small object's text, or None when it does not exist."""
     from google.api_core.exceptions import NotFound

@@ -98,21 +98,15 @@ def image_exists(image: KitImage, stack: StackOutputs) -> bool:
 
 def upload_source(image: KitImage, stack: StackOutputs, log: Callable[[str], None]) -> str:
     """The packed context in the staging bucket (uploaded once per content)."""
-    from google.api_core.exceptions import PreconditionFailed
-
     from common import storage
 
     uri = source_uri(image, stack)
     bucket, name = storage.split_uri(uri)
-    blob = storage.client().bucket(bucket).blob(name)
-    if blob.exists():
+    if storage.client().bucket(bucket).blob(name).exists():  # checked first: packing the context takes a while
         return uri
     data = pack(image.root, image.files)
-    try:
-        blob.upload_from_string(data, content_type="application/gzip", if_generation_match=0)
-    except PreconditionFailed:  # the same content, uploaded meanwhile
-        return uri
-    log(f"uploaded the build context ({len(image.files)} files, {len(data) / 1024:.0f} KiB) to {uri}")
+    if storage.write_once(uri, data, "application/gzip"):
+        log(f"uploaded the build context ({len(image.files)} files, {len(data) / 1024:.0f} KiB) to {uri}")
     return uri
 
 

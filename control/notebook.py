@@ -83,17 +83,6 @@ def job_body(stack: StackOutputs, run: NotebookRun, where: dict[str, str]) -> di
     }
 
 
-def _upload(uri: str, data: bytes, content_type: str) -> None:
-    from google.api_core.exceptions import PreconditionFailed
-
-    bucket, name = storage.split_uri(uri)
-    blob = storage.client().bucket(bucket).blob(name)
-    try:
-        blob.upload_from_string(data, content_type=content_type, if_generation_match=0)
-    except PreconditionFailed:  # the same content-addressed object is there already
-        pass
-
-
 def submit(stack: StackOutputs, run: NotebookRun, log: Callable[[str], None] = print, dry_run: bool = False) -> dict:
     """Upload the kit and the notebook, create the execution job; returns {"name", "body", "paths"}."""
     source_hash, archive = source_archive()
@@ -101,8 +90,9 @@ def submit(stack: StackOutputs, run: NotebookRun, log: Callable[[str], None] = p
     body = job_body(stack, run, where)
     if dry_run:
         return {"name": None, "body": body, "paths": where}
-    _upload(where["source"], archive, "application/gzip")
-    _upload(where["notebook"], parameterised(run, where["source"], where["runs"], stack.runtime_machine_type).encode(), "application/x-ipynb+json")
+    storage.write_once(where["source"], archive, "application/gzip")
+    notebook = parameterised(run, where["source"], where["runs"], stack.runtime_machine_type)
+    storage.write_once(where["notebook"], notebook.encode(), "application/x-ipynb+json")
     log(f"kit source ({len(archive) / 1024:.0f} KiB) and notebook uploaded; creating the execution on {stack.runtime_template_id}")
     from google.cloud import aiplatform_v1
     from google.protobuf import json_format
