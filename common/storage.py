@@ -154,9 +154,9 @@ def upload_dir(local_dir: Path, uri: str) -> None:
         raise StorageError(f"could not upload {local_dir} to {uri}: {e}") from None
 
 
-def write_text(uri: str, text: str) -> None:
+def write_text(uri: str, text: str, content_type: str = "text/plain") -> None:
     bucket, name = split_uri(uri)
-    client().bucket(bucket).blob(name).upload_from_string(text)
+    client().bucket(bucket).blob(name).upload_from_string(text, content_type=content_type)
 
 
 def write_once(uri: str, data: bytes, content_type: str) -> bool:

@@ -92,7 +92,7 @@ def submit(stack: StackOutputs, run: NotebookRun, log: Callable[[str], None] = p
         return {"name": None, "body": body, "paths": where}
     storage.write_once(where["source"], archive, "application/gzip")
     notebook = parameterised(run, where["source"], where["runs"], stack.runtime_machine_type)
-    storage.write_once(where["notebook"], notebook.encode(), "application/x-ipynb+json")
+    storage.write_text(where["notebook"], notebook, "application/x-ipynb+json")  # named by run id, not content: replaced
     log(f"kit source ({len(archive) / 1024:.0f} KiB) and notebook uploaded; creating the execution on {stack.runtime_template_id}")
     from google.cloud import aiplatform_v1
     from google.protobuf import json_format

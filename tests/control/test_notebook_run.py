@@ -78,3 +78,18 @@ def test_runs_follows_and_downloads_the_executed_notebook(vertex_standin, gcs, s
     assert executed.is_file() and "training.max_steps=40" in executed.read_text()
     assert gcs.bucket("acme-staging").blob("notebooks/nb-2.ipynb").exists()
     assert vertex_standin.refused() == []
+
+
+def test_a_rerun_under_the_same_id_uploads_its_own_notebook(vertex_standin, gcs, stack_file, tmp_path, monkeypatch):
+    """The notebook's name is the run id, not its content: a run id used again (its old execution deleted, as the budget
+    guard does) must execute the new parameters, not the notebook left from before."""
+    monkeypatch.setenv("LLMOPS_VERTEX_ENDPOINT", vertex_standin.url)
+    monkeypatch.chdir(tmp_path)
+    for b in ("acme-staging", "acme-models"):
+        gcs.create_bucket(b)
+    gcs.bucket("acme-staging").blob("notebooks/nb-3.ipynb").upload_from_string('{"cells": [], "left": "from an earlier run"}')
+    out = CliRunner().invoke(app, ["notebook-run", "--run-id", "nb-3", "--detach", "--set", "training.max_steps=7",
+                                   "--stack-file", stack_file])
+    assert out.exit_code == 0, out.output
+    uploaded = gcs.bucket("acme-staging").blob("notebooks/nb-3.ipynb").download_as_text()
+    assert "training.max_steps=7" in uploaded and "from an earlier run" not in uploaded
