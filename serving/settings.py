@@ -10,22 +10,18 @@ from common import layout
 VERTEX_MAX_BODY = int(1.5 * 1024 * 1024)  # Vertex's own limit on shared endpoints
 
 
-def _env(*names: str) -> AliasChoices:
-    return AliasChoices(*names)
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False, populate_by_name=True)
 
     # Loopback unless told otherwise: `make serve` on a laptop must not expose an unauthenticated model server to
     # its network. The image sets SERVING_HOST=0.0.0.0, which Vertex needs inside the container.
-    host: str = Field("127.0.0.1", validation_alias=_env("SERVING_HOST", "host"))
-    port: int = Field(8080, ge=1, le=65535, validation_alias=_env("AIP_HTTP_PORT", "port"))
-    health_route: str = Field("/health", validation_alias=_env("AIP_HEALTH_ROUTE", "health_route"))
-    predict_route: str = Field("/predict", validation_alias=_env("AIP_PREDICT_ROUTE", "predict_route"))
-    storage_uri: str | None = Field(None, validation_alias=_env("AIP_STORAGE_URI", "storage_uri"),
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("SERVING_HOST", "host"))
+    port: int = Field(8080, ge=1, le=65535, validation_alias=AliasChoices("AIP_HTTP_PORT", "port"))
+    health_route: str = Field("/health", validation_alias=AliasChoices("AIP_HEALTH_ROUTE", "health_route"))
+    predict_route: str = Field("/predict", validation_alias=AliasChoices("AIP_PREDICT_ROUTE", "predict_route"))
+    storage_uri: str | None = Field(None, validation_alias=AliasChoices("AIP_STORAGE_URI", "storage_uri"),
                                     description="gs:// prefix copied to local disk at start")
-    model_dir: str = Field(str(layout.latest_model()), validation_alias=_env("MODEL_DIR", "model_dir"))
+    model_dir: str = Field(str(layout.latest_model()), validation_alias=AliasChoices("MODEL_DIR", "model_dir"))
     max_batch_size: int = Field(32, ge=1, description="requests generated together (continuous batching)")
     max_queue: int = Field(64, ge=1)
     max_instances: int = Field(16, ge=1)
@@ -33,7 +29,7 @@ class Settings(BaseSettings):
     default_max_tokens: int = Field(100, ge=1)
     request_timeout_s: float = Field(30.0, gt=0)
     max_body_bytes: int = Field(VERTEX_MAX_BODY, ge=1)
-    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL", "log_level"))
+    log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
 
     @field_validator("storage_uri", mode="before")
     @classmethod
