@@ -32,6 +32,7 @@ CONFIG = {
     "llmops-kit:budgetAmount": "100",
     "llmops-kit:notificationEmails": '["ml-team@example.com"]',
     "llmops-kit:guardDryRun": "false",
+    "llmops-kit:runtimeMachineType": "g2-standard-12",  # not the default: what the notebook run prices must follow the stack
 }
 # The embedded default, cut down so the job takes seconds: the journey is about the seams, not the accuracy.
 SMALL = ["--set", "training.max_steps=6", "--set", "training.checkpoint_every=3", "--set", "training.eval_every=3",
@@ -153,6 +154,17 @@ def test_the_whole_journey(world, vertex_standin, secret_manager, registry, clou
     assert f"Hugging Face token read from {out['hf_token_secret']}/versions/1" in _job_log(world, long_job)
     assert "hf_e2e_token" not in _job_log(world, long_job), "the token's value is never logged"
 
+    # make notebook-run: the lab notebook on the stack's runtime template, priced at that template's machine.
+    _cli("notebook-run", "--detach", "--run-id", "e2e-nb", "--set", "training.max_steps=5", "--stack-file", stack)
+    (notebook_job,) = v.of("notebookExecutionJobs")
+    assert notebook_job["labels"] == {**out["labels"], "run-id": "e2e-nb"}, "the labels the guard selects by"
+    (template,) = world["mocks"].of_type("colab/runtimeTemplate:RuntimeTemplate")
+    assert notebook_job["notebookRuntimeTemplateResourceName"].endswith(f"/notebookRuntimeTemplates/{template.inputs['name']}")
+    src = notebook_job["gcsNotebookSource"]["uri"].removeprefix("gs://").split("/", 1)
+    params = "".join(next(c for c in json.loads(world["gcs"].bucket(src[0]).blob(src[1]).download_as_text())["cells"]
+                          if "parameters" in c["metadata"].get("tags", []))["source"])
+    assert f"MACHINE_TYPE = {template.inputs['machineSpec']['machineType']!r}" in params
+
     # The budget guard, configured exactly as infra configures the function, gets a 120% notification.
     (function,) = world["mocks"].of_type("cloudfunctionsv2/function:Function")
     env = dict(function.inputs["serviceConfig"]["environmentVariables"])
@@ -177,6 +189,7 @@ def test_the_whole_journey(world, vertex_standin, secret_manager, registry, clou
     assert v.find(f"{world['parent']}/customJobs/999")["state"] == "JOB_STATE_RUNNING"
     assert v.targets("notebookRuntimes.stop") == [f"{world['parent']}/notebookRuntimes/kit-running"], "exactly the kit's runtime"
     assert v.find(f"{world['parent']}/notebookRuntimes/theirs-running")["runtimeState"] == "RUNNING"
+    assert v.targets("notebookExecutionJobs.delete") == [notebook_job["name"]], "the kit's notebook run, stopped"
 
     # Nothing any part sent was outside the published contracts (GCS is checked by its fixture).
     for standin in (v, secret_manager, registry, cloud_build):
