@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pulumi
 
 from common import catalog
+from kit_infra import disks
 
 NAMESPACE = "llmops-kit"
 MAX_IDLE_MINUTES = 24 * 60  # Colab Enterprise allows idle shutdown between 10 minutes and 24 hours
@@ -207,8 +208,11 @@ def _runtime(raw: dict) -> tuple[RuntimeSpec, bool, str | None, tuple[str, ...]]
     users = raw.get("runtimeUsers") or []
     users = [*(users if isinstance(users, list) else [users]), *([runtime_user] if runtime_user else [])]
     members = tuple(dict.fromkeys(_member(str(u)) for u in users))  # in order, once each
+    disk_type = str(raw.get("runtimeDiskType") or rt["disk_type"])
+    if problem := disks.incompatibility(machine_type, disk_type):
+        raise InfraConfigError(f"runtimeDiskType: {problem}: {_fix('runtimeDiskType', 'pd-balanced')}")
     runtime = RuntimeSpec(machine_type, accelerator, int(raw.get("runtimeAcceleratorCount") or spec.accelerator_count),
-                          rt["disk_type"], int(rt["disk_size_gb"]), idle)
+                          disk_type, int(rt["disk_size_gb"]), idle)
     return runtime, create_runtime, runtime_user, members
 
 
@@ -246,7 +250,7 @@ def validate(raw: dict, stack: str, hf_token=None, webhook_is_secret: bool = Fal
 
 
 _KEYS = ("billingAccount", "budgetAmount", "budgetCurrency", "budgetThresholds", "notificationEmails", "runtimeMachineType",
-         "runtimeAcceleratorType", "runtimeAcceleratorCount", "idleShutdownMinutes", "allowNoIdleShutdown", "createRuntime",
+         "runtimeAcceleratorType", "runtimeAcceleratorCount", "runtimeDiskType", "idleShutdownMinutes", "allowNoIdleShutdown", "createRuntime",
          "runtimeUser", "runtimeUsers", "guardDryRun", "guardWebhookUrl", "stagingRetentionDays", "checkpointRetentionDays",
          "predictionLogRetentionDays", "endpointLogSamplingRate")
 

@@ -8,9 +8,14 @@ Each rule returns a list of violation messages (empty when the resource complies
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # infra/: the kit's plain-Python tables (no Pulumi needed)
+from kit_infra import disks  # noqa: E402
 
 REQUIRED_LABELS = ("app", "stack", "component")
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
@@ -85,13 +90,23 @@ def bucket_locked_down(resource_type: str, inputs: dict[str, Any]) -> list[str]:
     return out
 
 
+def runtime_disk_fits_machine(resource_type: str, inputs: dict[str, Any]) -> list[str]:
+    """A template the API accepts but whose runtimes could not be created (G2 cannot attach pd-standard)."""
+    if resource_type != "gcp:colab/runtimeTemplate:RuntimeTemplate":
+        return []
+    machine = (inputs.get("machineSpec") or {}).get("machineType")
+    disk = (inputs.get("dataPersistentDiskSpec") or {}).get("diskType")
+    problem = disks.incompatibility(machine, disk) if machine and disk else None
+    return [f"runtime template {inputs.get('name')}: {problem}"] if problem else []
+
+
 def secrets_not_plain(resource_type: str, inputs: dict[str, Any], is_secret: Callable[[str], bool]) -> list[str]:
     """`is_secret(input_name)` tells whether the engine holds that input as a secret."""
     return [f"{resource_type}.{name} must be a secret (pulumi config set --secret ...)"
             for name in SECRET_INPUTS.get(resource_type, ()) if name in inputs and not is_secret(name)]
 
 
-RULES = (labels_present, no_public_members, no_primitive_roles, bucket_locked_down)
+RULES = (labels_present, no_public_members, no_primitive_roles, bucket_locked_down, runtime_disk_fits_machine)
 
 
 def violations(resource_type: str, inputs: dict[str, Any], is_secret: Callable[[str], bool] = lambda _: True) -> list[str]:

@@ -32,7 +32,7 @@ def test_runtime_template_is_the_labs_machine_and_shuts_down_when_idle(program):
     mocks, _ = program
     (tpl,) = mocks.of_type("colab/runtimeTemplate:RuntimeTemplate")
     assert tpl.inputs["machineSpec"] == {"machineType": "g2-standard-24", "acceleratorType": "NVIDIA_L4", "acceleratorCount": 2}
-    assert tpl.inputs["dataPersistentDiskSpec"] == {"diskType": "pd-standard", "diskSizeGb": "100"}
+    assert tpl.inputs["dataPersistentDiskSpec"] == {"diskType": "pd-balanced", "diskSizeGb": "100"}
     assert tpl.inputs["name"] == "llmops-dev"
     assert tpl.inputs["idleShutdownConfig"] == {"idleTimeout": "3600s"}
     # The template's serviceAccount is deprecated and ignored: notebooks act as their user (end-user credentials).
