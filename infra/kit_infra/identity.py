@@ -19,7 +19,8 @@ from kit_infra.storage import Storage
 GUARD_PERMISSIONS = [
     "aiplatform.endpoints.list", "aiplatform.endpoints.get", "aiplatform.endpoints.undeploy",
     "aiplatform.customJobs.list", "aiplatform.customJobs.get", "aiplatform.customJobs.cancel",
-    "aiplatform.notebookRuntimes.list", "aiplatform.notebookRuntimes.get", "aiplatform.notebookRuntimes.stop",
+    # Stopping a runtime: no "stop" permission exists; infra/iam_permissions.json says why it is `update`.
+    "aiplatform.notebookRuntimes.list", "aiplatform.notebookRuntimes.get", "aiplatform.notebookRuntimes.update",
     "aiplatform.notebookExecutionJobs.list", "aiplatform.notebookExecutionJobs.delete",
     "aiplatform.operations.list",
 ]
