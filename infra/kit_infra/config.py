@@ -229,14 +229,24 @@ def _webhook(raw: dict, is_secret: bool) -> pulumi.Output | None:
     return pulumi.Output.secret(str(url))
 
 
+def _sampling_rate(raw: dict) -> float:
+    """The endpoint's request/response logging rate: Vertex documents (0, 1]: a 0 would log nothing while looking enabled."""
+    value = raw.get("endpointLogSamplingRate", 0.1)
+    try:
+        rate = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        rate = None
+    if rate is None or not 0 < rate <= 1:
+        raise InfraConfigError(f"endpointLogSamplingRate must be in (0, 1], got {value!r}: {_fix('endpointLogSamplingRate', '0.1')}")
+    return rate
+
+
 def validate(raw: dict, stack: str, hf_token=None, webhook_is_secret: bool = False) -> StackConfig:
     """Validate plain values (separate from pulumi.Config so it is testable without a stack)."""
     project, region = _names(raw, stack)
     billing, amount, currency, thresholds, emails = _budget(raw)
     runtime, create_runtime, runtime_user, runtime_users = _runtime(raw)
-    sampling = raw.get("endpointLogSamplingRate", 0.1)
-    if isinstance(sampling, bool) or not isinstance(sampling, int | float | str) or not 0 <= float(sampling) <= 1:
-        raise InfraConfigError(f"endpointLogSamplingRate must be in [0, 1]: {_fix('endpointLogSamplingRate', '0.1')}")
+    sampling = _sampling_rate(raw)
     return StackConfig(
         stack=stack, project=project, region=region, billing_account=billing, budget_amount=amount, budget_currency=currency,
         budget_thresholds=thresholds, notification_emails=emails, runtime=runtime, create_runtime=create_runtime,
@@ -245,7 +255,7 @@ def validate(raw: dict, stack: str, hf_token=None, webhook_is_secret: bool = Fal
         staging_retention_days=_int(raw, "stagingRetentionDays", 14, 1, 3650),
         checkpoint_retention_days=_int(raw, "checkpointRetentionDays", 7, 1, 3650),
         prediction_log_retention_days=_int(raw, "predictionLogRetentionDays", 30, 1, 3650),
-        endpoint_log_sampling_rate=float(sampling), hf_token=hf_token,
+        endpoint_log_sampling_rate=sampling, hf_token=hf_token,
     )
 
 

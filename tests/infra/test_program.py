@@ -241,7 +241,10 @@ def _is_secret(inputs):
         ({"runtimeUsers": ["serviceaccount:x@y.z"]}, "is not a user, group or service account"),
         ({"guardWebhookUrl": "https://chat.example.com/hook"}, "pulumi config set --secret llmops-kit:guardWebhookUrl"),
         ({"stagingRetentionDays": "soon"}, "stagingRetentionDays must be a whole number"),
-        ({"endpointLogSamplingRate": True}, "endpointLogSamplingRate must be in [0, 1]"),
+        ({"endpointLogSamplingRate": True}, "endpointLogSamplingRate must be in (0, 1]"),
+        ({"endpointLogSamplingRate": 0}, "endpointLogSamplingRate must be in (0, 1]"),  # Vertex's documented range
+        ({"endpointLogSamplingRate": "1.5"}, "endpointLogSamplingRate must be in (0, 1]"),
+        ({"endpointLogSamplingRate": "often"}, "endpointLogSamplingRate must be in (0, 1]"),
     ],
 )
 def test_config_errors_name_the_key_and_the_fix(change, message):
