@@ -19,7 +19,9 @@ after_apis = pulumi.ResourceOptions(depends_on=[apis])
 storage = Storage("storage", cfg, after_apis)
 registry = Registry("registry", cfg, after_apis)
 identity = Identity("identity", cfg, storage, registry.repository, after_apis)
-runtime = NotebookRuntime("runtime", cfg, after_apis)
+# This stack's own last deployment: what it recorded about the runtime (kit_infra/replacement.py).
+last = pulumi.StackReference(f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}")
+runtime = NotebookRuntime("runtime", cfg, last.get_output("runtime_immutable"), after_apis)
 budget = Budget("budget", cfg, after_apis)
 agents = ServiceAgents("agents", cfg, after_apis)
 guard = BudgetGuard("guard", cfg, GuardDeps(
@@ -49,3 +51,4 @@ pulumi.export("runtime_template", runtime.template.id)
 pulumi.export("runtime_template_id", runtime.template.name)
 pulumi.export("runtime_machine_type", cfg.runtime.machine_type)  # what `make notebook-run` prices its cost at
 pulumi.export("budget_guard_function", guard.function.name)
+pulumi.export("runtime_immutable", runtime.recorded)  # the next deployment compares against it

@@ -67,6 +67,7 @@ class StackConfig:
     notification_emails: tuple[str, ...]
     runtime: RuntimeSpec
     create_runtime: bool
+    allow_runtime_replacement: bool  # lifts the runtime's protection for one deliberate replacement (kit_infra/replacement.py)
     runtime_user: str | None
     runtime_users: tuple[str, ...]  # IAM members whose notebooks (end-user credentials) use the kit's buckets
     guard_dry_run: bool
@@ -250,6 +251,7 @@ def validate(raw: dict, stack: str, hf_token=None, webhook_is_secret: bool = Fal
     return StackConfig(
         stack=stack, project=project, region=region, billing_account=billing, budget_amount=amount, budget_currency=currency,
         budget_thresholds=thresholds, notification_emails=emails, runtime=runtime, create_runtime=create_runtime,
+        allow_runtime_replacement=str(raw.get("allowRuntimeReplacement", "")).lower() == "true",
         runtime_user=runtime_user, runtime_users=runtime_users, guard_dry_run=bool(raw.get("guardDryRun", True)),
         guard_webhook_url=_webhook(raw, webhook_is_secret),
         staging_retention_days=_int(raw, "stagingRetentionDays", 14, 1, 3650),
@@ -260,7 +262,8 @@ def validate(raw: dict, stack: str, hf_token=None, webhook_is_secret: bool = Fal
 
 
 _KEYS = ("billingAccount", "budgetAmount", "budgetCurrency", "budgetThresholds", "notificationEmails", "runtimeMachineType",
-         "runtimeAcceleratorType", "runtimeAcceleratorCount", "runtimeDiskType", "idleShutdownMinutes", "allowNoIdleShutdown", "createRuntime",
+         "runtimeAcceleratorType", "runtimeAcceleratorCount", "runtimeDiskType", "idleShutdownMinutes", "allowNoIdleShutdown",
+         "createRuntime", "allowRuntimeReplacement",
          "runtimeUser", "runtimeUsers", "guardDryRun", "guardWebhookUrl", "stagingRetentionDays", "checkpointRetentionDays",
          "predictionLogRetentionDays", "endpointLogSamplingRate")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_gcp as gcp
 
+from kit_infra import replacement
 from kit_infra.config import StackConfig
 from kit_infra.options import children_of
 
@@ -26,9 +27,13 @@ def template_id(stack: str) -> str:
 
 
 class NotebookRuntime(pulumi.ComponentResource):
-    def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, cfg: StackConfig, previous: pulumi.Input[dict | None],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        """`previous`: the last deployment's `runtime_immutable` record (None on the first)."""
         super().__init__("llmops:infra:NotebookRuntime", name, {}, opts)
         child = children_of(self, opts)
+        # What this deployment records for the next; fails the deployment if it would replace the user's runtime.
+        self.recorded = pulumi.Output.from_input(previous).apply(lambda p: replacement.check(p, cfg))
         spec = cfg.runtime
         idle = (gcp.colab.RuntimeTemplateIdleShutdownConfigArgs(idle_timeout=f"{spec.idle_shutdown_minutes * 60}s")
                 if spec.idle_shutdown_minutes else None)
@@ -60,6 +65,7 @@ class NotebookRuntime(pulumi.ComponentResource):
                 notebook_runtime_template_ref=gcp.colab.RuntimeNotebookRuntimeTemplateRefArgs(
                     notebook_runtime_template=self.template.id),
                 desired_state="STOPPED",  # created stopped: it bills only once the user starts it
-                opts=child,
+                # Holds the user's data disk: Pulumi refuses to replace or delete it unless explicitly allowed.
+                opts=children_of(self, opts, protect=not cfg.allow_runtime_replacement),
             )
         self.register_outputs({"template": self.template.id})

@@ -28,7 +28,8 @@ class Serving(pulumi.ComponentResource):
             # Partitions expire, never the table: Vertex creates the logging table once, and a table that expired
             # would stop the logging silently.
             default_partition_expiration_ms=cfg.prediction_log_retention_days * 24 * 3600 * 1000,
-            labels=cfg.labels_for("serving"), opts=child,
+            labels=cfg.labels_for("serving"),
+            opts=children_of(self, opts, protect=True),  # the request/response logs: data, never replaced silently
         )
         self.endpoint = gcp.vertex.AiEndpoint(
             f"{name}-endpoint",

@@ -38,7 +38,9 @@ class Storage(pulumi.ComponentResource):
             action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
             condition=gcp.storage.BucketLifecycleRuleConditionArgs(age=days, matches_prefixes=prefixes),
         )
-        self.datasets = bucket("datasets")
+        # Buckets holding users' data are protected: Pulumi refuses to replace or delete them (`pulumi state unprotect`
+        # first, deliberately); staging and the guard's bucket hold what the kit rewrites or expires.
+        self.datasets = bucket("datasets", protect=True)
         # Vertex runs keep their resume state here (the launcher points the trainer at it): a run that never
         # finishes leaves checkpoints that expire, instead of versioned copies in the models bucket.
         self.staging = bucket("staging", rules=[
@@ -46,7 +48,7 @@ class Storage(pulumi.ComponentResource):
             expire(cfg.staging_retention_days, [layout.STAGING_IMAGE_SOURCES]),
         ])
         # Models are versioned and never force-destroyed; old versions go after 30 days.
-        self.models = bucket("models", versioning=True, rules=[
+        self.models = bucket("models", versioning=True, protect=True, rules=[
             gcp.storage.BucketLifecycleRuleArgs(
                 action=gcp.storage.BucketLifecycleRuleActionArgs(type="Delete"),
                 condition=gcp.storage.BucketLifecycleRuleConditionArgs(days_since_noncurrent_time=30, with_state="ARCHIVED"),

@@ -40,11 +40,15 @@ ID_FORMATS = {
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    def __init__(self) -> None:
+    def __init__(self, previous_outputs: dict | None = None) -> None:
         self.resources: list[Recorded] = []
         self.dependencies: dict[str, set[str]] = {}  # resource name -> names of what it waits for (depends_on and inputs)
+        self.protected: set[str] = set()  # names of resources registered with protect=True
+        self.previous_outputs = previous_outputs or {}  # what a StackReference reads: the last deployment's outputs
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        if args.typ == "pulumi:pulumi:StackReference":
+            return args.name, {"name": args.name, "outputs": self.previous_outputs, "secretOutputNames": []}
         self.resources.append(Recorded(args.typ, args.name, dict(args.inputs)))
         state = dict(args.inputs)
         resource_id = f"{args.name}-id"
@@ -74,15 +78,20 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return [r for r in self.resources if r.type.endswith(suffix)]
 
 
-def run_program(config: dict[str, str], secret_keys: list[str] | None = None, stack: str = "dev") -> tuple[RecordingMocks, dict]:
-    """Run infra/__main__.py under mocks; returns the recorder and the exported outputs (resolved)."""
-    mocks = RecordingMocks()
+def run_program(config: dict[str, str], secret_keys: list[str] | None = None, stack: str = "dev",
+                previous_outputs: dict | None = None) -> tuple[RecordingMocks, dict]:
+    """Run infra/__main__.py under mocks; returns the recorder and the exported outputs (resolved).
+
+    `previous_outputs`: the stack's last deployment's outputs, as a StackReference to the stack itself reads them."""
+    mocks = RecordingMocks(previous_outputs)
     pulumi.runtime.set_mocks(mocks, project="llmops-kit", stack=stack, preview=False)
     monitor = pulumi.runtime.settings.get_monitor()
     register = monitor.RegisterResource
 
     def recording_register(request):  # the mock monitor sees each resource's dependencies; Mocks.new_resource does not
         mocks.dependencies[request.name] = {urn.rsplit("::", 1)[-1] for urn in request.dependencies}
+        if request.protect:
+            mocks.protected.add(request.name)
         return register(request)
 
     monitor.RegisterResource = recording_register
