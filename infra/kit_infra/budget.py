@@ -13,7 +13,7 @@ class Budget(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llmops:infra:Budget", name, {}, opts)
         child = children_of(self, opts)
-        self.topic = gcp.pubsub.Topic(f"{name}-alerts", project=cfg.project, name=f"llmops-{cfg.stack}-budget-alerts",
+        self.topic = gcp.pubsub.Topic(f"{name}-alerts", project=cfg.project, name=cfg.name("budget", "alerts"),
                                       labels=cfg.labels_for("budget"), opts=child)
         # Cloud Billing publishes as this Google-managed account; it needs publisher on our topic only.
         gcp.pubsub.TopicIAMMember(f"{name}-billing-publisher", project=cfg.project, topic=self.topic.name,

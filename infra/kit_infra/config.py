@@ -37,12 +37,17 @@ def _fix(key: str, example: str, secret: bool = False) -> str:
     return f"pulumi config set {'--secret ' if secret else ''}{ns_key} {example}"
 
 
+def kit_name(stack: str, *parts: str) -> str:
+    """The name the kit gives a stack's resource: `llmops-<stack>[-part...]` (one prefix, so none drifts)."""
+    return "-".join(("llmops", stack, *parts))
+
+
 def bucket_name(project: str, stack: str, kind: str) -> str:
-    return f"{project}-llmops-{stack}-{kind}"  # bucket names are global: the project keeps them unique
+    return f"{project}-{kit_name(stack, kind)}"  # bucket names are global: the project keeps them unique
 
 
 def account_id(stack: str, role: str) -> str:
-    return f"llmops-{stack}-{role}"
+    return kit_name(stack, role)
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,9 @@ class StackConfig:
 
     def labels_for(self, component: str) -> dict[str, str]:
         return {**self.labels, "component": component}
+
+    def name(self, *parts: str) -> str:
+        return kit_name(self.stack, *parts)
 
 
 def _required(raw: dict, key: str, example: str) -> object:
@@ -191,7 +199,8 @@ def _runtime(raw: dict) -> tuple[RuntimeSpec, bool, str | None, tuple[str, ...]]
     idle = raw.get("idleShutdownMinutes", rt["idle_shutdown_minutes"])
     if idle in (0, None, "0", "off"):
         if not bool(raw.get("allowNoIdleShutdown", False)):
-            raise InfraConfigError("idleShutdownMinutes: turning idle shutdown off leaves a $3/h GPU running forever; "
+            raise InfraConfigError(f"idleShutdownMinutes: turning idle shutdown off leaves {machine_type} "
+                                   f"(${spec.usd_per_hour:.2f}/h, common/catalog.yaml) running until someone stops it; "
                                    f"set {_fix('allowNoIdleShutdown', 'true')} if you really mean it")
         idle = None
     else:

@@ -84,7 +84,7 @@ class BudgetGuard(pulumi.ComponentResource):
         if cfg.guard_webhook_url is None:
             return []
         secret = gcp.secretmanager.Secret(
-            f"{name}-webhook", project=cfg.project, secret_id=f"llmops-{cfg.stack}-guard-webhook",
+            f"{name}-webhook", project=cfg.project, secret_id=cfg.name("guard", "webhook"),
             replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
             labels=cfg.labels_for("budget-guard"), opts=child)
         gcp.secretmanager.SecretVersion(f"{name}-webhook-v", secret=secret.id, secret_data=cfg.guard_webhook_url, opts=child)
@@ -100,7 +100,7 @@ class BudgetGuard(pulumi.ComponentResource):
             f"{self._name}-function",
             project=cfg.project,
             location=cfg.region,
-            name=f"llmops-{cfg.stack}-budget-guard",
+            name=cfg.name("budget", "guard"),
             description="Stops the kit's own labelled resources when the budget is spent.",
             build_config=gcp.cloudfunctionsv2.FunctionBuildConfigArgs(
                 runtime="python311", entry_point="on_budget_alert",

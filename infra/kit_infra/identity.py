@@ -88,7 +88,7 @@ class Identity(pulumi.ComponentResource):
     def _hf_token(self) -> gcp.secretmanager.Secret:
         cfg, name = self._cfg, self._name
         secret = gcp.secretmanager.Secret(
-            f"{name}-hf-token", project=cfg.project, secret_id=f"llmops-{cfg.stack}-hf-token",
+            f"{name}-hf-token", project=cfg.project, secret_id=cfg.name("hf", "token"),
             replication=gcp.secretmanager.SecretReplicationArgs(auto=gcp.secretmanager.SecretReplicationAutoArgs()),
             labels=cfg.labels_for("identity"), opts=self._child,
         )

@@ -56,7 +56,7 @@ class Monitoring(pulumi.ComponentResource):
             f'metric.type="aiplatform.googleapis.com/prediction/online/error_count" {ENDPOINT}',
             "COMPARISON_GT", 1 / 60, "300s", alignment="60s", aligner="ALIGN_RATE", reducer="REDUCE_SUM",
         )
-        # A GPU VM that does nothing still bills about $3/h. CPU is the signal every runtime reports
+        # A GPU VM that does nothing still bills its full hourly price (common/catalog.yaml). CPU is the signal every runtime reports
         # (GPU metrics need the Ops Agent); an hour under 5% means nobody is using it.
         self.runtime_idle = self._threshold_alert(
             f"{name}-runtime-idle", cfg, channel_names, "GPU runtime idle", "runtime CPU under 5% for 60 minutes",

@@ -14,7 +14,7 @@ class Registry(pulumi.ComponentResource):
         super().__init__("llmops:infra:Registry", name, {}, opts)
         # Regional, in the jobs' and endpoint's region: Vertex pulls from it without cross-region egress.
         self.repository = gcp.artifactregistry.Repository(
-            f"{name}-repository", project=cfg.project, location=cfg.region, repository_id=f"llmops-{cfg.stack}",
+            f"{name}-repository", project=cfg.project, location=cfg.region, repository_id=cfg.name(),
             format="DOCKER", description="llmops-kit images (make image)", labels=cfg.labels_for("registry"),
             opts=children_of(self, opts),
         )

@@ -16,14 +16,14 @@ import pulumi
 import pulumi_gcp as gcp
 
 from kit_infra import replacement
-from kit_infra.config import StackConfig
+from kit_infra.config import StackConfig, kit_name
 from kit_infra.options import children_of
 
 
 def template_id(stack: str) -> str:
     """The template's resource ID. The budget guard selects the kit's runtimes by it: ListNotebookRuntimes
     filters on `notebookRuntimeTemplate` (the template ID), not on labels, and runtimes carry no kit labels."""
-    return f"llmops-{stack}"
+    return kit_name(stack)
 
 
 class NotebookRuntime(pulumi.ComponentResource):

@@ -350,3 +350,23 @@ def test_monitoring_dashboard_and_alerts_route_to_the_channels(program):
     assert set(policies) == {"llmops-kit dev: endpoint errors", "llmops-kit dev: GPU runtime idle"}
     for p in policies.values():
         assert set(p["notificationChannels"]) == channels
+
+
+@pytest.mark.parametrize("machine", ["g2-standard-24", "g2-standard-12"])
+def test_no_idle_shutdown_names_the_machines_catalog_price(machine):
+    from common import catalog
+
+    with pytest.raises(InfraConfigError) as e:
+        validate({**VALID, "runtimeMachineType": machine, "idleShutdownMinutes": 0}, "dev")
+    assert f"${catalog.machine(machine).usd_per_hour:.2f}/h" in str(e.value) and machine in str(e.value)
+
+
+def test_names_built_from_the_stack_share_one_prefix(program):
+    """Every name the kit gives a resource is `llmops-<stack>-...` from one helper, so none drifts."""
+    from kit_infra.config import kit_name
+
+    mocks, _ = program
+    names = {r.inputs.get(k) for r in mocks.resources for k in ("name", "secretId", "repositoryId", "accountId")
+             if str(r.inputs.get(k, "")).startswith("llmops-")}
+    assert {"llmops-dev-budget-alerts", "llmops-dev-budget-guard", "llmops-dev-hf-token", "llmops-dev", "llmops-dev-trainer"} <= names
+    assert kit_name("dev") == "llmops-dev" and kit_name("dev", "hf", "token") == "llmops-dev-hf-token"
