@@ -10,18 +10,18 @@ import torch
 
 from common.prompts import extract_sql, render_prompt
 from trainer.data import Example
-from trainer.sqlexec import SchemaError, exact_match, execution_match
-from trainer.testsuite import SUITES
+from trainer.sqlmetric import Scorer
 
 
 @dataclass
 class EvalResult:
-    execution_accuracy: float
+    execution_accuracy: float  # over the scorable rows
     exact_match: float
-    n: int
+    n: int  # scorable rows
     seconds: float
     samples: list[dict] = field(default_factory=list)  # a few predictions, for the report
     suite: dict = field(default_factory=dict)  # how strong the test suites were (see suite_summary)
+    unscorable: list[dict] = field(default_factory=list)  # rows whose own context or gold query cannot run, and why
 
     def to_dict(self) -> dict:
         return {
@@ -30,6 +30,8 @@ class EvalResult:
             "n": self.n,
             "seconds": round(self.seconds, 2),
             "suite": self.suite,
+            "unscorable": len(self.unscorable),
+            "unscorable_rows": self.unscorable[:20],
             "samples": self.samples,
         }
 
@@ -38,7 +40,7 @@ def suite_summary(suites: list) -> dict:
     """Per row, how many neighbours of the gold query were made and how many its suite tells apart; the means here.
     `gold_nonempty` is the share of rows with a database where the gold result is not empty (the others can only
     tell a prediction that returns something from one that returns nothing)."""
-    built = [s for s in suites if s is not None and s.databases]
+    built = [s for s in suites if s.distilled]
     if not built:
         return {"rows": 0}
     return {"rows": len(built), "fallback_rows": len(suites) - len(built),
@@ -79,32 +81,37 @@ def evaluate(
     template: str,
     max_new_tokens: int = 100,
     batch_size: int = 32,
-    db_variants: int = 3,
-    timeout_s: float = 2.0,
+    scorer: Scorer | None = None,
     log: Callable[[str], None] = print,
     n_samples: int = 5,
 ) -> EvalResult:
-    """Execution accuracy and exact match of greedy predictions against the gold answers."""
+    """Execution accuracy and exact match of greedy predictions against the gold answers. Pass one `scorer` to every
+    evaluation of the same rows: it keeps their test suites."""
     t0 = time.monotonic()
+    scorer = scorer or Scorer()
     prompts = [render_prompt(template, e.question, e.context) for e in examples]
     completions = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
     correct = exact = 0
-    samples, suites = [], []
-    for ex, completion in zip(examples, completions, strict=True):
+    samples, suites, unscorable = [], [], []
+    for i, (ex, completion) in enumerate(zip(examples, completions, strict=True)):
         sql = extract_sql(completion)
-        try:
-            ok = execution_match(sql, ex.answer, ex.context, variants=db_variants, timeout_s=timeout_s)
-            suites.append(SUITES.get(ex.answer, ex.context, min_databases=db_variants, timeout_s=timeout_s))  # cached: built above
-        except SchemaError:
-            ok = False
-            suites.append(None)
-        correct += ok
-        exact += exact_match(sql, ex.answer)
+        score = scorer.score(sql, ex.answer, ex.context)
+        if score.unscorable:
+            unscorable.append({"row": i, "question": ex.question[:120], "reason": score.unscorable[:300]})
+            continue
+        suites.append(score.suite)
+        correct += score.correct
+        exact += score.exact
         if len(samples) < n_samples:
-            samples.append({"question": ex.question, "gold": ex.answer, "predicted": sql, "correct": ok})
-    n = len(examples)
-    result = EvalResult(correct / n, exact / n, n, time.monotonic() - t0, samples, suite_summary(suites))
+            samples.append({"question": ex.question, "gold": ex.answer, "predicted": sql, "correct": score.correct})
+    n = len(examples) - len(unscorable)
+    result = EvalResult(correct / n if n else 0.0, exact / n if n else 0.0, n, time.monotonic() - t0, samples,
+                        suite_summary(suites), unscorable)
     strength = result.suite.get("distinguished_fraction")
     log(f"  execution accuracy {result.execution_accuracy:.1%}, exact match {result.exact_match:.1%} on {n} rows ({result.seconds:.0f}s)"
         + (f"; test suites tell apart {strength:.0%} of the gold queries' near misses" if strength is not None else ""))
+    for row in unscorable[:5]:
+        log(f"  row {row['row']} cannot be scored and is not counted: {row['reason']}")
+    if len(unscorable) > 5:
+        log(f"  ... and {len(unscorable) - 5} more rows that cannot be scored (report.json lists them)")
     return result

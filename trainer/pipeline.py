@@ -30,6 +30,7 @@ from trainer.evaluate import EvalResult, evaluate
 from trainer.merge import merge_adapter, write_model_card
 from trainer.modeling import attach_lora, count_parameters, load_model, load_tokenizer, resolve_model_dir
 from trainer.report import cost_section, hardware, write_report
+from trainer.sqlmetric import Scorer
 
 Log = Callable[[str], None]
 
@@ -49,6 +50,7 @@ class Prepared:
     train: list[Example]
     held_out: list[Example]
     template: str
+    scorer: Scorer  # one per run: the base check and the tuned model are scored on the same suites
 
 
 def fingerprint(cfg: RunConfig) -> str:
@@ -122,13 +124,24 @@ def prepare(cfg: RunConfig, log: Log = print, for_run: bool = False) -> Prepared
         train_rows = train_rows[: cfg.data.max_train_examples]
     held_out = held_out[: cfg.data.max_eval_examples]
     log(f"data: {len(examples)} rows from {cfg.data.source}: {len(train_rows)} train, {len(held_out)} held out")
+    scorer = Scorer(cfg.eval.db_variants, cfg.eval.timeout_s)
+    _flag_unscorable(held_out, scorer, log)
     base_dir = resolve_model_dir(cfg.model.base, log=log)
-    return Prepared(cfg, run_id, run_dir, remote, ckpt, base_dir, train_rows, held_out, cfg.data.prompt_template)
+    return Prepared(cfg, run_id, run_dir, remote, ckpt, base_dir, train_rows, held_out, cfg.data.prompt_template, scorer)
+
+
+def _flag_unscorable(held_out: list[Example], scorer: Scorer, log: Log) -> None:
+    """Say before any model work which held-out rows cannot be scored (their own context or gold does not run)."""
+    bad = [(i, ex, why) for i, ex in enumerate(held_out) if (why := scorer.check(ex.answer, ex.context))]
+    if bad:
+        log(f"data: {len(bad)} of {len(held_out)} held-out rows cannot be scored and will not count in accuracy:")
+        for i, ex, why in bad[:5]:
+            log(f"  held-out row {i} ({ex.question[:60]!r}): {why[:200]}")
 
 
 def _evaluate(model, tokenizer, prep: Prepared, rows: list[Example], log: Log, which: str = "held-out") -> EvalResult:
     e = prep.cfg.eval
-    return evaluate(model, tokenizer, rows, prep.template, e.max_new_tokens, e.batch_size, e.db_variants, e.timeout_s,
+    return evaluate(model, tokenizer, rows, prep.template, e.max_new_tokens, e.batch_size, prep.scorer,
                     lambda line: log(f"  {which}:{line[1:]}" if line.startswith("  ") else line))
 
 

@@ -159,3 +159,22 @@ def test_vertex_output_dirs_on_gcs(tiny_model_dir, tmp_path, gcs, monkeypatch, r
     report = json.loads(gcs.bucket("acme-models").blob("runs/r1/model/report.json").download_as_bytes())
     assert report["status"] == "succeeded"
     assert not list(gcs.bucket("acme-staging").list_blobs(prefix="runs/r1/checkpoints/")), "checkpoints cleared after success"
+
+
+def test_rows_that_cannot_be_scored_are_named_counted_and_do_not_fail_the_run(tiny_model_dir, tmp_path):
+    """One keyword-named column (WikiSQL has `Order`, `From`...) failed `llmops train` after training, with a traceback."""
+    good = [json.loads(line) for line in open("data/sql_sample.jsonl", encoding="utf-8").readlines()[:40]]
+    bad = [{"question": f"Which name has order {i}?", "context": "CREATE TABLE t (name VARCHAR, order VARCHAR)",
+            "answer": f'SELECT name FROM t WHERE order = "{i}"'} for i in range(20)]
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in good + bad), encoding="utf-8")
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", *_small(tiny_model_dir, runs, "--set", f"data.source={data}", "--set", "data.eval_fraction=0.5",
+                                                  "--set", "data.max_eval_examples=30")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((runs / "latest" / "report.json").read_text())
+    unscorable = report["tuned_eval"]["unscorable"]
+    assert unscorable == report["base_eval"]["unscorable"] > 0
+    assert report["tuned_eval"]["n"] + unscorable == 30
+    assert all("does not run" in r["reason"] for r in report["tuned_eval"]["unscorable_rows"])
+    assert f"{unscorable} of 30 held-out rows cannot be scored" in result.output  # said before any model work
