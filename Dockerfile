@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The kit image: one image, two entrypoints. `make image` builds it with Cloud Build from the repo root and tags it
 # by a content hash of everything below (control/image.py); nobody needs Docker locally.
 #
@@ -9,8 +8,15 @@
 # base image is needed; the host's NVIDIA driver (R580 or newer for CUDA 13) is mounted into the container by
 # Vertex AI under /usr/local/nvidia. The dependency set is proven by resolution in the tests
 # (tests/control/test_image_resolution.py): same pins as constraints.txt, for manylinux x86_64 and CPython 3.11.
+#
+# The build args' defaults are the production build's; `make image` passes none. A local or CI build
+# (`make image-local`, the container tests) sets both, and that is the only difference (image/local.py, docs/images.md):
+# a base made from Debian's packages (no registry to pull from) and a CPU wheel of the pinned torch.
+# No `# syntax=` line: BuildKit would pull its frontend image; the engine's built-in frontend reads this file.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE}
+# A find-links page holding a torch wheel to take instead of PyPI's (empty: PyPI's CUDA build).
+ARG TORCH_FIND_LINKS=
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -22,8 +28,12 @@ ENV PYTHONUNBUFFERED=1 \
 
 # Dependencies first: this layer (a few GB: torch and its CUDA libraries) changes only when the pins do.
 COPY constraints.txt image/requirements.in /tmp/deps/
-RUN python -m venv /opt/venv \
-    && pip install -c /tmp/deps/constraints.txt -r /tmp/deps/requirements.in \
+# A build behind a TLS-inspecting proxy passes its CA bundle as the secret `ca_bundle`: mounted for this step only,
+# never written to a layer. Without it pip trusts the public CAs, as on Cloud Build.
+RUN --mount=type=secret,id=ca_bundle \
+    python -m venv /opt/venv \
+    && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && pip install ${TORCH_FIND_LINKS:+--find-links=$TORCH_FIND_LINKS} -c /tmp/deps/constraints.txt -r /tmp/deps/requirements.in \
     && rm -rf /tmp/deps
 
 # Then the kit's source: small, and the only layer most changes rebuild. No model is baked in.

@@ -9,7 +9,7 @@ ARGS ?=
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: bench bench-serve deploy doctor notebook-clean notebook-run serve predict cancel help setup train check-base eval report config data test e2e lint clean budget-guard budget-alert image
+.PHONY: bench bench-serve deploy doctor notebook-clean notebook-run serve predict cancel help setup train check-base eval report config data test e2e lint clean budget-guard budget-alert image image-local
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ predict: $(STAMP) ## ask the lab's example question and print the SQL (local ser
 
 image: $(STAMP) ## build and push the kit image with Cloud Build, unless its content-hash tag is there (DRY_RUN=1 prints the request)
 	$(BIN)/llmops image $(if $(filter 1,$(DRY_RUN)),--dry-run)
+
+image-local: $(STAMP) ## build the kit image here with Docker: same Dockerfile, a Debian-made base and CPU torch (docs/images.md)
+	$(BIN)/python image/local.py
 
 deploy: $(STAMP) ## deploy runs/latest to the Vertex endpoint (RUN=runs/ID, GATE=0.7, FORCE=1, DRY_RUN=1, IMAGE=..., ENGINE=kit|vllm)
 	$(BIN)/llmops deploy $(if $(RUN),--run $(RUN)) $(if $(GATE),--gate $(GATE)) $(if $(filter 1,$(FORCE)),--force) $(if $(IMAGE),--image $(IMAGE)) \
