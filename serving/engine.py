@@ -3,12 +3,16 @@
 Requests join the running batch at any step and leave when they hit EOS, one of their stop strings, or their
 max_tokens; nothing waits for the longest member of a batch. Greedy requests (temperature 0) run on one
 continuous-batching manager; sampling requests on a second one with per-request temperature and top_p (the library
-decides greedy vs sampling per manager). A request's failure fails only that request.
+decides greedy vs sampling per manager). A request's failure fails only that request: sampling numbers are checked
+before a request reaches the loop, and a generation step that raises anyway fails the requests in that step (each
+retried once, alone, so only the one that breaks it fails) while the loop carries on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import os
 import uuid
 from dataclasses import dataclass
@@ -18,12 +22,25 @@ import torch
 
 from common.prompts import extract_sql, load_template, render_prompt
 
+log = logging.getLogger("serving")
+
+# Below this a temperature is greedy, as vLLM treats it (vllm/v1/sample/sampler.py, _SAMPLING_EPS): dividing logits by
+# a smaller one overflows float32 (1e-39 is a float32 denormal) and sampling from the result fails.
+SAMPLING_EPS = 1e-5
+
 # Where a question's SQL ends (extract_sql keeps the first statement): generation stops there instead of running on.
 SQL_ENDS = ("\n###", "\n\n", ";")
 
 
 class EngineError(RuntimeError):
     """Generation failed for one request."""
+
+
+class StepFailed(EngineError):
+    """The generation step this request was part of raised; every request in that step got this error."""
+
+
+STEP_FAILED = "generation step failed: "
 
 
 @dataclass(frozen=True)
@@ -35,7 +52,16 @@ class GenParams:
 
     @property
     def sampling(self) -> bool:
-        return self.temperature > 0
+        return self.temperature >= SAMPLING_EPS
+
+    def check(self) -> None:
+        """Numbers the sampler can use, or EngineError for this request (the HTTP schema refuses them first)."""
+        for name, value, ok in (("temperature", self.temperature, lambda v: v >= 0),
+                                ("top_p", self.top_p, lambda v: 0 < v <= 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+                raise EngineError(f"{name} {value!r} cannot be sampled with")
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise EngineError(f"max_tokens {self.max_tokens!r} must be a positive integer")
 
 
 @dataclass(frozen=True)
@@ -87,6 +113,7 @@ class Engine:
         self.eos = self.tokenizer.eos_token_id
         self.cache, self.gpu = cache, gpu
         self._managers: dict[bool, object] = {}
+        self._retry_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._manager(sampling=False)  # greedy is the common case: ready before the first request
 
     # -- managers ------------------------------------------------------------------------------------------------------
@@ -107,6 +134,7 @@ class Engine:
         config = ContinuousBatchingConfig(max_requests_per_batch=self.cache.max_batch, per_request_processors=sampling,
                                           use_async_batching=False if not self.gpu else None, **sizing)
         manager = self.model.init_continuous_batching(generation_config=generation, continuous_batching_config=config)
+        _isolate_step_failures(manager)
         manager.start()
         self._managers[sampling] = manager
         return manager
@@ -145,7 +173,21 @@ class Engine:
         return ends, tuple(watched)
 
     async def generate(self, item: Item) -> Prediction:
-        """Generate for one item as part of the running batch; cancelled with the request if it is."""
+        """Generate for one item as part of the running batch; cancelled with the request if it is.
+
+        If a generation step fails, every request in it fails; each is retried once, one retry at a time, so the
+        request that broke the step fails again (alone with its error) and the others are answered."""
+        item.params.check()
+        try:
+            return await self._generate_once(item)
+        except StepFailed:
+            loop = asyncio.get_running_loop()
+            if self._retry_lock is None or self._retry_lock[0] is not loop:
+                self._retry_lock = (loop, asyncio.Lock())
+            async with self._retry_lock[1]:
+                return await self._generate_once(item)
+
+    async def _generate_once(self, item: Item) -> Prediction:
         manager = self._manager(item.params.sampling)
         done: asyncio.Future = asyncio.get_running_loop().create_future()
         rid = uuid.uuid4().hex
@@ -164,7 +206,8 @@ class Engine:
             if done.done():
                 return
             if output.error is not None:
-                done.set_exception(EngineError(output.error))
+                failed = output.error.startswith(STEP_FAILED)
+                done.set_exception((StepFailed if failed else EngineError)(output.error.removeprefix(STEP_FAILED)))
                 return
             if output.timestamps and seen["ttft"] is None:
                 seen["ttft"] = output.timestamps[0] - output.created_time
@@ -182,7 +225,7 @@ class Engine:
                 finish(tokens, "stop" if stopped else "length")
 
         manager.register_result_handler(rid, on_output)
-        kwargs = {"temperature": item.params.temperature, "top_p": item.params.top_p} if item.params.sampling else {}
+        kwargs = {"temperature": float(item.params.temperature), "top_p": float(item.params.top_p)} if item.params.sampling else {}
         manager.add_request(item.prompt_ids, request_id=rid, max_new_tokens=item.params.max_tokens, streaming=bool(watched),
                             record_timestamps=True, eos_token_id=ends, **kwargs)
         try:
@@ -201,6 +244,42 @@ class Engine:
 
     def _prediction(self, item: Item, text: str, n_tokens: int, finish: str, ttft: float | None) -> Prediction:
         return Prediction(extract_sql(text) if item.sql_only else text, len(item.prompt_ids), n_tokens, finish, ttft)
+
+
+def _isolate_step_failures(manager) -> None:
+    """A generation step that raises fails the requests in that step alone; the loop goes on.
+
+    transformers 5.24 ends its generation loop on any exception in a step: every request fails and the manager takes
+    no more (`fatal_error`), so one request carrying a number the sampler cannot use stopped the server. The library
+    has the handling for one step's requests (`ContinuousBatchProcessor.handle_batch_error`: fail them, free their
+    cache) but its loop does not call it; this wraps the manager's step and loop body so that it does. With async
+    batching (GPU) the failing step's outputs are not the ones the processor holds, so there the library's own
+    handling stands; a CUDA-side failure (a device assert) cannot be recovered in-process anyway.
+    """
+    step, body = manager._generation_step, manager._generation_loop_body
+
+    class _Failed(Exception):
+        pass
+
+    def guarded_step() -> None:
+        try:
+            step()
+        except Exception as e:
+            raise _Failed() from e
+
+    def guarded_body(batch_processor, bootstrapping: bool) -> bool:
+        try:
+            return body(batch_processor, bootstrapping)
+        except _Failed as failed:
+            cause = failed.__cause__
+            if batch_processor.use_async_batching:
+                raise cause from None
+            log.error("generation step failed; its requests fail, the loop goes on",
+                      exc_info=(type(cause), cause, cause.__traceback__))
+            batch_processor.handle_batch_error(RuntimeError(f"{STEP_FAILED}{type(cause).__name__}: {cause}"))
+            return True
+
+    manager._generation_step, manager._generation_loop_body = guarded_step, guarded_body
 
 
 class ModelDirError(RuntimeError):

@@ -18,7 +18,8 @@ MAX_STOP_CHARS = 32
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # Finite numbers only: JSON's NaN/Infinity (and 1e400, which parses to inf) are refused naming the field.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class PromptInstance(_Strict):
@@ -49,7 +50,7 @@ Instance = Annotated[Annotated[PromptInstance, Tag("prompt")] | Annotated[Questi
 
 class Parameters(_Strict):
     max_tokens: int | None = Field(None, description="new tokens at most (default and cap: the server's settings)")
-    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 (or below 1e-5, as vLLM treats it): greedy")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] = Field(
         default_factory=list, max_length=MAX_STOP_STRINGS, description="generation ends at the first of these")

@@ -11,7 +11,8 @@ VERTEX_MAX_BODY = int(1.5 * 1024 * 1024)  # Vertex's own limit on shared endpoin
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False, populate_by_name=True)
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False, populate_by_name=True,
+                                      allow_inf_nan=False)  # REQUEST_TIMEOUT_S=inf is not a timeout
 
     # Loopback unless told otherwise: `make serve` on a laptop must not expose an unauthenticated model server to
     # its network. The image sets SERVING_HOST=0.0.0.0, which Vertex needs inside the container.
