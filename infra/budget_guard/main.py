@@ -33,7 +33,12 @@ class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"severity": record.levelname, "message": record.getMessage(), "logger": record.name}
         entry.update(getattr(record, "json_fields", {}))
-        return json.dumps(entry)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        try:
+            return json.dumps(entry, allow_nan=False, default=str)
+        except ValueError:  # a NaN or infinity would make the line invalid JSON: write it as text
+            return json.dumps({k: str(v) if isinstance(v, float) else v for k, v in entry.items()}, default=str)
 
 
 log = logging.getLogger("budget_guard")
@@ -143,7 +148,19 @@ def handle(n: BudgetNotification, settings: GuardSettings, store, resources: Kit
 
 @functions_framework.cloud_event
 def on_budget_alert(cloud_event) -> None:
-    """Entry point. Never raises for bad input: an exception would make Pub/Sub redeliver forever."""
+    """Entry point. Never raises: an exception would be a 500, and one message must fail only itself, reported."""
+    try:
+        event_id = str(cloud_event["id"])
+    except Exception:
+        event_id = ""
+    try:
+        _on_budget_alert(cloud_event, event_id)
+    except Exception as e:  # a bug or an outage (state bucket, Vertex): this message failed; the next one tries again
+        log.error("budget message %s failed: %s: %s", event_id, type(e).__name__, e, exc_info=True,
+                  extra={"json_fields": {"event": "message_failed", "id": event_id}})
+
+
+def _on_budget_alert(cloud_event, event_id: str) -> None:
     try:
         settings = GuardSettings.from_env()
     except SettingsError as e:
@@ -151,14 +168,16 @@ def on_budget_alert(cloud_event) -> None:
         return
     try:
         data = cloud_event.data if isinstance(cloud_event.data, dict) else json.loads(cloud_event.data)
+        if not isinstance(data, dict):
+            raise InvalidMessage("the CloudEvent's data is not an object")
         n = parse_pubsub_message(data.get("message"))
-    except (InvalidMessage, ValueError, AttributeError) as e:
-        log.error("ignoring budget message: %s", e, extra={"json_fields": {"event": "invalid_message", "id": cloud_event["id"]}})
+    except (InvalidMessage, ValueError, RecursionError) as e:
+        log.error("ignoring budget message: %s", e, extra={"json_fields": {"event": "invalid_message", "id": event_id}})
         return
     if settings.currency and n.currency != settings.currency:
         log.error("ignoring budget message in %s: the guard is configured for %s", n.currency, settings.currency,
-                  extra={"json_fields": {"event": "invalid_message", "id": cloud_event["id"]}})
+                  extra={"json_fields": {"event": "invalid_message", "id": event_id}})
         return
     outcome = handle(n, settings, _state_store(settings))
-    log.info("handled budget message", extra={"json_fields": {"event": "handled", "id": cloud_event["id"], **{
+    log.info("handled budget message", extra={"json_fields": {"event": "handled", "id": event_id, **{
         "notified": outcome["notified"], "actions": len(outcome["actions"])}}})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass
 
 SCHEMA_VERSION = "1.0"
@@ -36,10 +37,22 @@ class BudgetNotification:
 
 
 def _number(data: dict, key: str) -> float:
+    """A finite number: NaN, infinities and integers too large for a float are refused, never compared."""
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidMessage(f"field {key!r} must be a number, got {value!r}")
-    return float(value)
+        raise InvalidMessage(f"field {key!r} must be a number, got {str(value)[:40]!r}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidMessage(f"field {key!r} is too large for a number") from None
+    if not math.isfinite(number):
+        raise InvalidMessage(f"field {key!r} must be a finite number, got {number}")
+    return number
+
+
+def _refuse_constant(name: str):
+    """json.loads reads NaN, Infinity and -Infinity, which are not JSON: a message carrying them is invalid."""
+    raise InvalidMessage(f"message data holds {name}, which is not a number")
 
 
 def parse_pubsub_message(message: dict) -> BudgetNotification:
@@ -47,20 +60,26 @@ def parse_pubsub_message(message: dict) -> BudgetNotification:
     if not isinstance(message, dict):
         raise InvalidMessage("the CloudEvent carries no Pub/Sub message object")
     attrs = message.get("attributes") or {}
+    if not isinstance(attrs, dict):
+        raise InvalidMessage("the Pub/Sub message's attributes are not an object")
     if attrs.get("schemaVersion") != SCHEMA_VERSION:
-        raise InvalidMessage(f"unsupported schemaVersion {attrs.get('schemaVersion')!r} (expected {SCHEMA_VERSION!r})")
+        raise InvalidMessage(f"unsupported schemaVersion {str(attrs.get('schemaVersion'))[:40]!r} (expected {SCHEMA_VERSION!r})")
     for key in ("billingAccountId", "budgetId"):
-        if not attrs.get(key):
-            raise InvalidMessage(f"attribute {key!r} is missing")
+        if not attrs.get(key) or not isinstance(attrs[key], str):
+            raise InvalidMessage(f"attribute {key!r} is missing or not a string")
     raw = message.get("data")
     if not isinstance(raw, str) or not raw:
         raise InvalidMessage("message data is missing")
     if len(raw) > MAX_MESSAGE_BYTES:
         raise InvalidMessage(f"message data is {len(raw)} bytes (limit {MAX_MESSAGE_BYTES})")
     try:
-        payload = json.loads(base64.b64decode(raw, validate=True))
+        payload = json.loads(base64.b64decode(raw, validate=True), parse_constant=_refuse_constant)
+    except InvalidMessage:
+        raise
     except (binascii.Error, ValueError) as e:
         raise InvalidMessage(f"message data is not base64-encoded JSON: {e}") from None
+    except RecursionError:
+        raise InvalidMessage("message data is JSON nested too deeply") from None
     if not isinstance(payload, dict):
         raise InvalidMessage("message data is not a JSON object")
     for key in ("budgetDisplayName", "costIntervalStart", "currencyCode", "budgetAmountType"):
@@ -71,9 +90,13 @@ def parse_pubsub_message(message: dict) -> BudgetNotification:
         raise InvalidMessage(f"budgetAmount must be positive, got {budget}")
     if cost < 0:
         raise InvalidMessage(f"costAmount must not be negative, got {cost}")
+    if not math.isfinite(cost / budget):
+        raise InvalidMessage(f"costAmount {cost} over budgetAmount {budget} is not a finite ratio")
     thresholds = {}
     for key in ("alertThresholdExceeded", "forecastThresholdExceeded"):
         thresholds[key] = _number(payload, key) if key in payload else None
+        if thresholds[key] is not None and thresholds[key] < 0:
+            raise InvalidMessage(f"{key} must not be negative, got {thresholds[key]}")
     return BudgetNotification(
         budget_id=attrs["budgetId"], billing_account_id=attrs["billingAccountId"], display_name=payload["budgetDisplayName"],
         cost=cost, budget=budget, currency=payload["currencyCode"], period_start=payload["costIntervalStart"],

@@ -334,3 +334,98 @@ def test_misconfigured_guard_says_which_setting(start_guard, kit_resources):
     errors = " ".join(e["message"] for e in guard.logs() if e["severity"] == "ERROR")
     assert "LABEL_SELECTOR" in errors and "DRY_RUN" in errors
     assert _mutations(kit_resources) == []
+
+
+# -- numbers from outside are finite and in range; a message can fail only itself; corrupt state is never fatal ----------
+
+STATE_OBJECT = "budget-guard/state.json"
+
+
+def _strict_json_lines(guard: Guard) -> list[str]:
+    """Log lines that are not valid JSON (NaN and Infinity are not JSON)."""
+    def refuse(constant):
+        raise ValueError(constant)
+
+    bad = []
+    for line in guard.log_path.read_text().splitlines():
+        if line.startswith("{"):
+            try:
+                json.loads(line, parse_constant=refuse)
+            except ValueError:
+                bad.append(line)
+    return bad
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        budget_payload(cost=float("nan"), alert=1.0),
+        budget_payload(cost=float("inf"), alert=1.0),
+        budget_payload(cost=-float("inf")),
+        budget_payload(cost=50.0, budget=float("nan")),
+        budget_payload(cost=50.0, budget=float("inf")),
+        budget_payload(cost=50.0, alert=float("nan")),
+        budget_payload(cost=50.0, forecast=float("inf")),
+        budget_payload(cost=1e308, budget=1e-10),  # each finite, the ratio is not
+        json.dumps(budget_payload(cost=1.0)).replace('"costAmount": 1.0', '"costAmount": 1' + "0" * 400),  # not a float
+        budget_payload(cost="120"),
+        budget_payload(cost=50.0, alert=-1.0),
+    ],
+    ids=["nan-cost", "inf-cost", "-inf-cost", "nan-budget", "inf-budget", "nan-alert", "inf-forecast", "ratio-overflow",
+         "huge-int", "string-cost", "negative-alert"],
+)
+def test_non_finite_or_non_numeric_amounts_are_refused(start_guard, kit_resources, webhook, payload):
+    guard = start_guard(ENFORCE_ON_FORECAST="true")
+    assert guard.post(*pubsub_cloudevent(payload)) == 200, "acknowledged, never a 500"
+    invalid = [e for e in guard.logs() if e.get("event") == "invalid_message"]
+    assert invalid and invalid[0]["severity"] == "ERROR", guard.log_path.read_text()
+    assert _mutations(kit_resources) == [] and webhook.posts == []
+    assert not [e for e in guard.logs() if e.get("event") in ("budget_status", "budget_threshold", "enforce")]
+    assert _strict_json_lines(guard) == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"[]", b"null", b'{"notified": "0.5"}', b'{"notified": [0.5, "x"]}', b'{"notified": [NaN]}',
+     b'{"period": 7}', b'{"lease_until": "soon"}', b'{"lease_until": Infinity}',
+     b'{"enforced": "yes"}', b'{"enforce_attempts": 1.5}', b'{"last_failures": [1]}', b"\xff\xfe\x00"],
+)
+def test_corrupt_state_is_quarantined_and_replaced(start_guard, kit_resources, webhook, gcs, raw):
+    guard = start_guard()
+    gcs.bucket("staging").blob(STATE_OBJECT).upload_from_string(raw)
+    assert guard.alert(cost=55.0, alert=0.5) == 200, "never fatal"
+    assert len(webhook.posts) == 1, "the message was handled on a fresh state"
+    kept = [b for b in gcs.bucket("staging").list_blobs(prefix=f"{STATE_OBJECT}.corrupt-")]
+    assert len(kept) == 1 and kept[0].download_as_bytes() == raw, "the corrupt state is kept aside, as it was"
+    assert _state(gcs)["notified"] == [0.5]
+    quarantined = [e for e in guard.logs() if e.get("event") == "state_quarantined"]
+    assert len(quarantined) == 1 and quarantined[0]["severity"] == "ERROR" and kept[0].name in quarantined[0]["message"]
+    assert guard.alert(cost=56.0, alert=0.5) == 200
+    assert len(list(gcs.bucket("staging").list_blobs(prefix=f"{STATE_OBJECT}.corrupt-"))) == 1, "replaced: quarantined once"
+
+
+def test_corrupt_local_state_is_quarantined_and_replaced(start_guard, kit_resources, webhook, tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text('{"generation": "two", "state": {}}')
+    guard = start_guard(STATE_PATH=str(path), STATE_BUCKET="")
+    assert guard.alert(cost=55.0, alert=0.5) == 200
+    assert len(webhook.posts) == 1
+    (kept,) = tmp_path.glob("state.json.corrupt-*")
+    assert kept.read_text() == '{"generation": "two", "state": {}}'
+    assert json.loads(path.read_text())["state"]["notified"] == [0.5]
+    assert [e for e in guard.logs() if e.get("event") == "state_quarantined"]
+
+
+def test_a_message_that_fails_is_reported_and_acknowledged(start_guard, kit_resources, webhook):
+    """The state bucket is gone: that message fails, is logged as such, and is not a 500 (no redelivery loop)."""
+    guard = start_guard(STATE_BUCKET="no-such-bucket")
+    assert guard.alert(cost=120.0, alert=1.0) == 200
+    failed = [e for e in guard.logs() if e.get("event") == "message_failed"]
+    assert failed and failed[0]["severity"] == "ERROR" and "no-such-bucket" in failed[0]["message"]
+    assert _mutations(kit_resources) == []
+
+
+def test_deeply_nested_json_is_an_invalid_message(start_guard, kit_resources):
+    guard = start_guard()
+    assert guard.post(*pubsub_cloudevent("[" * 20000 + "]" * 20000)) == 200
+    assert [e for e in guard.logs() if e.get("event") == "invalid_message"]
