@@ -5,6 +5,7 @@ from kit_infra import config
 from kit_infra.agents import ServiceAgents
 from kit_infra.apis import Apis
 from kit_infra.budget import Budget
+from kit_infra.ci_access import CiAccess, CiDeps
 from kit_infra.guard import BudgetGuard, GuardDeps
 from kit_infra.identity import Identity
 from kit_infra.monitoring import Monitoring
@@ -29,6 +30,9 @@ guard = BudgetGuard("guard", cfg, GuardDeps(
     repository=registry.repository, runtime_template_id=runtime.template.name, agents_ready=agents.ready), after_apis)
 serving = Serving("serving", cfg, after_apis)
 monitoring = Monitoring("monitoring", cfg, budget.channels, after_apis)
+ci = CiAccess("ci", cfg, CiDeps(  # keyless CI for GitHub Actions, opt-in: llmops-kit:githubRepository (docs/ci-cd.md)
+    buckets={"staging": storage.staging, "models": storage.models}, repository=registry.repository, accounts=identity.accounts),
+    after_apis) if cfg.github else None
 
 # Everything `make train` and `make deploy` need (`pulumi stack output --json > .cache/stack.json`).
 pulumi.export("project", cfg.project)
@@ -52,3 +56,7 @@ pulumi.export("runtime_template_id", runtime.template.name)
 pulumi.export("runtime_machine_type", cfg.runtime.machine_type)  # what `make notebook-run` prices its cost at
 pulumi.export("budget_guard_function", guard.function.name)
 pulumi.export("runtime_immutable", runtime.recorded)  # the next deployment compares against it
+if ci:  # what the GitHub workflows authenticate with (docs/ci-cd.md: the LLMOPS_STACK_OUTPUTS repository variable)
+    pulumi.export("ci_workload_identity_provider", ci.provider_name)
+    for role, account in ci.accounts.items():
+        pulumi.export(f"{role.replace('-', '_')}_service_account", account.email)

@@ -1,7 +1,8 @@
 """Read and validate all stack config before any resource is declared.
 
 Every error names the key and shows the `pulumi config set` command that fixes it. `validate` reads the plain values
-one concern at a time (project and names, budget, runtime, guard), so each step can be read and tested on its own.
+one concern at a time (project and names, budget, runtime, guard, CI access), so each step can be read and tested on
+its own.
 """
 
 from __future__ import annotations
@@ -24,8 +25,14 @@ KNOWN_ACCELERATORS = {"NVIDIA_L4", "NVIDIA_TESLA_T4", "NVIDIA_TESLA_A100", "NVID
 # service-account ids 6-30. The longest suffix of each is what the stack name must leave room for.
 BUCKET_KINDS = ("datasets", "staging", "models", "guard")
 ACCOUNT_ROLES = ("trainer", "serving", "guard", "builder", "fnbuilder")
+# The CI accounts a `githubRepository` stack adds (kit_infra/ci_access.py): preview (read-only), image builds from the
+# main branch, and the release pipeline (launch and deploy).
+CI_ROLES = ("ci-read", "ci-image", "ci-deploy")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _STACK = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
+# GitHub's owner (user or organisation: letters, digits and inner hyphens, at most 39) and repository names. Nothing
+# else gets in: the name is written into the identity provider's attribute condition, a CEL expression.
+_GITHUB_REPOSITORY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?/[A-Za-z0-9._-]{1,100}")
 
 
 class InfraConfigError(ValueError):
@@ -61,6 +68,15 @@ class RuntimeSpec:
 
 
 @dataclass(frozen=True)
+class GithubAccess:
+    """The one GitHub repository whose workflows may act as the stack's CI accounts (kit_infra/ci_access.py)."""
+
+    repository: str  # owner/name, spelt as GitHub spells it: the OIDC token's `repository` claim is compared exactly
+    repository_id: str | None = None  # numeric ids survive a rename and do not match a deleted name someone re-creates
+    owner_id: str | None = None
+
+
+@dataclass(frozen=True)
 class StackConfig:
     stack: str
     project: str
@@ -82,6 +98,7 @@ class StackConfig:
     prediction_log_retention_days: int
     endpoint_log_sampling_rate: float
     hf_token: pulumi.Output | None  # secret; never a plain value
+    github: GithubAccess | None = None  # keyless CI access; None: the stack has none
 
     @property
     def labels(self) -> dict[str, str]:
@@ -118,11 +135,12 @@ def _names(raw: dict, stack: str) -> tuple[str, str]:
     if not _STACK.fullmatch(stack):
         raise InfraConfigError(f"stack name {stack!r}: use lower-case letters, digits and '-' (it is part of bucket and account names); "
                                "`pulumi stack init dev`")
-    longest_account = account_id(stack, max(ACCOUNT_ROLES, key=len))
+    longest_role = max(ACCOUNT_ROLES + CI_ROLES, key=len)
+    longest_account = account_id(stack, longest_role)
     if len(longest_account) > 30:
         raise InfraConfigError(f"stack name {stack!r} is too long: service-account ids are at most 30 characters and "
                                f"{longest_account!r} has {len(longest_account)}; use a stack name of at most "
-                               f"{30 - len(account_id('', max(ACCOUNT_ROLES, key=len)))} characters")
+                               f"{30 - len(account_id('', longest_role))} characters")
     longest_bucket = bucket_name(project, stack, max(BUCKET_KINDS, key=len))
     if len(longest_bucket) > 63:
         raise InfraConfigError(f"bucket name {longest_bucket!r} has {len(longest_bucket)} characters (GCS allows 63): "
@@ -251,6 +269,26 @@ def _sampling_rate(raw: dict) -> float:
     return rate
 
 
+def _github(raw: dict) -> GithubAccess | None:
+    """Opt-in keyless CI: the repository (and, better, its numeric ids) the identity provider pins."""
+    repository = raw.get("githubRepository")
+    ids = {key: raw.get(key) for key in ("githubRepositoryId", "githubRepositoryOwnerId")}
+    if not repository:
+        if set_ids := [key for key, value in ids.items() if value not in (None, "")]:
+            raise InfraConfigError(f"{', '.join(set_ids)} set without githubRepository: {_fix('githubRepository', 'owner/name')}")
+        return None
+    repository = str(repository)
+    if not _GITHUB_REPOSITORY.fullmatch(repository) or repository.split("/")[1] in (".", ".."):
+        raise InfraConfigError(f"githubRepository {repository!r} is not a GitHub repository as owner/name: "
+                               f"{_fix('githubRepository', 'owner/name')}")
+    for key, value in ids.items():
+        if value not in (None, "") and (isinstance(value, bool) or not str(value).isdigit()):
+            raise InfraConfigError(f"{key} must be GitHub's numeric id, got {value!r} (`gh api repos/{repository} "
+                                   f"--jq .id,.owner.id` prints both): {_fix(key, '123456789')}")
+    as_text = {key: str(value) if value not in (None, "") else None for key, value in ids.items()}
+    return GithubAccess(repository, as_text["githubRepositoryId"], as_text["githubRepositoryOwnerId"])
+
+
 def validate(raw: dict, stack: str, hf_token=None, webhook_is_secret: bool = False) -> StackConfig:
     """Validate plain values (separate from pulumi.Config so it is testable without a stack)."""
     project, region = _names(raw, stack)
@@ -266,7 +304,7 @@ def validate(raw: dict, stack: str, hf_token=None, webhook_is_secret: bool = Fal
         staging_retention_days=_int(raw, "stagingRetentionDays", 14, 1, 3650),
         checkpoint_retention_days=_int(raw, "checkpointRetentionDays", 7, 1, 3650),
         prediction_log_retention_days=_int(raw, "predictionLogRetentionDays", 30, 1, 3650),
-        endpoint_log_sampling_rate=sampling, hf_token=hf_token,
+        endpoint_log_sampling_rate=sampling, hf_token=hf_token, github=_github(raw),
     )
 
 
@@ -274,7 +312,7 @@ _KEYS = ("billingAccount", "budgetAmount", "budgetCurrency", "budgetThresholds",
          "runtimeAcceleratorType", "runtimeAcceleratorCount", "runtimeDiskType", "idleShutdownMinutes", "allowNoIdleShutdown",
          "createRuntime", "allowRuntimeReplacement",
          "runtimeUser", "runtimeUsers", "guardDryRun", "guardWebhookUrl", "stagingRetentionDays", "checkpointRetentionDays",
-         "predictionLogRetentionDays", "endpointLogSamplingRate")
+         "predictionLogRetentionDays", "endpointLogSamplingRate", "githubRepository", "githubRepositoryId", "githubRepositoryOwnerId")
 
 
 def load() -> StackConfig:

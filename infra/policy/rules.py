@@ -8,6 +8,7 @@ Each rule returns a list of violation messages (empty when the resource complies
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from collections.abc import Callable
 from functools import cache
@@ -15,12 +16,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # infra/: the kit's plain-Python tables (no Pulumi needed)
-from kit_infra import disks  # noqa: E402
+from kit_infra import disks, github  # noqa: E402
 
 REQUIRED_LABELS = ("app", "stack", "component")
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
 PRIMITIVE_ROLES = ("roles/owner", "roles/editor", "roles/viewer")
 SECRET_INPUTS = {"gcp:secretmanager/secretVersion:SecretVersion": ("secretData",)}
+PROVIDER_TYPE = "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider"
+# Long-lived credentials of a service account: whoever holds the file is the account until someone deletes the key.
+# CI reaches Google through Workload Identity Federation instead (kit_infra/ci_access.py).
+KEY_TYPES = ("gcp:serviceaccount/key:Key", "gcp:storage/hmacKey:HmacKey")
 
 
 def _camel(name: str) -> str:
@@ -65,7 +70,13 @@ def _members(inputs: dict[str, Any]) -> list[str]:
     members = list(inputs.get("members") or [])
     if inputs.get("member"):
         members.append(inputs["member"])
-    for binding in inputs.get("bindings") or []:
+    bindings = list(inputs.get("bindings") or [])
+    if isinstance(inputs.get("policyData"), str):  # the *IAMPolicy resources: a whole policy as JSON
+        try:
+            bindings += json.loads(inputs["policyData"]).get("bindings") or []
+        except (ValueError, AttributeError):
+            pass
+    for binding in bindings:
         members += binding.get("members", [])
     return [str(m) for m in members]
 
@@ -100,15 +111,52 @@ def runtime_disk_fits_machine(resource_type: str, inputs: dict[str, Any]) -> lis
     return [f"runtime template {inputs.get('name')}: {problem}"] if problem else []
 
 
+def no_whole_pool_principal_sets(resource_type: str, inputs: dict[str, Any]) -> list[str]:
+    """`principalSet://.../workloadIdentityPools/POOL/*` is every identity the pool's providers accept."""
+    return [f"{resource_type} grants {m}: a principal set over the whole workload identity pool; bind the pinned "
+            "attribute (attribute.repository/owner/name, ...) instead" for m in _members(inputs) if github.WHOLE_POOL.fullmatch(m)]
+
+
+def no_service_account_keys(resource_type: str, inputs: dict[str, Any]) -> list[str]:
+    if resource_type not in KEY_TYPES:
+        return []
+    return [f"{resource_type}: a long-lived service-account key; CI authenticates keylessly through Workload Identity "
+            "Federation (llmops-kit:githubRepository, kit_infra/ci_access.py)"]
+
+
+def identity_provider_pinned(resource_type: str, inputs: dict[str, Any], repository: str | None = None) -> list[str]:
+    """A provider accepts what its issuer mints unless its condition narrows it. For GitHub, one issuer for every
+    repository, the condition must pin the repository: `repository`, the stack's githubRepository, where known."""
+    if resource_type != PROVIDER_TYPE:
+        return []
+    provider = inputs.get("workloadIdentityPoolProviderId")
+    condition = str(inputs.get("attributeCondition") or "").strip()
+    if not condition:
+        return [f"identity provider {provider}: no attributeCondition, so every token its issuer mints is accepted "
+                "(for GitHub: a workflow of any repository in the world)"]
+    if (inputs.get("oidc") or {}).get("issuerUri") != github.ISSUER:
+        return []
+    pinned = github.pinned_repository(condition)
+    if pinned is None:
+        return [f"identity provider {provider}: attributeCondition {condition!r} does not pin one repository (a top-level "
+                "`assertion.repository == 'owner/name'` clause, no top-level `||` or `?:`)"]
+    if repository and pinned != repository:
+        return [f"identity provider {provider}: attributeCondition pins {pinned!r}, not the stack's githubRepository {repository!r}"]
+    return []
+
+
 def secrets_not_plain(resource_type: str, inputs: dict[str, Any], is_secret: Callable[[str], bool]) -> list[str]:
     """`is_secret(input_name)` tells whether the engine holds that input as a secret."""
     return [f"{resource_type}.{name} must be a secret (pulumi config set --secret ...)"
             for name in SECRET_INPUTS.get(resource_type, ()) if name in inputs and not is_secret(name)]
 
 
-RULES = (labels_present, no_public_members, no_primitive_roles, bucket_locked_down, runtime_disk_fits_machine)
+RULES = (labels_present, no_public_members, no_primitive_roles, bucket_locked_down, runtime_disk_fits_machine,
+         no_whole_pool_principal_sets, no_service_account_keys)
 
 
-def violations(resource_type: str, inputs: dict[str, Any], is_secret: Callable[[str], bool] = lambda _: True) -> list[str]:
+def violations(resource_type: str, inputs: dict[str, Any], is_secret: Callable[[str], bool] = lambda _: True,
+               github_repository: str | None = None) -> list[str]:
+    """Every rule's messages; `github_repository`: the stack's llmops-kit:githubRepository, when the runner knows it."""
     out = [msg for rule in RULES for msg in rule(resource_type, inputs)]
-    return out + secrets_not_plain(resource_type, inputs, is_secret)
+    return out + secrets_not_plain(resource_type, inputs, is_secret) + identity_provider_pinned(resource_type, inputs, github_repository)

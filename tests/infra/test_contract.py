@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 
@@ -20,7 +21,8 @@ from tests.standins.pulumi_mocks import run_program
 
 @pytest.fixture(scope="module")
 def recorded():
-    mocks, _ = run_program(CONFIG, secret_keys=["llmops-kit:hfToken"])
+    """The program with every optional part that declares resources of its own (keyless CI included)."""
+    mocks, _ = run_program({**CONFIG, "llmops-kit:githubRepository": "acme/llmops"}, secret_keys=["llmops-kit:hfToken"])
     return mocks
 
 
@@ -91,6 +93,14 @@ def _dashboard(i: dict) -> dict:
     return json.loads(i["dashboardJson"])
 
 
+def _pool(i: dict) -> dict:
+    return _drop(i, "project", "workloadIdentityPoolId")  # the pool id is the create call's query parameter
+
+
+def _provider(i: dict) -> dict:
+    return _drop(i, "project", "workloadIdentityPoolId", "workloadIdentityPoolProviderId")
+
+
 RESOURCES = [
     # (recorded type, API, version, request schema, inputs -> request body)
     ("colab/runtimeTemplate:RuntimeTemplate", "aiplatform", "v1", "GoogleCloudAiplatformV1NotebookRuntimeTemplate", _runtime_template),
@@ -100,6 +110,8 @@ RESOURCES = [
     ("storage/bucket:Bucket", "storage", "v1", "Bucket", _bucket),
     ("bigquery/dataset:Dataset", "bigquery", "v2", "Dataset", _dataset),
     ("monitoring/dashboard:Dashboard", "monitoring", "v1", "Dashboard", _dashboard),
+    ("iam/workloadIdentityPool:WorkloadIdentityPool", "iam", "v1", "WorkloadIdentityPool", _pool),
+    ("iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider", "iam", "v1", "WorkloadIdentityPoolProvider", _provider),
 ]
 
 
@@ -118,6 +130,9 @@ def test_inputs_are_what_the_api_accepts(recorded, typ, api, version, schema, to
     ("cloudfunctionsv2/function:Function", lambda i: i["eventTrigger"].update(retryPolicy="DO_NOT_RETRY"), "retryPolicy"),
     ("cloudfunctionsv2/function:Function", lambda i: i["serviceConfig"].update(ingressSettings="INTERNAL_ONLY"), "ingressSettings"),
     ("cloudfunctionsv2/function:Function", lambda i: i["serviceConfig"].update(timeoutSecond=300), "timeoutSecond"),
+    ("iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider", lambda i: i["oidc"].update(issuer=i["oidc"].pop("issuerUri")), "issuer"),
+    ("iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider", lambda i: i.update(attributeMapping=["assertion.sub"]),
+     "attributeMapping"),
 ])
 def test_a_misspelt_value_is_refused_as_the_api_would(recorded, typ, mutate, field):
     """The check has teeth: the wrong spelling of an enum (or of a field) is a 400 naming the field."""
@@ -126,3 +141,34 @@ def test_a_misspelt_value_is_refused_as_the_api_would(recorded, typ, mutate, fie
     mutate(inputs)
     with pytest.raises(discovery.ApiError, match=field):
         discovery.api(api, version).check(schema, to_body(inputs), "")
+
+
+def _documented(api: str, resource: list[str], parameter: str) -> str:
+    node = discovery.api(api, "v1").doc
+    for name in resource:
+        node = node["resources"][name]
+    return node["methods"]["create"]["parameters"][parameter]["description"]
+
+
+@pytest.mark.parametrize(("typ", "resource", "id_field"), [
+    ("iam/workloadIdentityPool:WorkloadIdentityPool", ["projects", "locations", "workloadIdentityPools"], "workloadIdentityPoolId"),
+    ("iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider", ["projects", "locations", "workloadIdentityPools", "providers"],
+     "workloadIdentityPoolProviderId"),
+])
+def test_identity_pool_ids_and_names_fit_what_iam_documents(recorded, typ, resource, id_field):
+    """The ids are query parameters and the name lengths are prose in the iam v1 document: held to its words."""
+    assert "4-32 characters, and may contain the characters [a-z0-9-]. The prefix `gcp-` is reserved" in _documented("iam", resource, id_field)
+    schema = discovery.api("iam", "v1").doc["schemas"][typ.split(":")[-1]]["properties"]
+    assert "Cannot exceed 32 characters" in schema["displayName"]["description"]
+    assert "Cannot exceed 256 characters" in schema["description"]["description"]
+    for r in recorded.of_type(typ):
+        assert re.fullmatch(r"[a-z0-9-]{4,32}", r.inputs[id_field]) and not r.inputs[id_field].startswith("gcp-")
+        assert len(r.inputs["displayName"]) <= 32 and len(r.inputs["description"]) <= 256
+
+
+def test_the_longest_stack_name_still_fits_the_pool_id():
+    """config.py's stack-name limit (service-account ids) is what bounds the pool id too."""
+    from kit_infra.config import CI_ROLES, account_id, kit_name
+
+    longest = next(n for n in range(40, 0, -1) if len(account_id("s" * n, max(CI_ROLES, key=len))) <= 30)
+    assert len(kit_name("s" * longest, "github")) <= 32
