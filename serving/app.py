@@ -3,7 +3,9 @@
 Every request is answered with JSON and a status that metrics and the log record as sent: 400 for a body the
 schema refuses (naming the field), 413 past the size limit (counted while reading, chunked bodies too), 429 with
 Retry-After when the server holds as much work as it takes, 503 while the model loads, 504 past the timeout, 500
-for a failure of that request alone. Parsing and tokenization run off the event loop, so health always answers.
+for a failure of that request alone. A client that closes its connection before its answer has its generation
+cancelled at once (its slots freed) and is recorded as 499. Parsing and tokenization run off the event loop, so
+health always answers.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from serving.settings import Settings
 
 log = logging.getLogger("serving")
 INLINE_BYTES = 16 * 1024
+CLIENT_CLOSED = 499
 
 
 class _JsonLines(logging.Formatter):
@@ -42,6 +45,10 @@ def _setup_logging() -> None:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
+
+
+class ClientLeft(Exception):
+    """The client closed its connection before the answer: recorded as 499 (nginx's "client closed request")."""
 
 
 class BadRequest(Exception):
@@ -248,6 +255,9 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
             body = await _predict(request, state, outcome)
             outcome["status"] = 200
             return JSONResponse(body)
+        except ClientLeft:
+            outcome["status"] = CLIENT_CLOSED
+            return Response(status_code=CLIENT_CLOSED)  # nobody reads it; the status is what metrics and the log record
         except BadRequest as e:
             outcome["status"] = e.status
             headers = {"Retry-After": "1"} if e.status in (429, 503) else None
@@ -283,8 +293,19 @@ async def _predict(request: Request, state: ServerState, outcome: dict) -> dict:
     state.admit(len(items))
     try:
         state.generating += len(items)
+        work = asyncio.ensure_future(asyncio.wait_for(_generate_all(engine, items, state), settings.request_timeout_s))
+        left = asyncio.ensure_future(_disconnected(request))
         try:
-            preds = await asyncio.wait_for(asyncio.gather(*(_generate(engine, it, state) for it in items)), settings.request_timeout_s)
+            await asyncio.wait((work, left), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+            if not work.done():  # the client left (or this handler was cancelled): stop generating for nobody
+                work.cancel()
+                await asyncio.wait((work,))  # the engine has taken the requests out of its batch before slots are released
+        if work.cancelled():
+            raise ClientLeft()
+        try:
+            preds = work.result()
         except asyncio.TimeoutError:
             raise BadRequest(f"prediction took longer than {settings.request_timeout_s:.0f}s", 504) from None
     finally:
@@ -300,6 +321,23 @@ async def _predict(request: Request, state: ServerState, outcome: dict) -> dict:
     if settings.log_prompts:
         log.debug("prompts", extra={"fields": {"prompts": [i.prompt for i in items]}})
     return {"predictions": [p.to_dict() for p in preds]}
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes its connection (the body has been read: the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _generate_all(engine, items: list[Item], state: ServerState) -> list:
+    """Every instance of a request; if one fails the others are cancelled (asyncio.gather would leave them generating)."""
+    tasks = [asyncio.ensure_future(_generate(engine, it, state)) for it in items]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:  # failed or cancelled: none keeps generating, and each has left the engine's batch before this returns
+        for t in tasks:
+            t.cancel()
+        await asyncio.wait(tasks)
 
 
 async def _generate(engine, item: Item, state: ServerState):

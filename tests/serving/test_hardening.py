@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import socket
+import time
 
 import httpx
 import pytest
@@ -15,7 +18,7 @@ SELECT = {"prompt": "SELECT"}
 @pytest.fixture(scope="module")
 def server(served_model_dir, tmp_path_factory):
     s = Server({"MODEL_DIR": str(served_model_dir), "AIP_HEALTH_ROUTE": HEALTH, "AIP_PREDICT_ROUTE": PREDICT,
-                "MAX_TOKENS_CAP": "32"}, tmp_path_factory.mktemp("srv") / "server.log")
+                "MAX_TOKENS_CAP": "256", "MAX_BATCH_SIZE": "4", "MAX_QUEUE": "12"}, tmp_path_factory.mktemp("srv") / "server.log")
     s.wait_healthy(HEALTH)
     yield s
     s.stop()
@@ -131,3 +134,84 @@ def test_settings_refuse_numbers_that_are_not_finite(monkeypatch):
         with pytest.raises(SettingsError, match=var.lower()):
             Settings.from_env()
         monkeypatch.delenv(var)
+
+
+# -- clients that leave -----------------------------------------------------------------------------------------------
+
+def _metric(server, name: str) -> float:
+    for line in httpx.get(server.url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _wait_for(check, timeout: float) -> float:
+    """Seconds until check() holds; fails past timeout."""
+    t0 = time.monotonic()
+    while not check():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        time.sleep(0.01)
+    return time.monotonic() - t0
+
+
+def _raw_post(server, body: bytes, declared: int | None = None) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", server.port))
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+              % (PREDICT.encode(), len(body) if declared is None else declared, body))
+    return s
+
+
+def test_clients_that_disconnect_are_cancelled_and_free_their_slots_at_once(server):
+    """The issue's case, scaled to the test server: every admitted request with max_tokens 256 and its socket closed.
+    Before, each generated to completion for nobody and new clients got 429 meanwhile."""
+    body = json.dumps({"instances": [SELECT], "parameters": {"max_tokens": 256}}).encode()
+    capacity = 16  # MAX_BATCH_SIZE + MAX_QUEUE
+    socks = [_raw_post(server, body) for _ in range(capacity)]
+    _wait_for(lambda: _metric(server, "instances_in_flight") == capacity, 30)
+    assert _predict(server, {"max_tokens": 1}).status_code == 429
+    t0 = time.monotonic()
+    for s in socks:
+        s.close()
+    _wait_for(lambda: _metric(server, "instances_in_flight") == 0, 60)
+    freed = time.monotonic() - t0
+    print(f"slots freed {freed:.2f}s after {capacity} clients left")
+    assert _predict(server, {"max_tokens": 4}).status_code == 200
+    assert freed < 2.0, f"slots freed {freed:.2f}s after the clients left: they were generated for nobody"
+    _wait_for(lambda: sum(e.get("status") == 499 for e in server.logs() if e.get("message") == "predict") >= capacity, 10)
+
+
+def test_when_one_instance_fails_the_others_of_its_request_stop_generating():
+    """asyncio.gather left the siblings of a failed instance generating for an answer that was already a 500."""
+    import asyncio
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.engine import EngineError
+    from serving.settings import Settings
+
+    cancelled = threading.Event()
+
+    class Engine:
+        model_dir, context_length, max_token_bytes = "stand-in", 1024, 8
+
+        def tokenize(self, text):
+            return [1, 2]
+
+        async def generate(self, item):
+            if item.prompt == "boom":
+                await asyncio.sleep(0.05)
+                raise EngineError("the kernel fell over")
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    with TestClient(create_app(Settings(), load_engine=lambda s: Engine())) as client:
+        _wait_for(lambda: client.get("/health").status_code == 200, 10)
+        r = client.post("/predict", json={"instances": [{"prompt": "slow"}, {"prompt": "boom"}]})
+        assert r.status_code == 500
+        assert cancelled.wait(5), "the other instance was left generating"
+        assert "instances_in_flight 0.0" in client.get("/metrics").text
