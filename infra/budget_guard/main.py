@@ -100,19 +100,38 @@ def _state_store(settings: GuardSettings):
     return StateStore(_storage_client(), settings.state_bucket, settings.state_object)
 
 
+def _stale(n: BudgetNotification, newest: str) -> dict:
+    log.warning("ignoring a late message of budget period %s: period %s has begun", n.period_start, newest,
+                extra={"json_fields": {"event": "stale_period", "period": n.period_start, "newest": newest,
+                                       "ratio": round(n.ratio, 4)}})
+    return {"notified": [], "actions": [], "stale": True}
+
+
 def handle(n: BudgetNotification, settings: GuardSettings, store, resources: KitResources | None = None) -> dict:
-    """Apply the policy to one notification; returns what was done (for logs and tests)."""
+    """Apply the policy to one notification; returns what was done (for logs and tests).
+
+    Per budget period: each notify threshold announced once, the enforcement done once (retried only while some
+    of its actions failed). A message of a period older than the newest one seen is late: it changes nothing.
+    """
     log.info("budget '%s': %.2f of %.2f %s (%.1f%%)", n.display_name, n.cost, n.budget, n.currency, 100 * n.ratio,
              extra={"json_fields": {"event": "budget_status", "ratio": round(n.ratio, 4), "period": n.period_start}})
     crossed = [t for t in settings.notify_thresholds if n.ratio >= t]
     claimed: list[float] = []
+    newer: list[str] = []  # the newest period, when this message's is older
 
     def claim_notifications(s: GuardState) -> GuardState | None:
-        s = s.for_period(n.period_start)
-        claimed[:] = [t for t in crossed if t not in s.notified]
-        return replace(s, notified=sorted(s.notified + claimed)) if claimed else None
+        current = s.for_period(n.period_start)
+        if current is None:
+            newer[:] = [s.period]
+            return None
+        claimed[:] = [t for t in crossed if t not in current.notified]
+        if claimed:
+            return replace(current, notified=sorted(current.notified + claimed))
+        return None if current is s else current  # a new period is recorded even when nothing crossed
 
     store.update(claim_notifications)
+    if newer:
+        return _stale(n, newer[0])
     for threshold in claimed:
         _notify(settings, n, threshold)
     outcome = {"notified": claimed, "actions": []}
@@ -123,16 +142,22 @@ def handle(n: BudgetNotification, settings: GuardSettings, store, resources: Kit
     flag = "dry_run_enforced" if settings.dry_run else "enforced"
 
     def claim_enforcement(s: GuardState) -> GuardState | None:
-        s = s.for_period(n.period_start)
-        if getattr(s, flag) or s.lease_until > now:
+        current = s.for_period(n.period_start)
+        if current is None:
+            newer[:] = [s.period]
+            return None
+        if getattr(current, flag) or current.lease_until > now:
             return None  # done this period, or another instance is on it
-        return replace(s, lease_until=now + LEASE_SECONDS, enforce_attempts=s.enforce_attempts + 1)
+        return replace(current, lease_until=now + LEASE_SECONDS, enforce_attempts=current.enforce_attempts + 1)
 
     if store.update(claim_enforcement) is None:
+        if newer:
+            return _stale(n, newer[0])
         log.info("enforcement already done or in progress for period %s", n.period_start)
         return outcome
     log.warning("spend at %.0f%% of budget: stopping the kit's resources labelled %s%s", 100 * n.ratio, settings.labels,
-                " (dry run)" if settings.dry_run else "", extra={"json_fields": {"event": "enforce", "cost": n.cost}})
+                " (dry run)" if settings.dry_run else "",
+                extra={"json_fields": {"event": "enforce", "cost": n.cost, "period": n.period_start}})
     try:
         resources = resources or KitResources(settings, credentials=_vertex_credentials(settings))
     except Exception as e:  # no credentials, bad endpoint: every action failed; retried on the next message
@@ -140,8 +165,14 @@ def handle(n: BudgetNotification, settings: GuardSettings, store, resources: Kit
     else:
         results = resources.enforce({"cost": n.cost, "budget": n.budget, "currency": n.currency, "ratio": round(n.ratio, 4)})
     failures = [f"{r.action} {r.resource}: {r.error}" for r in results if not r.ok]
-    store.update(lambda s: replace(s.for_period(n.period_start), lease_until=0.0, last_failures=failures,
-                                   **{flag: not failures}))
+
+    def record(s: GuardState) -> GuardState | None:
+        current = s.for_period(n.period_start)
+        if current is None:
+            return None  # a newer period began meanwhile: this one's outcome no longer matters
+        return replace(current, lease_until=0.0, last_failures=failures, **{flag: not failures})
+
+    store.update(record)
     outcome["actions"] = [r.__dict__ for r in results]
     return outcome
 

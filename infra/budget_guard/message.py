@@ -9,10 +9,13 @@ import base64
 import binascii
 import json
 import math
+import time
 from dataclasses import dataclass
+from datetime import datetime
 
 SCHEMA_VERSION = "1.0"
 MAX_MESSAGE_BYTES = 64 * 1024  # real notifications are a few hundred bytes
+CLOCK_SKEW_S = 3600  # a period may start at most this far after the guard's clock says "now"
 
 
 class InvalidMessage(ValueError):
@@ -50,12 +53,25 @@ def _number(data: dict, key: str) -> float:
     return number
 
 
+def period_start(text: str) -> datetime:
+    """costIntervalStart as a moment: an RFC 3339 timestamp with its offset (Cloud Billing writes 2026-11-01T07:00:00Z).
+
+    Periods are compared as moments, so one start written two ways is one period. ValueError if it is not one.
+    """
+    if not isinstance(text, str) or "T" not in text.upper():
+        raise ValueError(f"{str(text)[:40]!r} is not a timestamp")
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"{text[:40]!r} has no UTC offset")
+    return moment
+
+
 def _refuse_constant(name: str):
     """json.loads reads NaN, Infinity and -Infinity, which are not JSON: a message carrying them is invalid."""
     raise InvalidMessage(f"message data holds {name}, which is not a number")
 
 
-def parse_pubsub_message(message: dict) -> BudgetNotification:
+def parse_pubsub_message(message: dict, now: float | None = None) -> BudgetNotification:
     """`message` is the CloudEvent's data["message"]: {"data": base64, "attributes": {...}}."""
     if not isinstance(message, dict):
         raise InvalidMessage("the CloudEvent carries no Pub/Sub message object")
@@ -85,6 +101,12 @@ def parse_pubsub_message(message: dict) -> BudgetNotification:
     for key in ("budgetDisplayName", "costIntervalStart", "currencyCode", "budgetAmountType"):
         if not isinstance(payload.get(key), str) or not payload.get(key):
             raise InvalidMessage(f"field {key!r} is missing or not a string")
+    try:
+        started = period_start(payload["costIntervalStart"])
+    except ValueError as e:
+        raise InvalidMessage(f"field 'costIntervalStart' is not an RFC 3339 timestamp: {e}") from None
+    if started.timestamp() > (time.time() if now is None else now) + CLOCK_SKEW_S:
+        raise InvalidMessage(f"costIntervalStart {payload['costIntervalStart']} is in the future: no budget period starts then")
     cost, budget = _number(payload, "costAmount"), _number(payload, "budgetAmount")
     if budget <= 0:
         raise InvalidMessage(f"budgetAmount must be positive, got {budget}")

@@ -9,9 +9,17 @@ import argparse
 import sys
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from events import budget_payload, pubsub_cloudevent
+
+
+def current_period(now: datetime) -> str:
+    """The start of this month's budget period as Cloud Billing writes it: midnight Pacific (08:00 UTC) on the 1st."""
+    start = now.replace(day=1, hour=8, minute=0, second=0, microsecond=0)
+    if start > now:  # the 1st, before midnight Pacific: still last month's period
+        start = (start - timedelta(days=1)).replace(day=1)
+    return start.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--forecast", type=float, default=None, help="forecastThresholdExceeded to include")
     p.add_argument("--url", default="http://127.0.0.1:8080/")
     args = p.parse_args(argv)
-    period = datetime.now(timezone.utc).strftime("%Y-%m-01T08:00:00Z")
+    period = current_period(datetime.now(timezone.utc))
     payload = budget_payload(round(args.ratio * args.budget, 2), args.budget, period, args.currency,
                              alert=args.alert, forecast=args.forecast)
     headers, body = pubsub_cloudevent(payload)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from google.api_core import exceptions
+from message import period_start
 
 MAX_RETRIES = 5
 log = logging.getLogger("budget_guard")
@@ -63,6 +64,11 @@ class GuardState:
         s = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
         if not isinstance(s.period, str):
             raise CorruptState(f"period is {str(s.period)[:40]!r}, not a string")
+        if s.period:
+            try:
+                period_start(s.period)
+            except ValueError as e:
+                raise CorruptState(f"period: {e}") from None
         if not isinstance(s.notified, list):
             raise CorruptState(f"notified is {str(s.notified)[:40]!r}, not a list")
         s.notified = [_finite(t, "a notified threshold") for t in s.notified]
@@ -79,9 +85,16 @@ class GuardState:
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
 
-    def for_period(self, period: str) -> GuardState:
-        """A new budget period starts from a clean slate."""
-        return self if self.period == period else GuardState(period=period)
+    def for_period(self, period: str) -> GuardState | None:
+        """The state a message of `period` applies to: this one for the same period, a clean slate for a newer one
+        (a new budget period starts afresh), None for an older one: a late message of a period that is over."""
+        if self.period:
+            ours, theirs = period_start(self.period), period_start(period)
+            if theirs < ours:
+                return None
+            if theirs == ours:
+                return self
+        return GuardState(period=period)
 
 
 def _quarantine_name(name: str) -> str:

@@ -429,3 +429,65 @@ def test_deeply_nested_json_is_an_invalid_message(start_guard, kit_resources):
     guard = start_guard()
     assert guard.post(*pubsub_cloudevent("[" * 20000 + "]" * 20000)) == 200
     assert [e for e in guard.logs() if e.get("event") == "invalid_message"]
+
+
+# -- budget periods: a late message from an older period changes nothing ---------------------------------------------------
+
+DEC, JAN = "2025-12-01T08:00:00Z", "2026-01-01T08:00:00Z"
+
+
+def _enforcements(guard: Guard) -> list[dict]:
+    return [e for e in guard.logs() if e.get("event") == "enforce"]
+
+
+def test_a_late_message_from_the_previous_period_changes_nothing(start_guard, kit_resources, webhook, gcs):
+    """The issue's sequence: Dec 120%, Jan 95%, Dec 125%, Jan 96%, Dec 126% gives 4 notifications and 1 enforcement."""
+    guard = start_guard()
+    cancels = []
+    for period, cost in ((DEC, 120.0), (JAN, 95.0), (DEC, 125.0), (JAN, 96.0), (DEC, 126.0)):
+        for jid in (10, 11):  # the kit's jobs run (again): any enforcement would cancel them
+            kit_resources.set_job_state(f"{P}/customJobs/{jid}", "JOB_STATE_RUNNING")
+        assert guard.alert(cost=cost, period=period) == 200
+        cancels.append(len(kit_resources.calls("customJobs.cancel")))
+    assert len(webhook.posts) == 4 and [p["text"].split("(crossed ")[1] for p in webhook.posts] == ["50%)", "90%)"] * 2
+    assert len(_enforcements(guard)) == 1
+    assert cancels == [2, 2, 2, 2, 2], "January, at 96%, is never enforced by December's late messages"
+    stale = [e for e in guard.logs() if e.get("event") == "stale_period"]
+    assert [e["period"] for e in stale] == [DEC, DEC] and all(e["newest"] == JAN for e in stale)
+    assert _state(gcs)["period"] == JAN
+
+
+def test_a_quiet_new_period_still_makes_the_old_one_stale(start_guard, kit_resources, webhook):
+    """January's first message crosses nothing; December's late 120% must still not act."""
+    guard = start_guard()
+    assert guard.alert(cost=80.0, period=DEC) == 200
+    assert guard.alert(cost=10.0, period=JAN) == 200
+    assert guard.alert(cost=120.0, period=DEC) == 200
+    assert _mutations(kit_resources) == [] and len(webhook.posts) == 1  # December's 50%, before January began
+
+
+def test_the_same_period_written_differently_is_the_same_period(start_guard, kit_resources, webhook):
+    guard = start_guard()
+    assert guard.alert(cost=120.0, period="2025-12-01T08:00:00Z") == 200
+    assert guard.alert(cost=125.0, period="2025-12-01T00:00:00-08:00") == 200
+    assert len(_enforcements(guard)) == 1 and len(webhook.posts) == 2
+
+
+@pytest.mark.parametrize("period, reason", [
+    ("last month", "costIntervalStart"),
+    ("2025-12-01", "costIntervalStart"),  # a date without a time of day is not the timestamp Cloud Billing sends
+    ("2999-01-01T08:00:00Z", "in the future"),
+])
+def test_a_period_that_is_not_a_past_timestamp_is_invalid(start_guard, kit_resources, webhook, period, reason):
+    guard = start_guard()
+    assert guard.alert(cost=120.0, period=period) == 200
+    errors = [e for e in guard.logs() if e.get("event") == "invalid_message"]
+    assert errors and reason in errors[0]["message"]
+    assert _mutations(kit_resources) == [] and webhook.posts == []
+
+
+def test_a_state_with_a_period_that_is_not_a_timestamp_is_quarantined(start_guard, kit_resources, webhook, gcs):
+    guard = start_guard()
+    gcs.bucket("staging").blob(STATE_OBJECT).upload_from_string(b'{"period": "someday", "enforced": true}')
+    assert guard.alert(cost=120.0) == 200
+    assert len(_enforcements(guard)) == 1 and [e for e in guard.logs() if e.get("event") == "state_quarantined"]
