@@ -5,6 +5,7 @@ import sys
 import uvicorn
 
 from serving.app import create_app
+from serving.protocol import with_header_timeout
 from serving.settings import Settings, SettingsError
 
 
@@ -17,7 +18,8 @@ def main() -> int:
     except SettingsError as e:
         print(f"error: bad server setting: {e}", file=sys.stderr)
         return 2
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                http=with_header_timeout(settings.header_timeout_s))
     return 0
 
 

@@ -1,7 +1,8 @@
 """The HTTP app on Vertex's custom-container contract: health, predict and Prometheus metrics.
 
 Every request is answered with JSON and a status that metrics and the log record as sent: 400 for a body the
-schema refuses (naming the field), 413 past the size limit (counted while reading, chunked bodies too), 429 with
+schema refuses (naming the field), 413 past the size limit (counted while reading, chunked bodies too), 408 for
+a body that does not arrive within BODY_TIMEOUT_S (the connection is closed; HEADER_TIMEOUT_S bounds headers), 429 with
 Retry-After when the server holds as much work as it takes, 503 while the model loads, 504 past the timeout, 500
 for a failure of that request alone. A client that closes its connection before its answer has its generation
 cancelled at once (its slots freed) and is recorded as 499. Parsing and tokenization run off the event loop, so
@@ -23,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from serving.engine import CacheSize, Engine, GenParams, Item, resolve_model_dir
 from serving.schema import ErrorResponse, PredictRequest, PredictResponse, PromptInstance
@@ -34,8 +36,17 @@ CLIENT_CLOSED = 499
 
 
 class _JsonLines(logging.Formatter):
+    """One JSON object a line (Cloud Logging's structured logging); an exception's traceback goes in `stack_trace`,
+    where Error Reporting reads it."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"severity": record.levelname, "message": record.getMessage(), **getattr(record, "fields", {})})
+        entry = {"severity": record.levelname, "message": record.getMessage(), **getattr(record, "fields", {})}
+        trace = [self.formatException(record.exc_info)] if record.exc_info else []
+        if record.stack_info:
+            trace.append(self.formatStack(record.stack_info))
+        if trace:
+            entry["stack_trace"] = "\n".join(trace)
+        return json.dumps(entry)
 
 
 def _setup_logging() -> None:
@@ -189,16 +200,23 @@ def prepare_items(body: PredictRequest, engine, settings: Settings) -> list[Item
     return items
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, counted while it arrives (chunked uploads too): 413 as soon as it passes the limit."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, counted while it arrives (chunked uploads too): 413 as soon as it passes the limit, 408 if it has not
+    all arrived within timeout_s; a client that leaves mid-upload is ClientLeft."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BadRequest(f"body is {declared} bytes; the limit is {limit}", 413)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise BadRequest(f"body is over the {limit}-byte limit", 413)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise BadRequest(f"body is over the {limit}-byte limit", 413)
+    except TimeoutError:
+        raise BadRequest(f"the body did not arrive within {timeout_s:g}s ({len(body)} bytes came)", 408) from None
+    except ClientDisconnect:
+        raise ClientLeft() from None
     return bytes(body)
 
 
@@ -236,7 +254,7 @@ def _lifespan(state: ServerState, load_engine):
 
 def _add_routes(app: FastAPI, state: ServerState) -> None:
     settings, metrics = state.settings, state.metrics
-    errors = {code: {"model": ErrorResponse} for code in (400, 413, 429, 500, 503, 504)}
+    errors = {code: {"model": ErrorResponse} for code in (400, 408, 413, 429, 500, 503, 504)}
 
     @app.get(settings.health_route)
     async def health() -> Response:
@@ -260,7 +278,9 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
             return Response(status_code=CLIENT_CLOSED)  # nobody reads it; the status is what metrics and the log record
         except BadRequest as e:
             outcome["status"] = e.status
-            headers = {"Retry-After": "1"} if e.status in (429, 503) else None
+            headers = {"Retry-After": "1"} if e.status in (429, 503) else {}
+            if e.status in (408, 413):  # the rest of the body may still be on its way: not worth reading, close
+                headers["Connection"] = "close"
             return JSONResponse({"error": {"code": e.status, "message": str(e)}}, status_code=e.status, headers=headers)
         except Exception as e:  # this request failed; the server and every other request carry on
             log.exception("predict failed")
@@ -284,7 +304,7 @@ async def _predict(request: Request, state: ServerState, outcome: dict) -> dict:
     ctype = request.headers.get("content-type", "")
     if ctype.split(";")[0].strip().lower() != "application/json":
         raise BadRequest(f"content type must be application/json, got {ctype or 'none'!r}")
-    raw = await read_body(request, settings.max_body_bytes)
+    raw = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     if len(raw) <= INLINE_BYTES:  # a typical request: parsing it here costs less than a hop to a worker thread
         items = prepare_items(parse(raw, settings), engine, settings)
     else:  # a big body is parsed and tokenized off the event loop, so health and small requests keep being answered

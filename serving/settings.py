@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     max_tokens_cap: int = Field(256, ge=1)
     default_max_tokens: int = Field(100, ge=1)
     request_timeout_s: float = Field(30.0, gt=0)
+    header_timeout_s: float = Field(10.0, gt=0, description="a connection's request headers must arrive within this")
+    body_timeout_s: float = Field(30.0, gt=0, description="a predict body must arrive within this (else 408)")
     max_body_bytes: int = Field(VERTEX_MAX_BODY, ge=1)
     log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
 

@@ -18,7 +18,8 @@ SELECT = {"prompt": "SELECT"}
 @pytest.fixture(scope="module")
 def server(served_model_dir, tmp_path_factory):
     s = Server({"MODEL_DIR": str(served_model_dir), "AIP_HEALTH_ROUTE": HEALTH, "AIP_PREDICT_ROUTE": PREDICT,
-                "MAX_TOKENS_CAP": "256", "MAX_BATCH_SIZE": "4", "MAX_QUEUE": "12"}, tmp_path_factory.mktemp("srv") / "server.log")
+                "MAX_TOKENS_CAP": "256", "MAX_BATCH_SIZE": "4", "MAX_QUEUE": "12",
+                "HEADER_TIMEOUT_S": "1", "BODY_TIMEOUT_S": "1"}, tmp_path_factory.mktemp("srv") / "server.log")
     s.wait_healthy(HEALTH)
     yield s
     s.stop()
@@ -215,3 +216,91 @@ def test_when_one_instance_fails_the_others_of_its_request_stop_generating():
         assert r.status_code == 500
         assert cancelled.wait(5), "the other instance was left generating"
         assert "instances_in_flight 0.0" in client.get("/metrics").text
+
+
+def _closed_by_server(s: socket.socket, within: float) -> bytes | None:
+    """What the server sent before closing the connection, or None if it was still open after `within` seconds."""
+    s.settimeout(within)
+    got = b""
+    try:
+        while chunk := s.recv(65536):
+            got += chunk
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        return None
+    finally:
+        s.close()
+    return got
+
+
+def test_a_client_that_leaves_during_its_upload_is_a_499_not_a_500(server):
+    s = _raw_post(server, b'{"instances": [', declared=1000)
+    time.sleep(0.2)
+    s.close()
+    _wait_for(lambda: _metric(server, 'predict_requests_total{status="499"}') >= 1 and
+              any(e.get("status") == 499 for e in server.logs() if e.get("message") == "predict"), 10)
+    assert _metric(server, 'predict_requests_total{status="500"}') == 0
+    assert not [e for e in server.logs() if e.get("severity") == "ERROR"]
+
+
+def test_sockets_that_stall_before_their_headers_end_are_closed(server):
+    """200 stalled sockets were still open after 70 s: uvicorn times out idle keep-alive connections only."""
+    silent = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+    partial = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+    for s in partial:
+        s.sendall(b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: t\r\nContent-Ty")
+    # a keep-alive connection that stalls in its second request's headers
+    again = socket.create_connection(("127.0.0.1", server.port))
+    again.sendall(b"GET " + HEALTH.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert again.recv(65536).startswith(b"HTTP/1.1 200")
+    again.sendall(b"GET " + HEALTH.encode() + b" HTTP/1.1\r\nHo")
+    t0 = time.monotonic()
+    assert all(_closed_by_server(s, 5) is not None for s in [*silent, *partial, again])
+    assert time.monotonic() - t0 < 5
+    assert httpx.get(server.url + HEALTH, timeout=10).status_code == 200
+
+
+def test_a_body_that_stalls_is_a_408_and_the_connection_is_closed(server):
+    s = _raw_post(server, b'{"instances": [{"prompt": "SEL', declared=1000)
+    got = _closed_by_server(s, 5)
+    assert got is not None, "still open"
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408") and b"connection: close" in head.lower(), head
+    assert "body" in json.loads(body)["error"]["message"]
+    _wait_for(lambda: any(e.get("status") == 408 for e in server.logs() if e.get("message") == "predict"), 5)
+
+
+def test_a_500_is_logged_with_its_cause(tmp_path):
+    """The JSON log formatter dropped exc_info: a 500's line said "predict failed" and nothing else."""
+    import io
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.engine import EngineError
+    from serving.settings import Settings
+
+    class Engine:
+        model_dir, context_length, max_token_bytes = "stand-in", 1024, 8
+
+        def tokenize(self, text):
+            return [1, 2]
+
+        async def generate(self, item):
+            raise EngineError("the kernel fell over")
+
+    app = create_app(Settings(), load_engine=lambda s: Engine())
+    (handler,) = [h for h in logging.getLogger("serving").handlers if type(h) is logging.StreamHandler]  # the server's
+    stream = io.StringIO()
+    old = handler.setStream(stream)
+    try:
+        with TestClient(app) as client:
+            _wait_for(lambda: client.get("/health").status_code == 200, 10)
+            assert client.post("/predict", json={"instances": [{"prompt": "a"}]}).status_code == 500
+    finally:
+        handler.setStream(old)
+    (line,) = [json.loads(x) for x in stream.getvalue().splitlines() if '"predict failed"' in x]
+    assert line["severity"] == "ERROR"
+    assert "Traceback" in line["stack_trace"] and "EngineError: the kernel fell over" in line["stack_trace"]
