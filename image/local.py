@@ -274,7 +274,11 @@ def pinned_torch(root: Path = REPO) -> str:
     raise BuildFailed("constraints.txt pins no torch")
 
 
-def cpu_torch_wheel(root: Path = REPO) -> Path:
+# Where a CPU torch comes from when this machine has no wheel of it: PyTorch's own CPU index (the same wheels).
+PYTORCH_CPU_FIND_LINKS = "https://download.pytorch.org/whl/cpu/torch/"
+
+
+def cpu_torch_wheel(root: Path = REPO) -> Path | None:
     """This machine's CPU build of the pinned torch for CPython 3.11 (LLMOPS_TORCH_WHEELS, else pip's find-links)."""
     version = pinned_torch(root)
     folders = [os.environ.get("LLMOPS_TORCH_WHEELS"), os.environ.get("PIP_FIND_LINKS"), _pip_config("global.find-links")]
@@ -283,9 +287,7 @@ def cpu_torch_wheel(root: Path = REPO) -> Path:
         wheels = sorted(d.glob(f"torch-{version}+cpu-cp311-cp311-*linux*_x86_64.whl"))
         if wheels:
             return wheels[-1]
-    raise BuildFailed(f"no CPU wheel of torch {version} for CPython 3.11 in {[str(d) for d in dirs] or 'pip find-links (none set)'}: "
-                      "put torch-<pin>+cpu-cp311-cp311-manylinux*.whl in a folder and set LLMOPS_TORCH_WHEELS to it "
-                      "(without one the image would take PyPI's CUDA torch, a few GB more)")
+    return None
 
 
 WHEEL_PORT = int(os.environ.get("LLMOPS_WHEEL_PORT", "47311"))
@@ -334,7 +336,7 @@ class LocalBuild:
     """Everything a local build of the Dockerfile sets: build args, network and CA secret. Production sets none of it."""
 
     base: str
-    torch_wheel: Path
+    torch_wheel: Path | None  # this machine's CPU wheel of the pinned torch; None: PyTorch's CPU index
     ca: Path | None
 
     def build_args(self, find_links_url: str) -> dict[str, str]:
@@ -342,7 +344,8 @@ class LocalBuild:
 
     def variant(self) -> str:
         """What the build args change in the image (the URL is a port, not content): part of the local tag."""
-        return hashlib.sha256(f"{self.base}\0{self.torch_wheel.name}".encode()).hexdigest()[:8]
+        torch = self.torch_wheel.name if self.torch_wheel else PYTORCH_CPU_FIND_LINKS
+        return hashlib.sha256(f"{self.base}\0{torch}".encode()).hexdigest()[:8]
 
     def flags(self, find_links_url: str) -> list[str]:
         out = ["--network", "host"]
@@ -352,9 +355,21 @@ class LocalBuild:
             out += ["--build-arg", f"{k}={v}"]
         return out
 
+    @contextlib.contextmanager
+    def torch_find_links(self) -> Iterator[str]:
+        if self.torch_wheel is None:
+            yield PYTORCH_CPU_FIND_LINKS
+        else:
+            with serve_wheel(self.torch_wheel) as url:
+                yield url
+
 
 def local_build(engine: Engine, log: Log = _say) -> LocalBuild:
-    return LocalBuild(ensure_base(engine, log), cpu_torch_wheel(), ca_bundle())
+    wheel = cpu_torch_wheel()
+    if wheel is None:
+        log(f"no CPU wheel of torch {pinned_torch()} on this machine (LLMOPS_TORCH_WHEELS, pip's find-links): "
+            f"the build takes it from {PYTORCH_CPU_FIND_LINKS}")
+    return LocalBuild(ensure_base(engine, log), wheel, ca_bundle())
 
 
 def build(engine: Engine, setup: LocalBuild, context: Path, tags: list[str], dockerfile: str = "Dockerfile",
@@ -362,7 +377,7 @@ def build(engine: Engine, setup: LocalBuild, context: Path, tags: list[str], doc
     """`docker build` of `context` with the local build's settings; BuildFailed with the build's last lines."""
     log_path = log_path or CACHE / "build.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked("build"), serve_wheel(setup.torch_wheel) as url:
+    with _locked("build"), setup.torch_find_links() as url:
         cmd = engine.cmd("build", "--progress", "plain", *setup.flags(url), *[a for t in tags for a in ("--tag", t)],
                          "--file", str(context / dockerfile), str(context))
         with open(log_path, "w") as out:
@@ -388,7 +403,8 @@ def ensure_kit_image(engine: Engine, setup: LocalBuild, root: Path = REPO, log: 
     with _locked("kit"):
         if rebuild or not engine.has_image(tag):
             started = time.monotonic()
-            log(f"building {tag} from {root}/Dockerfile (base {setup.base}, {setup.torch_wheel.name})")
+            log(f"building {tag} from {root}/Dockerfile (base {setup.base}, torch from "
+                f"{setup.torch_wheel or PYTORCH_CPU_FIND_LINKS})")
             build(engine, setup, root, [tag], log_path=CACHE / "kit-build.log", log=log)
             log(f"built {tag} in {time.monotonic() - started:.0f} s")
     return tag
@@ -404,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.base_only:
             print(ensure_base(engine, rebuild=args.rebuild))
             return 0
-        setup = LocalBuild(ensure_base(engine), cpu_torch_wheel(), ca_bundle())
+        setup = local_build(engine)
         tag = ensure_kit_image(engine, setup, rebuild=args.rebuild)
     except (EngineUnavailable, BuildFailed) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,11 +1,12 @@
 """The whole journey through the kit, against stand-ins held to Google's published contracts (`make e2e`).
 
 `pulumi up` (the program under Pulumi's mocks) -> its outputs as `pulumi stack output --json` prints them ->
-`make image` (Cloud Build builds the Dockerfile from the uploaded context, pushes to Artifact Registry) ->
-`make train BACKEND=vertex` (Vertex runs the job's container: the trainer, on the embedded default, writing to
-GCS; no HF token version, as on a fresh stack) -> the report lands in runs/<id>/ and runs/latest ->
-`make deploy` (a Model Registry version; Vertex starts the serving container with AIP_STORAGE_URI and waits for
-its health route) -> a prediction through the endpoint -> a 120% budget notification to the guard, configured
+`make image` (Cloud Build builds the Dockerfile from the uploaded context, pushes to Artifact Registry: a real
+`docker build` on this machine's engine, with the local build's base and CPU torch, docs/images.md) ->
+`make train BACKEND=vertex` (Vertex runs the job's container, a real one of that image: the trainer, on the
+embedded default, writing to GCS; no HF token version, as on a fresh stack) -> the report lands in runs/<id>/ and
+runs/latest -> `make deploy` (a Model Registry version; Vertex starts the serving container of that image with
+AIP_STORAGE_URI and waits for its health route) -> a prediction through the endpoint -> a 120% budget notification to the guard, configured
 exactly as infra configures the function -> only the kit's deployed model, running job and runtime are stopped;
 a second delivery of the message does nothing. Every request every part sent must pass the contract.
 """

@@ -1,9 +1,11 @@
 """Local Cloud Build (cloudbuild v1) and Artifact Registry (artifactregistry v1) APIs, held to their discovery documents.
 
-A build fetches its source tarball from the GCS emulator, runs its docker build steps through the container stand-in
-(tests/standins/container.py: the Dockerfile interpreted, COPY from the uploaded context only), and pushes the
-images it names to the registry stand-in, where `get_tag` finds them and the Vertex stand-in pulls them to run.
-A build whose Dockerfile cannot be built ends FAILURE with the reason, as Cloud Build reports it.
+A build fetches its source tarball from the GCS emulator and runs its `docker build` steps for real, on this
+machine's engine (image/local.py): the Dockerfile from the uploaded context, with the local build's settings (the
+Debian-made base, the CPU torch wheel; docs/images.md) and nothing else. The images the build names are pushed
+to the registry stand-in: tagged with their Artifact Registry URI in the local engine, where the Vertex stand-in
+runs them (tests/standins/workloads.py). A build whose Dockerfile cannot be built ends FAILURE with the message
+Cloud Build gives (the step's exit status; the reason is in the build's log, as on Cloud Build).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.standins import container
+from image import local
 from tests.standins.discovery import ApiError
 from tests.standins.server import DiscoveryStandIn
 
@@ -29,12 +31,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class BuildError(RuntimeError):
+    pass
+
+
 class ArtifactRegistryStandIn(DiscoveryStandIn):
     API = ("artifactregistry", "v1")
 
-    def __init__(self) -> None:
+    def __init__(self, engine: local.Engine | None = None) -> None:
         super().__init__()
-        self.images: dict[str, container.Image] = {}  # image URI -> built image
+        self.engine = engine  # where pushed images live, tagged with their URI
+        self.images: dict[str, str] = {}  # image URI -> the engine's image id
 
     @staticmethod
     def tag_name(uri: str) -> str:
@@ -43,30 +50,40 @@ class ArtifactRegistryStandIn(DiscoveryStandIn):
             raise ValueError(f"not an Artifact Registry docker image URI with a tag: {uri}")
         return f"projects/{m['project']}/locations/{m['location']}/repositories/{m['repo']}/packages/{m['name']}/tags/{m['tag']}"
 
-    def push(self, uri: str, image: container.Image) -> None:
+    def push(self, uri: str) -> None:
+        """Record an image the engine has under `uri` (a build step tagged it so)."""
         self.tag_name(uri)
-        self.images[uri] = image
+        self.images[uri] = self.engine.inspect(uri)["Id"]
 
-    def pull(self, uri: str) -> container.Image | None:
-        return self.images.get(uri)
+    def pull(self, uri: str) -> str | None:
+        """The image reference to run, if the registry has `uri`."""
+        return uri if uri in self.images else None
 
     def tags_get(self, params, query, body):
         name = params["name"]
-        for uri in self.images:
+        for uri, image_id in self.images.items():
             if self.tag_name(uri) == name:
-                return {"name": name, "version": f"{name.split('/tags/')[0]}/versions/sha256:{abs(hash(uri)):064x}"[:200]}
+                return {"name": name, "version": f"{name.split('/tags/')[0]}/versions/{image_id}"}
         raise ApiError(404, "Requested entity was not found.")
+
+    def stop(self) -> None:
+        super().stop()
+        if self.images:  # the URIs are tags of images the engine keeps (their layers are the local build's)
+            self.engine.run("rmi", *self.images, check=False)
 
 
 class CloudBuildStandIn(DiscoveryStandIn):
     API = ("cloudbuild", "v1")
 
-    def __init__(self, registry: ArtifactRegistryStandIn, storage_client, workdir: Path) -> None:
+    def __init__(self, registry: ArtifactRegistryStandIn, storage_client, workdir: Path, engine: local.Engine,
+                 setup: local.LocalBuild) -> None:
         super().__init__()
         self.registry = registry
         self.storage_client = storage_client  # reads the source tarball from the GCS emulator
         self.workdir = workdir
+        self.engine, self.setup = engine, setup
         self.builds: dict[str, dict] = {}
+        self.logs: dict[str, Path] = {}  # build id -> its log (the docker build's output)
         self._ids = itertools.count(1)
 
     def builds_create(self, params, query, body):
@@ -97,34 +114,51 @@ class CloudBuildStandIn(DiscoveryStandIn):
             context = Path(tempfile.mkdtemp(dir=self.workdir, prefix=f"{build['id']}-context-"))
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
                 tar.extractall(context, filter="data")
-            built: dict[str, container.Image] = {}
-            for step in build.get("steps", []):
-                args = step.get("args", [])
-                if not step["name"].endswith("cloud-builders/docker") or args[:1] != ["build"]:
-                    raise container.BuildError(f"the stand-in runs `docker build` steps only, not {step['name']} {args[:1]}")
-                uri = args[args.index("--tag") + 1]
-                dockerfile = args[args.index("--file") + 1] if "--file" in args else "Dockerfile"
-                root = Path(tempfile.mkdtemp(dir=self.workdir, prefix=f"{build['id']}-image-"))
-                built[uri] = container.build_image(context / args[-1], uri, root, dockerfile)
+            built: set[str] = set()
+            for i, step in enumerate(build.get("steps", [])):
+                uri, dockerfile, folder = _docker_build_step(step)
+                log = self.logs[build["id"]] = self.workdir / f"{build['id']}.log"
+                try:
+                    local.build(self.engine, self.setup, context / folder, [uri], dockerfile, log_path=log, log=lambda m: None)
+                except local.BuildFailed:
+                    raise BuildError(f'Build step {i} "{step["name"]}" failed: step exited with non-zero status: 1') from None
+                built.add(uri)
             for uri in build.get("images", []):
                 if uri not in built:
-                    raise container.BuildError(f"image {uri} was not built by any step")
-                self.registry.push(uri, built[uri])
+                    raise BuildError(f"image {uri} was not built by any step")
+                self.registry.push(uri)
             build |= {"status": "SUCCESS", "results": {"images": [{"name": uri} for uri in build.get("images", [])]}}
-        except container.BuildError as e:
+        except BuildError as e:
             build |= {"status": "FAILURE", "statusDetail": str(e)}
         build["finishTime"] = _now()
 
 
+def _docker_build_step(step: dict) -> tuple[str, str, str]:
+    """(tag, Dockerfile, context folder) of a `docker build --tag T [--file F] DIR` step; BuildError for anything else."""
+    args = list(step.get("args", []))
+    if not step["name"].endswith("cloud-builders/docker") or args[:1] != ["build"]:
+        raise BuildError(f"the stand-in runs `docker build` steps only, not {step['name']} {args[:1]}")
+    flags, folder = args[1:-1], args[-1]
+    known = {"--tag": None, "--file": "Dockerfile"}
+    while flags:
+        flag = flags.pop(0)
+        if flag not in known or not flags:  # a build arg here would differ from the local build's: say so
+            raise BuildError(f"the stand-in builds with --tag and --file only (the local build sets the rest), not {flag}")
+        known[flag] = flags.pop(0)
+    if not known["--tag"]:
+        raise BuildError("a docker build step without --tag")
+    return known["--tag"], known["--file"], folder
+
+
 @pytest.fixture
-def registry():
-    standin = ArtifactRegistryStandIn().start()
+def registry(docker_engine):
+    standin = ArtifactRegistryStandIn(docker_engine).start()
     yield standin
     standin.stop()
 
 
 @pytest.fixture
-def cloud_build(registry, gcs, tmp_path):
-    standin = CloudBuildStandIn(registry, gcs, tmp_path).start()
+def cloud_build(registry, gcs, tmp_path, docker_engine, local_build):
+    standin = CloudBuildStandIn(registry, gcs, tmp_path, docker_engine, local_build).start()
     yield standin
     standin.stop()

@@ -1,28 +1,30 @@
 """What Vertex runs, for the Vertex stand-in: CustomJob containers and deployed model servers, from the registry stand-in.
 
-A CustomJob's first pool is started as Vertex starts it (tests/standins/container.py): its containerSpec command and
-args on the image, its env, plus what Vertex sets for a job with a baseOutputDirectory (AIP_MODEL_DIR,
-AIP_CHECKPOINT_DIR, AIP_TENSORBOARD_LOG_DIR under it, CLUSTER_SPEC for the chief). Exit 0 is SUCCEEDED; anything else
-FAILED with the replica's exit status and last log lines; a cancel terminates it (CANCELLED).
+Both are real containers of the pushed image, on this machine's engine (tests/container/runtime.py). A CustomJob's
+first pool is started as Vertex starts it: its containerSpec command and args on the image, its env, plus what
+Vertex sets for a job with a baseOutputDirectory (AIP_MODEL_DIR, AIP_CHECKPOINT_DIR, AIP_TENSORBOARD_LOG_DIR under
+it, CLUSTER_SPEC for the chief). Exit 0 is SUCCEEDED; anything else FAILED with the replica's exit status and last
+log lines; a cancel stops the container (SIGTERM, as Vertex does) and the job is CANCELLED.
 
 A deployed model's container is started with AIP_STORAGE_URI (the model's artifactUri), AIP_HTTP_PORT and the health
 and predict routes Vertex assigns; the deploy operation finishes only once the health route answers 200 (or fails
 with the server's log). `endpoints.predict` is forwarded to it; undeploying stops it.
 
-`world_env` is the plumbing every process needs to reach the other stand-ins (the emulator's host, endpoints).
+`world_env` is the plumbing every container needs to reach the other stand-ins (the emulator's host, endpoints),
+over the host's network.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.standins import container
+from image import local
+from tests.container.runtime import Container
 from tests.standins.cloudbuild import ArtifactRegistryStandIn
 from tests.standins.discovery import ApiError
 
@@ -33,6 +35,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def job_env(spec: dict, job_id: str) -> dict[str, str]:
+    """The environment of a CustomJob's chief: its containerSpec env and what Vertex adds."""
+    pool = spec["workerPoolSpecs"][0]
+    env = {e["name"]: e["value"] for e in pool["containerSpec"].get("env", [])}
+    base = (spec.get("baseOutputDirectory") or {}).get("outputUriPrefix")
+    if base:
+        env |= {"AIP_MODEL_DIR": f"{base}/model/", "AIP_CHECKPOINT_DIR": f"{base}/checkpoints/", "AIP_TENSORBOARD_LOG_DIR": f"{base}/logs/"}
+    env |= {"CLOUD_ML_JOB_ID": job_id, "CLUSTER_SPEC": json.dumps({
+        "cluster": {"workerpool0": [f"cmle-training-workerpool0-{job_id}-0:2222"]}, "environment": "cloud",
+        "task": {"type": "workerpool0", "index": 0}, "job": json.dumps({"worker_pool_specs": spec["workerPoolSpecs"]})})}
+    return env
+
+
+def serving_env(spec: dict, artifact_uri: str, endpoint_id: str, deployed_id: str, port: int) -> tuple[dict[str, str], str, str]:
+    """(environment, health route, predict route) of a deployed model's container, as Vertex sets them."""
+    health = spec.get("healthRoute") or f"/v1/endpoints/{endpoint_id}/deployedModels/{deployed_id}"
+    predict = spec.get("predictRoute") or f"/v1/endpoints/{endpoint_id}/deployedModels/{deployed_id}:predict"
+    env = {e["name"]: e["value"] for e in spec.get("env", [])}
+    env |= {"AIP_MODE": "PREDICTION", "AIP_HTTP_PORT": str(port), "AIP_HEALTH_ROUTE": health, "AIP_PREDICT_ROUTE": predict,
+            "AIP_STORAGE_URI": artifact_uri, "AIP_DEPLOYED_MODEL_ID": deployed_id, "AIP_ENDPOINT_ID": endpoint_id,
+            "AIP_PROJECT_NUMBER": "123456789012"}
+    return env, health, predict
+
+
 @dataclass
 class Workloads:
     registry: ArtifactRegistryStandIn
@@ -40,7 +66,12 @@ class Workloads:
     workdir: Path
     health_timeout_s: float = 120.0
     logs: dict[str, Path] = field(default_factory=dict)  # job or deployed model -> its log file
-    servers: dict[str, tuple] = field(default_factory=dict)  # deployed model id -> (process, base URL, predict route)
+    servers: dict[str, tuple] = field(default_factory=dict)  # deployed model id -> (container, base URL, predict route)
+    jobs: dict[str, Container] = field(default_factory=dict)  # job name -> its container
+
+    @property
+    def engine(self) -> local.Engine:
+        return self.registry.engine
 
     def attach(self, vertex) -> None:
         vertex.job_runner = self.run_job
@@ -61,30 +92,22 @@ class Workloads:
         if image is None:
             return vertex.set_job_state(name, "JOB_STATE_FAILED", f"Unable to pull the image {cs['imageUri']}: not found")
         job_id = name.rsplit("/", 1)[-1]
-        env = {e["name"]: e["value"] for e in cs.get("env", [])}
-        base = (spec.get("baseOutputDirectory") or {}).get("outputUriPrefix")
-        if base:
-            env |= {"AIP_MODEL_DIR": f"{base}/model/", "AIP_CHECKPOINT_DIR": f"{base}/checkpoints/", "AIP_TENSORBOARD_LOG_DIR": f"{base}/logs/"}
-        env |= {"CLOUD_ML_JOB_ID": job_id, "CLUSTER_SPEC": json.dumps({
-            "cluster": {"workerpool0": [f"cmle-training-workerpool0-{job_id}-0:2222"]}, "environment": "cloud",
-            "task": {"type": "workerpool0", "index": 0}, "job": json.dumps({"worker_pool_specs": spec["workerPoolSpecs"]})})}
-        env |= self.world_env
         log_path = self.workdir / f"job-{job_id}.log"
         self.logs[name] = log_path
         vertex.set_job_state(name, "JOB_STATE_RUNNING")
-        with open(log_path, "w") as log:
-            proc = container.run(image, cs.get("command"), cs.get("args"), env, scratch=self.workdir / f"job-{job_id}-tmp", stdout=log)
-            cancel = vertex.cancel_events[name]
-            while proc.poll() is None:
-                if cancel.wait(0.2):
-                    proc.terminate()
-                    proc.wait(30)
-                    return vertex.set_job_state(name, "JOB_STATE_CANCELLED")
-        if proc.returncode == 0:
+        c = self.jobs[name] = Container.start(self.engine, image, log_path, command=cs.get("command"), args=cs.get("args"),
+                                              env={**job_env(spec, job_id), **self.world_env}, kind=f"job-{job_id}")
+        cancel = vertex.cancel_events[name]
+        while c.running():
+            if cancel.wait(0.2):
+                c.stop()
+                return vertex.set_job_state(name, "JOB_STATE_CANCELLED")
+        code = c.wait()
+        if code == 0:
             return vertex.set_job_state(name, "JOB_STATE_SUCCEEDED")
         tail = " | ".join(log_path.read_text().strip().splitlines()[-3:])
         vertex.set_job_state(name, "JOB_STATE_FAILED", f"The replica workerpool0-0 exited with a non-zero status of "
-                                                       f"{proc.returncode}. Last log lines: {tail}")
+                                                       f"{code}. Last log lines: {tail}")
 
     # -- model servers -------------------------------------------------------------------------------------------------
 
@@ -96,39 +119,24 @@ class Workloads:
             raise ApiError(400, f"Unable to pull the serving image {spec.get('imageUri')}", status="FAILED_PRECONDITION")
         endpoint_id, deployed_id = endpoint["name"].rsplit("/", 1)[-1], deployed["id"]
         port = _free_port()
-        health = spec.get("healthRoute") or f"/v1/endpoints/{endpoint_id}/deployedModels/{deployed_id}"
-        predict = spec.get("predictRoute") or f"/v1/endpoints/{endpoint_id}/deployedModels/{deployed_id}:predict"
-        env = {e["name"]: e["value"] for e in spec.get("env", [])}
-        env |= {"AIP_MODE": "PREDICTION", "AIP_HTTP_PORT": str(port), "AIP_HEALTH_ROUTE": health, "AIP_PREDICT_ROUTE": predict,
-                "AIP_STORAGE_URI": model.get("artifactUri", ""), "AIP_DEPLOYED_MODEL_ID": deployed_id, "AIP_ENDPOINT_ID": endpoint_id,
-                "AIP_PROJECT_NUMBER": "123456789012", **self.world_env}
+        env, health, predict = serving_env(spec, model.get("artifactUri", ""), endpoint_id, deployed_id, port)
         log_path = self.workdir / f"server-{deployed_id}.log"
         self.logs[deployed_id] = log_path
-        log = open(log_path, "w")  # noqa: SIM115 (the server outlives this call; closed with the process)
-        proc = container.run(image, spec.get("command"), spec.get("args"), env, scratch=self.workdir / f"server-{deployed_id}-tmp", stdout=log)
+        c = Container.start(self.engine, image, log_path, command=spec.get("command"), args=spec.get("args"),
+                            env={**env, **self.world_env}, kind=f"server-{deployed_id}")
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + self.health_timeout_s
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(url + health, timeout=2) as resp:
-                    if resp.status == 200:
-                        self.servers[deployed_id] = (proc, url, predict)
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.3)
-        proc.kill()
+        if c.wait_http(url + health, self.health_timeout_s):
+            self.servers[deployed_id] = (c, url, predict)
+            return
+        c.kill()
         tail = " | ".join(log_path.read_text().strip().splitlines()[-3:])
         raise ApiError(400, f"Model server never became ready. Please validate that your model file or container configuration are "
                             f"valid. Last log lines: {tail}", status="FAILED_PRECONDITION")
 
     def stop_server(self, deployed_id: str) -> None:
-        proc, _, _ = self.servers.pop(deployed_id, (None, None, None))
-        if proc is not None:
-            proc.terminate()
-            proc.wait(30)
+        c, _, _ = self.servers.pop(deployed_id, (None, None, None))
+        if c is not None:
+            c.stop()
 
     def predict(self, deployed_id: str, body: dict) -> dict:
         _, url, route = self.servers[deployed_id]
@@ -142,3 +150,5 @@ class Workloads:
     def stop_all(self) -> None:
         for deployed_id in list(self.servers):
             self.stop_server(deployed_id)
+        for c in self.jobs.values():
+            c.kill()

@@ -1,0 +1,103 @@
+"""The kit image, built for real from the kit's Dockerfile (image/local.py), and what differs from the production build.
+
+The production build (`make image`: Cloud Build) passes no build args, so it gets the Dockerfile's defaults; the local
+build sets exactly the args the Dockerfile declares, and nothing else about the image differs. Its dependency set
+is the pins: the CUDA set production installs is proven by resolution (tests/control/test_image_resolution.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import textwrap
+
+from image import local
+
+PRODUCTION_ARGS = {"PYTHON_IMAGE": "python:3.11-slim-bookworm", "TORCH_FIND_LINKS": ""}  # docs/images.md's table
+
+
+def _dockerfile_args(text: str) -> dict[str, str]:
+    return {m[0]: m[1] for m in re.findall(r"^ARG (\w+)=?(.*)$", text, flags=re.M)}
+
+
+def test_production_builds_with_the_dockerfiles_defaults_and_local_changes_only_those_args(repo_root):
+    from control.image import build_request, kit_image
+    from tests.control.test_image import STACK
+
+    text = (repo_root / "Dockerfile").read_text()
+    assert _dockerfile_args(text) == PRODUCTION_ARGS, "the defaults are the production build"
+    (step,) = build_request(kit_image(repo_root), STACK)["steps"]
+    assert not [a for a in step["args"] if a.startswith(("--build-arg", "--secret", "--network", "--platform"))], step["args"]
+    setup = local.LocalBuild(base="llmops-kit-base:x", torch_wheel=None, ca=None)
+    assert set(setup.build_args("http://x/")) == set(PRODUCTION_ARGS), "the local build sets the declared args, no others"
+    assert not text.lstrip().startswith("# syntax="), "BuildKit would pull a frontend image: the build needs no registry"
+    assert "--mount=type=secret,id=" + local.CA_SECRET in text
+
+
+def test_the_built_image_is_the_kits_image(docker_engine, kit_image_local, repo_root):
+    """One container: who the process is, what /app holds, what it can write, and what is installed."""
+    config = docker_engine.inspect(kit_image_local)["Config"]
+    assert config["Cmd"] == ["python", "-m", "serving"] and not config.get("Entrypoint"), "what Vertex runs without a command"
+    assert config["User"] == "10001" and config["WorkingDir"] == "/app"
+    env = dict(e.split("=", 1) for e in config["Env"])
+    assert env["SERVING_HOST"] == "0.0.0.0" and env["AIP_HTTP_PORT"] == "8080" and env["HOME"] == "/tmp"
+    probe = textwrap.dedent("""
+        import hashlib, importlib.metadata as md, json, os, pathlib, sys
+        app = pathlib.Path("/app")
+        def writable(p):
+            try:
+                with open(p, "a"):
+                    return True
+            except OSError:
+                return False
+        files = [p for p in app.rglob("*") if p.is_file()]
+        ca = sys.argv[1]
+        found = [str(p) for d in ("/etc", "/opt", "/app", "/tmp", "/usr/local", "/run") for p in pathlib.Path(d).rglob("*")
+                 if p.is_file() and not p.is_symlink() and p.stat().st_size == int(ca.split(":")[0])
+                 and hashlib.sha256(p.read_bytes()).hexdigest() == ca.split(":")[1]]
+        print(json.dumps({"uid": os.getuid(), "python": sys.version.split()[0], "top": sorted(p.name for p in app.iterdir()),
+                          "owners": sorted({p.stat().st_uid for p in files}), "writable": [str(p) for p in files if writable(p)],
+                          "can_create": writable("/app/new-file"), "weights": [str(p) for p in files if p.suffix in (".safetensors", ".bin", ".pt")],
+                          "dists": {d.metadata["Name"].lower().replace("_", "-"): d.version for d in md.distributions()},
+                          "host_ca_copies": found, "secrets": [str(p) for p in pathlib.Path("/run").rglob("*") if p.is_file()]}))
+    """)
+    ca = local.ca_bundle()
+    fingerprint = f"{ca.stat().st_size}:{hashlib.sha256(ca.read_bytes()).hexdigest()}" if ca else "0:none"
+    done = docker_engine.run("run", "--rm", "--network", "none", "--entrypoint", "python", kit_image_local, "-c", probe, fingerprint,
+                             timeout=180)
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert facts["uid"] == 10001 and facts["python"].startswith("3.11.")
+    assert facts["top"] == ["common", "configs", "data", "serving", "trainer"], "the client, tests and runs are not in the image"
+    assert facts["owners"] == [0] and facts["writable"] == [] and not facts["can_create"], "the app's files are read-only to it"
+    assert facts["weights"] == [], "no model baked in"
+    assert facts["host_ca_copies"] == [] and facts["secrets"] == [], "the build's CA bundle was a secret: no layer holds it"
+
+    from control.resolution import pins
+
+    pinned = {name: str(v) for name, v in pins(repo_root / "constraints.txt").items()}
+    dists = {name: v for name, v in facts["dists"].items() if name not in ("pip", "setuptools", "wheel")}
+    assert dists["torch"] == f"{pinned['torch']}+cpu", "CI's torch: this machine's CPU wheel of the pin"
+    unpinned = sorted(set(dists) - set(pinned))
+    assert unpinned == [], f"installed but not in constraints.txt: {unpinned}"
+    wrong = {n: (v, pinned[n]) for n, v in dists.items() if v.split("+")[0] != pinned[n]}
+    assert wrong == {}, "every installed version is the pin"
+    assert not [n for n in dists if n.startswith(("nvidia-", "triton"))], "no CUDA libraries: the CPU build"
+
+
+def test_the_local_tag_follows_the_source_and_the_build_args(repo_root, tmp_path):
+    """A rerun builds nothing for the same source; any change to what the image copies gives a new tag."""
+    import shutil
+
+    from control.image import kit_image
+
+    setup = local.LocalBuild(base="llmops-kit-base:a", torch_wheel=None, ca=None)
+    copy = tmp_path / "repo"
+    for rel in kit_image(repo_root).files + [".dockerignore"]:
+        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo_root / rel, copy / rel)
+    first = local.kit_tag(setup, copy)
+    assert first == local.kit_tag(setup, copy) and first.startswith(f"{local.LOCAL_REPOSITORY}:{kit_image(copy).tag}-")
+    assert local.kit_tag(local.LocalBuild(base="llmops-kit-base:b", torch_wheel=None, ca=None), copy) != first
+    (copy / "serving" / "__main__.py").write_text((copy / "serving" / "__main__.py").read_text() + "\n# changed\n")
+    assert local.kit_tag(setup, copy) != first
