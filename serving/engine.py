@@ -41,6 +41,7 @@ class StepFailed(EngineError):
 
 
 STEP_FAILED = "generation step failed: "
+REPLACEMENT = "\ufffd"  # what tokenizers decode bytes that are not a whole character to
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,22 @@ class Engine:
     def tokenize(self, text: str) -> list[int]:
         return self.tokenizer(text).input_ids
 
+    def text(self, ids: list[int]) -> str:
+        """The text of generated tokens, in whole characters. A byte-level tokenizer (byte-level BPE, or SentencePiece
+        byte fallback) decodes bytes that do not make a character (generation stopped inside one, or went on to other
+        text) to U+FFFD; those are left out rather than shown as `�`."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True).replace(REPLACEMENT, "")
+
+    def _increment(self, ids: list[int], prefix: int, read: int) -> tuple[str, tuple[int, int]]:
+        """The text ids[read:] add to ids[:read], and the offsets for the next call: incremental detokenization as
+        text-generation-inference and vLLM do it. A few tokens before the new ones are decoded with them (a token's text
+        can depend on its neighbours), and nothing is added while the new bytes end inside a character."""
+        before = self.tokenizer.decode(ids[prefix:read], skip_special_tokens=True)
+        after = self.tokenizer.decode(ids[prefix:], skip_special_tokens=True)
+        if len(after) > len(before) and not after.endswith(REPLACEMENT):
+            return after[len(before):].replace(REPLACEMENT, ""), (read, len(ids))
+        return "", (prefix, read)
+
     def _stop_plan(self, stops: tuple[str, ...]) -> tuple[list[int], tuple[str, ...]]:
         """Stop strings that are one token end generation like EOS does (no per-token checking); the rest are watched."""
         ends, watched = [self.eos], []
@@ -192,12 +209,12 @@ class Engine:
         done: asyncio.Future = asyncio.get_running_loop().create_future()
         rid = uuid.uuid4().hex
         ends, watched = self._stop_plan(item.params.stop + (SQL_ENDS if item.sql_only else ()))
-        seen = {"tokens": 0, "text": "", "ttft": None}
+        seen = {"offsets": (0, 0), "text": "", "ttft": None}
         longest = max((len(s) for s in watched), default=0)
 
         def finish(tokens: list[int], reason: str, cut: int | None = None) -> None:
             kept = [t for t in tokens if t not in ends]
-            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            text = self.text(kept)
             if cut is None:  # a one-token stop string ends the text where generation ended
                 cut = min((i for s in watched if (i := text.find(s)) >= 0), default=len(text))
             done.set_result(self._prediction(item, text[:cut], len(kept), reason, seen["ttft"]))
@@ -213,8 +230,8 @@ class Engine:
                 seen["ttft"] = output.timestamps[0] - output.created_time
             tokens = output.generated_tokens
             if watched:  # decode only what is new; look for a stop string around the seam
-                seen["text"] += self.tokenizer.decode(tokens[seen["tokens"]:], skip_special_tokens=True)
-                seen["tokens"] = len(tokens)
+                new, seen["offsets"] = self._increment(tokens, *seen["offsets"])
+                seen["text"] += new
                 tail_from = max(0, len(seen["text"]) - longest - 8)
                 if any(s in seen["text"][tail_from:] for s in watched) and not output.is_finished():
                     self._cancel(manager, rid)  # frees its slot in the batch now, not at max_tokens
