@@ -9,6 +9,11 @@ import base64
 import json
 import uuid
 
+# The budget the tests' guard and `make budget-alert` speak of by default (a Budget's resource name holds both ids).
+BILLING_ACCOUNT_ID = "01D4EE-079462-DFD6EC"
+BUDGET_ID = "de72f49d-779b-4945-a127-4d6ce8def0bb"
+BUDGET_NAME = f"billingAccounts/{BILLING_ACCOUNT_ID}/budgets/{BUDGET_ID}"
+
 
 def budget_payload(cost: float, budget: float = 100.0, period: str = "2026-11-01T08:00:00Z", currency: str = "USD",
                    alert: float | None = None, forecast: float | None = None) -> dict:
@@ -27,7 +32,7 @@ def pubsub_cloudevent(payload: dict | bytes | str, attributes: dict | None = Non
     if raw_data is None:
         raw = payload if isinstance(payload, bytes) else (payload if isinstance(payload, str) else json.dumps(payload)).encode()
         raw_data = base64.b64encode(raw).decode()
-    attrs = {"billingAccountId": "01D4EE-079462-DFD6EC", "budgetId": "de72f49d-779b-4945-a127-4d6ce8def0bb", "schemaVersion": "1.0"}
+    attrs = {"billingAccountId": BILLING_ACCOUNT_ID, "budgetId": BUDGET_ID, "schemaVersion": "1.0"}
     attrs.update(attributes or {})
     event_id = str(uuid.uuid4())
     body = {

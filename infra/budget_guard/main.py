@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import functions_framework
 from actions import KitResources, unavailable
-from message import BudgetNotification, InvalidMessage, parse_pubsub_message
+from message import BudgetNotification, ForeignBudget, InvalidMessage, parse_pubsub_message
 from settings import GuardSettings, SettingsError
 from state import GuardState, LocalStateStore, StateStore
 
@@ -95,9 +95,10 @@ def _should_enforce(settings: GuardSettings, n: BudgetNotification) -> bool:
 
 
 def _state_store(settings: GuardSettings):
+    """The guard's memory of its own budget: one state per budget, stamped with the budget's id."""
     if settings.state_path:
-        return LocalStateStore(settings.state_path)
-    return StateStore(_storage_client(), settings.state_bucket, settings.state_object)
+        return LocalStateStore(settings.state_path, budget=settings.budget_id)
+    return StateStore(_storage_client(), settings.state_bucket, settings.state_object_name, budget=settings.budget_id)
 
 
 def _stale(n: BudgetNotification, newest: str) -> dict:
@@ -201,7 +202,12 @@ def _on_budget_alert(cloud_event, event_id: str) -> None:
         data = cloud_event.data if isinstance(cloud_event.data, dict) else json.loads(cloud_event.data)
         if not isinstance(data, dict):
             raise InvalidMessage("the CloudEvent's data is not an object")
-        n = parse_pubsub_message(data.get("message"))
+        n = parse_pubsub_message(data.get("message"), settings.budget_id, settings.billing_account)
+    except ForeignBudget as e:
+        log.warning("ignoring a message of %s: this guard is for budget %s of billing account %s", e, settings.budget_id,
+                    settings.billing_account, extra={"json_fields": {
+                        "event": "foreign_budget", "id": event_id, "budget_id": e.budget_id, "billing_account_id": e.billing_account_id}})
+        return
     except (InvalidMessage, ValueError, RecursionError) as e:
         log.error("ignoring budget message: %s", e, extra={"json_fields": {"event": "invalid_message", "id": event_id}})
         return

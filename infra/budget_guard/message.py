@@ -22,6 +22,14 @@ class InvalidMessage(ValueError):
     """A message we acknowledge without acting on; the text says why."""
 
 
+class ForeignBudget(Exception):
+    """A notification of a budget that is not the guard's: acknowledged, logged, never acted on."""
+
+    def __init__(self, budget_id: str, billing_account_id: str) -> None:
+        super().__init__(f"budget {budget_id} of billing account {billing_account_id}")
+        self.budget_id, self.billing_account_id = budget_id, billing_account_id
+
+
 @dataclass(frozen=True)
 class BudgetNotification:
     budget_id: str
@@ -71,8 +79,11 @@ def _refuse_constant(name: str):
     raise InvalidMessage(f"message data holds {name}, which is not a number")
 
 
-def parse_pubsub_message(message: dict, now: float | None = None) -> BudgetNotification:
-    """`message` is the CloudEvent's data["message"]: {"data": base64, "attributes": {...}}."""
+def parse_pubsub_message(message: dict, budget_id: str, billing_account_id: str, now: float | None = None) -> BudgetNotification:
+    """`message` is the CloudEvent's data["message"]: {"data": base64, "attributes": {...}}.
+
+    A message of another budget than (budget_id, billing_account_id) raises ForeignBudget, whatever its data holds.
+    """
     if not isinstance(message, dict):
         raise InvalidMessage("the CloudEvent carries no Pub/Sub message object")
     attrs = message.get("attributes") or {}
@@ -83,6 +94,8 @@ def parse_pubsub_message(message: dict, now: float | None = None) -> BudgetNotif
     for key in ("billingAccountId", "budgetId"):
         if not attrs.get(key) or not isinstance(attrs[key], str):
             raise InvalidMessage(f"attribute {key!r} is missing or not a string")
+    if (attrs["budgetId"], attrs["billingAccountId"]) != (budget_id, billing_account_id):
+        raise ForeignBudget(attrs["budgetId"], attrs["billingAccountId"])
     raw = message.get("data")
     if not isinstance(raw, str) or not raw:
         raise InvalidMessage("message data is missing")

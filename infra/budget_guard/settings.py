@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Ratio = Annotated[float, Field(gt=0, le=2)]  # thresholds are fractions of the budget
+BILLING_ACCOUNT = re.compile(r"[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}")
+# A Budget's resource name (pulumi-gcp's Budget `id`), or the bare budget id (its `name`): what budgetId attributes carry.
+BUDGET_NAME = re.compile(r"(?:billingAccounts/(?P<account>[^/]+)/budgets/)?(?P<id>[A-Za-z0-9][A-Za-z0-9_-]*)")
 
 
 class SettingsError(ValueError):
@@ -24,12 +28,15 @@ class GuardSettings(BaseSettings):
     label_selector: Annotated[dict[str, str], NoDecode] = Field(
         description="key=value,... : the labels that make a resource the kit's (the launcher and deploy set them)")
     runtime_template: str | None = Field(None, description="ID of the kit's runtime template; its runtimes are the kit's")
+    budget_name: str = Field(description="the guard's own budget: billingAccounts/<account>/budgets/<id>, or the budget id; "
+                                         "notifications of any other budget are ignored")
+    billing_account: str = Field(description="the billing account of that budget, e.g. 01D4EE-079462-DFD6EC")
     notify_thresholds: Annotated[tuple[Ratio, ...], NoDecode] = Field(description="announce at these spend ratios (infra sets them)")
     enforce_threshold: Ratio = Field(description="stop the kit's resources at this spend ratio (infra sets it)")
     enforce_on_forecast: bool = False
     dry_run: bool = True
     state_bucket: str = ""
-    state_object: str = "budget-guard/state.json"
+    state_object: str | None = Field(None, description="default budget-guard/<budget id>/state.json: one state per budget")
     state_path: str | None = Field(None, description="a local file instead of GCS (make budget-guard)")
     webhook_url: str | None = None
     budget_currency: str | None = Field(None, description="expected budget currency; a mismatch is refused")
@@ -55,7 +62,23 @@ class GuardSettings(BaseSettings):
     def _list(cls, raw):
         return tuple(sorted(float(t) for t in str(raw).split(",") if t.strip())) if isinstance(raw, str) else raw
 
-    @field_validator("webhook_url", "state_path", "runtime_template", "vertex_api_endpoint", "budget_currency", mode="before")
+    @field_validator("billing_account")
+    @classmethod
+    def _account(cls, raw: str) -> str:
+        account = raw.strip().removeprefix("billingAccounts/")
+        if not BILLING_ACCOUNT.fullmatch(account):
+            raise ValueError(f"{raw!r} is not a billing account id like 01D4EE-079462-DFD6EC")
+        return account
+
+    @field_validator("budget_name")
+    @classmethod
+    def _budget(cls, raw: str) -> str:
+        if not BUDGET_NAME.fullmatch(raw.strip()):
+            raise ValueError(f"{raw!r} is neither billingAccounts/<account>/budgets/<id> nor a budget id")
+        return raw.strip()
+
+    @field_validator("webhook_url", "state_path", "runtime_template", "vertex_api_endpoint", "budget_currency", "state_object",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, raw):
         return raw or None
@@ -64,6 +87,10 @@ class GuardSettings(BaseSettings):
     def _state_somewhere(self) -> GuardSettings:
         if not self.state_bucket and not self.state_path:
             raise ValueError("STATE_BUCKET is not set (the guard's own bucket holds its state; STATE_PATH=file for local runs)")
+        account = BUDGET_NAME.fullmatch(self.budget_name)["account"]
+        if account is not None and account != self.billing_account:
+            raise ValueError(f"BUDGET_NAME {self.budget_name} is a budget of billing account {account}, "
+                             f"but BILLING_ACCOUNT is {self.billing_account}")
         return self
 
     @classmethod
@@ -73,6 +100,15 @@ class GuardSettings(BaseSettings):
         except ValidationError as e:
             problems = "; ".join(f"{str(err['loc'][0]).upper() if err['loc'] else 'settings'}: {err['msg']}" for err in e.errors())
             raise SettingsError(problems) from None
+
+    @property
+    def budget_id(self) -> str:
+        """What a notification's budgetId attribute holds for this guard's budget."""
+        return BUDGET_NAME.fullmatch(self.budget_name)["id"]
+
+    @property
+    def state_object_name(self) -> str:
+        return self.state_object or f"budget-guard/{self.budget_id}/state.json"
 
     @property
     def labels(self) -> dict[str, str]:

@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from google.api_core import exceptions
@@ -40,6 +40,7 @@ def _finite(value, name: str, low: float = 0.0) -> float:
 
 @dataclass
 class GuardState:
+    budget: str = ""  # the budget id this state is about (stamped by the store)
     period: str = ""  # costIntervalStart of the budget period this state is about
     notified: list[float] = field(default_factory=list)  # thresholds already announced this period
     enforced: bool = False  # every enforcement action succeeded this period
@@ -62,6 +63,8 @@ class GuardState:
         if not isinstance(data, dict):
             raise CorruptState(f"a JSON {type(data).__name__}, not an object")
         s = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        if not isinstance(s.budget, str):
+            raise CorruptState(f"budget is {str(s.budget)[:40]!r}, not a string")
         if not isinstance(s.period, str):
             raise CorruptState(f"period is {str(s.period)[:40]!r}, not a string")
         if s.period:
@@ -94,7 +97,7 @@ class GuardState:
                 return None
             if theirs == ours:
                 return self
-        return GuardState(period=period)
+        return GuardState(budget=self.budget, period=period)
 
 
 def _quarantine_name(name: str) -> str:
@@ -107,7 +110,21 @@ def _report_quarantine(where: str, kept: str, error: Exception) -> None:
 
 
 class _CompareAndSetStore:
-    """Subclasses provide load() -> (state, generation) and save(state, generation) -> bool."""
+    """Subclasses provide load() -> (state, generation) and save(state, generation) -> bool.
+
+    A store is one budget's (`budget`, its id): what it saves is stamped with it, and a state stamped with another
+    budget's is not this budget's memory: it is set aside like a corrupt one. An empty `budget` checks nothing.
+    """
+
+    budget = ""
+
+    def _checked(self, state: GuardState) -> GuardState:
+        if self.budget and state.budget and state.budget != self.budget:
+            raise CorruptState(f"it is the state of budget {state.budget}, not of {self.budget}")
+        return replace(state, budget=self.budget or state.budget)
+
+    def _fresh(self) -> GuardState:
+        return GuardState(budget=self.budget)
 
     def load(self) -> tuple[GuardState, int]:
         raise NotImplementedError
@@ -134,23 +151,23 @@ class _CompareAndSetStore:
 class StateStore(_CompareAndSetStore):
     """The state object in GCS; writes carry ifGenerationMatch."""
 
-    def __init__(self, client, bucket: str, name: str) -> None:
+    def __init__(self, client, bucket: str, name: str, budget: str = "") -> None:
         self.bucket = client.bucket(bucket)
-        self.name = name
+        self.name, self.budget = name, budget
 
     def load(self) -> tuple[GuardState, int]:
         """The state and its generation (0 when the object does not exist yet). A corrupt object is quarantined."""
         for _ in range(MAX_RETRIES):
             blob = self.bucket.get_blob(self.name)
             if blob is None:
-                return GuardState(), 0
+                return self._fresh(), 0
             generation = int(blob.generation)  # read before the download, which may rewrite blob properties
             try:
                 raw = blob.download_as_bytes(if_generation_match=generation)
             except (exceptions.NotFound, exceptions.PreconditionFailed):
                 continue  # replaced or deleted meanwhile: read again
             try:
-                return GuardState.from_json(raw), generation
+                return self._checked(GuardState.from_json(raw)), generation
             except CorruptState as e:
                 fresh = self._quarantine(raw, generation, e)
                 if fresh is not None:
@@ -161,7 +178,7 @@ class StateStore(_CompareAndSetStore):
         """Keep the corrupt bytes beside it, then replace it by a fresh state; None if another writer replaced it first."""
         kept = _quarantine_name(self.name)
         self.bucket.blob(kept).upload_from_string(raw, content_type="application/octet-stream", if_generation_match=0)
-        fresh = GuardState()
+        fresh = self._fresh()
         replacement = self.bucket.blob(self.name)
         try:
             replacement.upload_from_string(fresh.to_json(), content_type="application/json", if_generation_match=generation)
@@ -173,7 +190,7 @@ class StateStore(_CompareAndSetStore):
     def save(self, state: GuardState, generation: int) -> bool:
         """Write only if the object is still at `generation`; False if someone else wrote first."""
         try:
-            self.bucket.blob(self.name).upload_from_string(state.to_json(), content_type="application/json",
+            self.bucket.blob(self.name).upload_from_string(self._checked(state).to_json(), content_type="application/json",
                                                            if_generation_match=generation)
         except exceptions.PreconditionFailed:
             return False
@@ -183,13 +200,13 @@ class StateStore(_CompareAndSetStore):
 class LocalStateStore(_CompareAndSetStore):
     """A JSON file with a generation counter, for `make budget-guard` on a laptop (STATE_PATH)."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path, budget: str = "") -> None:
+        self.path, self.budget = Path(path), budget
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def _read(self) -> tuple[GuardState, int]:
         if not self.path.is_file():
-            return GuardState(), 0
+            return self._fresh(), 0
         raw = self.path.read_bytes()
         try:
             data = json.loads(raw, parse_constant=_refuse_constant)
@@ -200,7 +217,7 @@ class LocalStateStore(_CompareAndSetStore):
         generation = data["generation"]
         if isinstance(generation, bool) or not isinstance(generation, int) or generation < 1:
             raise CorruptState(f"generation is {str(generation)[:40]!r}, not a positive count")
-        return GuardState.from_dict(data["state"]), generation
+        return self._checked(GuardState.from_dict(data["state"])), generation
 
     def load(self) -> tuple[GuardState, int]:
         try:
@@ -212,9 +229,9 @@ class LocalStateStore(_CompareAndSetStore):
                 except CorruptState as e:
                     kept = self.path.with_name(_quarantine_name(self.path.name))
                     os.replace(self.path, kept)
-                    self._write(GuardState(), 1)
+                    self._write(self._fresh(), 1)
                     _report_quarantine(str(self.path), str(kept), e)
-                    return GuardState(), 1
+                    return self._fresh(), 1
 
     @contextlib.contextmanager
     def _locked(self):
@@ -234,5 +251,5 @@ class LocalStateStore(_CompareAndSetStore):
                     return False
             except CorruptState:
                 return False  # corrupted since we read it: the next load quarantines it
-            self._write(state, generation + 1)
+            self._write(self._checked(state), generation + 1)
         return True

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.standins.cloudevents import budget_payload, pubsub_cloudevent
+from tests.standins.cloudevents import BILLING_ACCOUNT_ID, BUDGET_ID, BUDGET_NAME, budget_payload, pubsub_cloudevent
 from tests.standins.functions import GUARD_DIR, Guard
 
 P = "projects/test-project/locations/us-central1"
@@ -59,7 +59,7 @@ def start_guard(gcs, gcs_server, vertex_standin, webhook, tmp_path):
         base = {"PROJECT_ID": "test-project", "REGION": "us-central1", "STATE_BUCKET": "staging", "DRY_RUN": "false",
                 "VERTEX_API_ENDPOINT": vertex_standin.url, "STORAGE_EMULATOR_HOST": f"http://{gcs_server}",
                 "WEBHOOK_URL": webhook.url, "BUDGET_CURRENCY": "USD", "LABEL_SELECTOR": "app=llmops-kit,stack=dev",
-                "RUNTIME_TEMPLATE": TEMPLATE, "ACTION_TIMEOUT_S": "10",
+                "RUNTIME_TEMPLATE": TEMPLATE, "ACTION_TIMEOUT_S": "10", "BUDGET_NAME": BUDGET_NAME, "BILLING_ACCOUNT": BILLING_ACCOUNT_ID,
                 "NOTIFY_THRESHOLDS": "0.5,0.9", "ENFORCE_THRESHOLD": "1.0"}
         g = Guard({**base, **env}, tmp_path / f"guard{len(guards)}.log")
         guards.append(g)
@@ -70,8 +70,11 @@ def start_guard(gcs, gcs_server, vertex_standin, webhook, tmp_path):
         g.stop()
 
 
-def _state(gcs) -> dict:
-    return json.loads(gcs.bucket("staging").blob("budget-guard/state.json").download_as_bytes())
+STATE_OBJECT = f"budget-guard/{BUDGET_ID}/state.json"  # one state per budget
+
+
+def _state(gcs, name: str = STATE_OBJECT) -> dict:
+    return json.loads(gcs.bucket("staging").blob(name).download_as_bytes())
 
 
 def _warnings(guard: Guard, event: str) -> list[dict]:
@@ -259,7 +262,9 @@ def test_make_budget_alert_against_a_local_guard(start_guard, kit_resources, tmp
     """The local workflow: a guard with a state file (no GCS), and send_alert.py posting a 120% notification."""
     guard = start_guard(STATE_PATH=str(tmp_path / "state.json"), STATE_BUCKET="", DRY_RUN="true")
     send_alert = _guard_module("send_alert")
-    assert send_alert.main(["--ratio", "1.2", "--url", f"http://127.0.0.1:{guard.port}/"]) == 0
+    stack_file = tmp_path / "stack.json"  # the budget comes from the stack's outputs, as `make budget-guard` configures
+    stack_file.write_text(json.dumps({"budget_name": BUDGET_NAME}))
+    assert send_alert.main(["--ratio", "1.2", "--url", f"http://127.0.0.1:{guard.port}/", "--stack-file", str(stack_file)]) == 0
     assert "HTTP 200" in capsys.readouterr().out
     assert json.loads((tmp_path / "state.json").read_text())["state"]["dry_run_enforced"] is True
     assert _mutations(kit_resources) == []
@@ -337,9 +342,6 @@ def test_misconfigured_guard_says_which_setting(start_guard, kit_resources):
 
 
 # -- numbers from outside are finite and in range; a message can fail only itself; corrupt state is never fatal ----------
-
-STATE_OBJECT = "budget-guard/state.json"
-
 
 def _strict_json_lines(guard: Guard) -> list[str]:
     """Log lines that are not valid JSON (NaN and Infinity are not JSON)."""
@@ -491,3 +493,81 @@ def test_a_state_with_a_period_that_is_not_a_timestamp_is_quarantined(start_guar
     gcs.bucket("staging").blob(STATE_OBJECT).upload_from_string(b'{"period": "someday", "enforced": true}')
     assert guard.alert(cost=120.0) == 200
     assert len(_enforcements(guard)) == 1 and [e for e in guard.logs() if e.get("event") == "state_quarantined"]
+
+
+# -- the guard knows its own budget -------------------------------------------------------------------------------------
+
+OTHER_BUDGET = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
+
+
+@pytest.mark.parametrize("attributes", [{"budgetId": OTHER_BUDGET}, {"billingAccountId": "0A1B2C-3D4E5F-6A7B8C"},
+                                        {"budgetId": OTHER_BUDGET, "billingAccountId": "0A1B2C-3D4E5F-6A7B8C"}])
+def test_a_message_for_another_budget_is_ignored(start_guard, kit_resources, webhook, gcs, attributes):
+    guard = start_guard()
+    assert guard.post(*pubsub_cloudevent(budget_payload(cost=150.0, alert=1.0), attributes)) == 200
+    assert _mutations(kit_resources) == [] and webhook.posts == [], "no action, no notification"
+    foreign = [e for e in guard.logs() if e.get("event") == "foreign_budget"]
+    assert len(foreign) == 1 and foreign[0]["severity"] == "WARNING"
+    assert foreign[0]["budget_id"] == attributes.get("budgetId", BUDGET_ID)
+    assert not [e for e in guard.logs() if e.get("event") in ("budget_status", "budget_threshold", "enforce")]
+    assert list(gcs.bucket("staging").list_blobs()) == [], "no state was written for it"
+    assert guard.alert(cost=55.0) == 200 and len(webhook.posts) == 1, "its own budget's messages still count"
+
+
+@pytest.mark.parametrize("env, setting", [
+    ({"BUDGET_NAME": ""}, "BUDGET_NAME"),
+    ({"BILLING_ACCOUNT": ""}, "BILLING_ACCOUNT"),
+    ({"BUDGET_NAME": "projects/x/budgets/y"}, "BUDGET_NAME"),
+    ({"BILLING_ACCOUNT": "0A1B2C-3D4E5F-6A7B8C"}, "billing account 01D4EE-079462-DFD6EC"),
+])
+def test_a_guard_that_does_not_know_its_budget_does_nothing(start_guard, kit_resources, env, setting):
+    guard = start_guard(**env)
+    assert guard.alert(cost=150.0, alert=1.0) == 200
+    errors = " ".join(e["message"] for e in guard.logs() if e["severity"] == "ERROR")
+    assert "misconfigured" in errors and setting in errors, errors
+    assert _mutations(kit_resources) == []
+
+
+def test_a_bare_budget_id_names_the_budget_too(start_guard, kit_resources):
+    """pulumi-gcp's Budget `name` is the bare id (its `id` is the resource name): either configures the guard."""
+    guard = start_guard(BUDGET_NAME=BUDGET_ID)
+    assert guard.alert(cost=150.0, alert=1.0) == 200
+    assert len(_enforcements(guard)) == 1
+
+
+def test_state_is_kept_per_budget(start_guard, kit_resources, gcs):
+    """Two stacks' guards share nothing: one budget's enforcement is not another's."""
+    other = f"billingAccounts/{BILLING_ACCOUNT_ID}/budgets/{OTHER_BUDGET}"
+    ours, theirs = start_guard(), start_guard(BUDGET_NAME=other)
+    assert ours.alert(cost=120.0) == 200
+    for jid in (10, 11):
+        kit_resources.set_job_state(f"{P}/customJobs/{jid}", "JOB_STATE_RUNNING")
+    assert theirs.post(*pubsub_cloudevent(budget_payload(cost=120.0), {"budgetId": OTHER_BUDGET})) == 200
+    assert len(_enforcements(ours)) == 1 and len(_enforcements(theirs)) == 1
+    assert _state(gcs)["enforced"] is True and _state(gcs, f"budget-guard/{OTHER_BUDGET}/state.json")["enforced"] is True
+    assert _state(gcs)["budget"] == BUDGET_ID
+
+
+def test_a_state_of_another_budget_is_set_aside(start_guard, kit_resources, tmp_path):
+    """A local state file another stack's guard wrote (same STATE_PATH) is not this budget's memory."""
+    path = tmp_path / "state.json"
+    theirs = {"generation": 3, "state": {"budget": OTHER_BUDGET, "period": "2026-11-01T08:00:00Z", "enforced": True}}
+    path.write_text(json.dumps(theirs))
+    guard = start_guard(STATE_PATH=str(path), STATE_BUCKET="")
+    assert guard.alert(cost=120.0) == 200
+    assert len(_enforcements(guard)) == 1
+    (kept,) = tmp_path.glob("state.json.corrupt-*")
+    assert json.loads(kept.read_text()) == theirs
+    assert json.loads(path.read_text())["state"]["budget"] == BUDGET_ID
+
+
+def test_make_budget_alert_speaks_of_the_stacks_budget(start_guard, kit_resources, tmp_path, capsys):
+    other = f"billingAccounts/{BILLING_ACCOUNT_ID}/budgets/{OTHER_BUDGET}"
+    stack_file = tmp_path / "stack.json"
+    stack_file.write_text(json.dumps({"budget_name": other}))
+    guard = start_guard(STATE_PATH=str(tmp_path / "state.json"), STATE_BUCKET="", DRY_RUN="true", BUDGET_NAME=other)
+    send_alert = _guard_module("send_alert")
+    assert send_alert.main(["--ratio", "1.2", "--url", f"http://127.0.0.1:{guard.port}/", "--stack-file", str(stack_file)]) == 0
+    assert len(_enforcements(guard)) == 1
+    assert send_alert.main(["--ratio", "1.2", "--budget-name", OTHER_BUDGET]) == 2
+    assert "not a budget's resource name" in capsys.readouterr().err

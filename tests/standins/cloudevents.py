@@ -10,4 +10,5 @@ _events = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_events)
 
 budget_payload = _events.budget_payload
+BILLING_ACCOUNT_ID, BUDGET_ID, BUDGET_NAME = _events.BILLING_ACCOUNT_ID, _events.BUDGET_ID, _events.BUDGET_NAME
 pubsub_cloudevent = _events.pubsub_cloudevent
