@@ -3,23 +3,24 @@
 
 Three steps, each cached:
 
-1. an engine: Debian's `docker.io` (dockerd started when none runs; only root can start it);
-2. a base with the production base's Debian release and Python 3.11, made from Debian's packages, because no
-   container registry is reachable here: `debootstrap --variant=minbase bookworm` with BASE_PACKAGES, then
-   `docker import`, tagged by a hash of its recipe (built once per machine, about 40 s);
-3. the kit's own Dockerfile, unchanged, built with LOCAL_BUILD_ARGS, tagged by the content hash `make image` uses
-   (control/image.py) plus a hash of the build args: the same source never builds twice.
+1. an engine: the one running, else Debian's `docker.io` dockerd started here (only root can; it keeps running);
+2. a base: the production base (`python:3.11-slim-bookworm`) when the engine has it or can pull it; where no registry
+   is reachable, one with the same Debian release and Python 3.11 made from Debian's packages: `debootstrap
+   --variant=minbase bookworm` with BASE_PACKAGES, then `docker import`, tagged by a hash of its recipe (made once
+   per machine, about 40 s);
+3. the kit's own Dockerfile, unchanged, with the local build's settings, tagged by the content hash `make image`
+   uses (control/image.py) plus a hash of the build args: the same source never builds twice.
 
-Production (`make image`: Cloud Build) builds the same Dockerfile with no build args, so with the Dockerfile's
-defaults. What a local build changes is written down here, in `local_build()`, and nowhere else
-(docs/images.md explains it; tests/container/test_build.py holds both sides to it):
+Production (`make image`: Cloud Build) builds the same Dockerfile with no build args, so with its defaults. What a
+local build changes is written down here, in `LocalBuild`, and nowhere else (docs/images.md has the table;
+tests/container/test_build.py holds both sides to it):
 
-  PYTHON_IMAGE      production python:3.11-slim-bookworm  | local: the debootstrap base (same Debian release, Python 3.11)
-  TORCH_FIND_LINKS  production empty: PyPI's CUDA torch  | local: this machine's CPU wheel of the pinned torch, served
-                    (with its nvidia-* CUDA wheels)       |        to the build on 127.0.0.1 (about 1 GB less to install)
-  --network host    (Cloud Build's own network)           | local: the build reaches the package registries as the host does
-  --secret ca_bundle  (none: the base's public CAs)       | local: the host's CA bundle (SSL_CERT_FILE / pip's `cert`),
-                                                          |        mounted for the pip step only, never in a layer
+  PYTHON_IMAGE      production: python:3.11-slim-bookworm    local: that image if pullable, else the debootstrap base
+  TORCH_FIND_LINKS  production: empty, PyPI's CUDA torch     local: this machine's CPU wheel of the pinned torch, served
+                    (with its nvidia-* CUDA wheels, GBs)            on 127.0.0.1 (else PyTorch's CPU index); no CUDA wheels
+  --network host    production: Cloud Build's network        local: the build reaches the registries as the host does
+  --secret ca_bundle  production: none (public CAs)          local: the host's CA bundle (pip's `cert`, SSL_CERT_FILE),
+                                                                    mounted for the pip step only, never in a layer
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -56,6 +58,7 @@ DEBIAN_MIRROR = os.environ.get("LLMOPS_DEBIAN_MIRROR", "http://deb.debian.org/de
 
 LOCAL_REPOSITORY = "llmops-kit-local"
 CA_SECRET = "ca_bundle"  # the Dockerfile's `RUN --mount=type=secret,id=ca_bundle`
+LOCAL_LABEL = "llmops-kit.local-build=1"  # on every image built here (metadata only): what `--prune` may remove
 
 
 class EngineUnavailable(RuntimeError):
@@ -248,6 +251,23 @@ def ensure_base(engine: Engine, log: Log = _say, rebuild: bool = False) -> str:
     return tag
 
 
+def dockerfile_args(root: Path = REPO) -> dict[str, str]:
+    """The Dockerfile's build args and their defaults: what the production build gets."""
+    return {m[0]: m[1] for m in re.findall(r"^ARG (\w+)=?(.*)$", (root / "Dockerfile").read_text(encoding="utf-8"), flags=re.M)}
+
+
+def ensure_local_base(engine: Engine, log: Log = _say) -> str:
+    """The production base when this machine can pull it (or has it); else the one made from Debian's packages.
+
+    LLMOPS_LOCAL_BASE=debootstrap always makes the Debian one.
+    """
+    production = dockerfile_args()["PYTHON_IMAGE"]
+    if os.environ.get("LLMOPS_LOCAL_BASE", "auto") != "debootstrap":
+        if engine.has_image(production) or engine.run("pull", "--quiet", production, check=False, timeout=900).returncode == 0:
+            return production
+    return ensure_base(engine, log)
+
+
 # -- 3. the kit image --------------------------------------------------------------------------------------------------
 
 def ca_bundle() -> Path | None:
@@ -348,7 +368,7 @@ class LocalBuild:
         return hashlib.sha256(f"{self.base}\0{torch}".encode()).hexdigest()[:8]
 
     def flags(self, find_links_url: str) -> list[str]:
-        out = ["--network", "host"]
+        out = ["--network", "host", "--label", LOCAL_LABEL]
         if self.ca:
             out += ["--secret", f"id={CA_SECRET},src={self.ca}"]
         for k, v in self.build_args(find_links_url).items():
@@ -369,7 +389,7 @@ def local_build(engine: Engine, log: Log = _say) -> LocalBuild:
     if wheel is None:
         log(f"no CPU wheel of torch {pinned_torch()} on this machine (LLMOPS_TORCH_WHEELS, pip's find-links): "
             f"the build takes it from {PYTORCH_CPU_FIND_LINKS}")
-    return LocalBuild(ensure_base(engine, log), wheel, ca_bundle())
+    return LocalBuild(ensure_local_base(engine, log), wheel, ca_bundle())
 
 
 def build(engine: Engine, setup: LocalBuild, context: Path, tags: list[str], dockerfile: str = "Dockerfile",
@@ -410,13 +430,24 @@ def ensure_kit_image(engine: Engine, setup: LocalBuild, root: Path = REPO, log: 
     return tag
 
 
+def prune(engine: Engine, older_than_h: int = 168, log: Log = _say) -> None:
+    """Remove images built here that no container uses and that are older than `older_than_h` (each source change
+    leaves a tag behind; they share the dependency layer, so each costs little, but they add up)."""
+    done = engine.run("image", "prune", "--all", "--force", "--filter", f"label={LOCAL_LABEL}", "--filter", f"until={older_than_h}h",
+                      check=False, timeout=600)
+    log(f"pruned local builds older than {older_than_h} h: {(done.stdout.strip().splitlines() or ['nothing'])[-1]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="image/local.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--base-only", action="store_true", help="make the base image only")
     p.add_argument("--rebuild", action="store_true", help="build again even if the tag exists")
+    p.add_argument("--prune-hours", type=int, metavar="H", help="first remove local builds older than H hours that no container uses")
     args = p.parse_args(argv)
     try:
         engine = ensure_engine()
+        if args.prune_hours is not None:
+            prune(engine, args.prune_hours)
         if args.base_only:
             print(ensure_base(engine, rebuild=args.rebuild))
             return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import textwrap
 
 from image import local
@@ -17,16 +16,12 @@ from image import local
 PRODUCTION_ARGS = {"PYTHON_IMAGE": "python:3.11-slim-bookworm", "TORCH_FIND_LINKS": ""}  # docs/images.md's table
 
 
-def _dockerfile_args(text: str) -> dict[str, str]:
-    return {m[0]: m[1] for m in re.findall(r"^ARG (\w+)=?(.*)$", text, flags=re.M)}
-
-
 def test_production_builds_with_the_dockerfiles_defaults_and_local_changes_only_those_args(repo_root):
     from control.image import build_request, kit_image
     from tests.control.test_image import STACK
 
     text = (repo_root / "Dockerfile").read_text()
-    assert _dockerfile_args(text) == PRODUCTION_ARGS, "the defaults are the production build"
+    assert local.dockerfile_args(repo_root) == PRODUCTION_ARGS, "the defaults are the production build"
     (step,) = build_request(kit_image(repo_root), STACK)["steps"]
     assert not [a for a in step["args"] if a.startswith(("--build-arg", "--secret", "--network", "--platform"))], step["args"]
     setup = local.LocalBuild(base="llmops-kit-base:x", torch_wheel=None, ca=None)
