@@ -27,7 +27,8 @@ budget = Budget("budget", cfg, after_apis)
 agents = ServiceAgents("agents", cfg, after_apis)
 guard = BudgetGuard("guard", cfg, GuardDeps(
     topic=budget.topic, bucket=storage.guard, account=identity.accounts["guard"], build_account=identity.accounts["fnbuilder"],
-    repository=registry.repository, runtime_template_id=runtime.template.name, agents_ready=agents.ready), after_apis)
+    repository=registry.repository, runtime_template_id=runtime.template.name, agents_ready=agents.ready,
+    budget=budget.budget), after_apis)
 serving = Serving("serving", cfg, after_apis)
 monitoring = Monitoring("monitoring", cfg, budget.channels, after_apis)
 ci = CiAccess("ci", cfg, CiDeps(  # keyless CI for GitHub Actions, opt-in: llmops-kit:githubRepository (docs/ci-cd.md)

@@ -129,3 +129,44 @@ class GuardSettings(BaseSettings):
 
     def matches(self, labels: dict[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in self.labels.items())
+
+
+def env_name(setting: str) -> str:
+    """The environment variable a setting is read from: its name in upper case, or the first of its aliases."""
+    alias = GuardSettings.model_fields[setting].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return alias if isinstance(alias, str) else setting.upper()
+
+
+def _env_value(value):
+    """A setting as the guard reads it back: lists comma-separated, labels as key=value pairs, booleans true/false.
+
+    Anything else passes through as it is (a string, or a Pulumi Output that becomes one at deployment)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return value
+
+
+def environment(**settings) -> dict:
+    """The guard's environment for these settings (keywords are GuardSettings fields; None leaves one unset).
+
+    The one place the guard's variables are named: infra (kit_infra/guard.py) and `make budget-guard` (control/cli.py)
+    build the function's environment with it, so neither can set a name the guard does not read or forget one it needs.
+    """
+    unknown = sorted(set(settings) - set(GuardSettings.model_fields))
+    if unknown:
+        raise TypeError(f"the budget guard has no settings {unknown}")
+    given = {k: v for k, v in settings.items() if v is not None}
+    missing = [env_name(k) for k, f in GuardSettings.model_fields.items() if f.is_required() and k not in given]
+    if not ({"state_bucket", "state_path"} & set(given)):
+        missing.append("STATE_BUCKET or STATE_PATH")
+    if missing:
+        raise SettingsError(f"the budget guard needs {', '.join(missing)}")
+    return {env_name(k): _env_value(v) for k, v in given.items()}

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pulumi
 import pulumi_gcp as gcp
@@ -33,6 +37,38 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
+@functools.cache
+def guard_settings() -> ModuleType:
+    """The guard's settings module (infra/budget_guard/settings.py), where its environment variables are named.
+
+    Loaded from the file, not imported: the guard is deployed alone and imports none of the kit, and kit_infra imports
+    none of the guard (tests/test_architecture.py); the guard's source is something infra ships, and reads.
+    """
+    spec = importlib.util.spec_from_file_location("budget_guard_settings", SOURCE_DIR / "settings.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves the settings' annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def environment(cfg: StackConfig, *, state_bucket: pulumi.Input[str], runtime_template: pulumi.Input[str],
+                budget_name: pulumi.Input[str]) -> dict:
+    """The guard's settings for this stack, as the environment variables the guard reads."""
+    return guard_settings().environment(
+        project=cfg.project,
+        region=cfg.region,
+        state_bucket=state_bucket,
+        notify_thresholds=[t for t in cfg.budget_thresholds if t < max(cfg.budget_thresholds)],
+        enforce_threshold=max(cfg.budget_thresholds),
+        dry_run=cfg.guard_dry_run,
+        label_selector=cfg.labels,
+        runtime_template=runtime_template,  # the kit's runtimes are the ones made from its template
+        budget_currency=cfg.budget_currency,
+        budget_name=budget_name,  # the guard acts on notifications of this budget only
+        billing_account=cfg.billing_account,
+    )
+
+
 @dataclass(frozen=True)
 class GuardDeps:
     """What the guard is built from and acts with."""
@@ -44,6 +80,7 @@ class GuardDeps:
     repository: gcp.artifactregistry.Repository
     runtime_template_id: pulumi.Input[str]
     agents_ready: pulumi.Resource
+    budget: gcp.billing.Budget  # the guard's own: it ignores notifications of any other
 
 
 class BudgetGuard(pulumi.ComponentResource):
@@ -63,20 +100,10 @@ class BudgetGuard(pulumi.ComponentResource):
         self.register_outputs({"function": self.function.name})
 
     def _environment(self, deps: GuardDeps) -> dict:
-        """The guard's settings (infra/budget_guard/settings.py reads each of these)."""
-        cfg = self._cfg
-        notify = [t for t in cfg.budget_thresholds if t < max(cfg.budget_thresholds)]
-        return {
-            "PROJECT_ID": cfg.project,
-            "REGION": cfg.region,
-            "STATE_BUCKET": deps.bucket.name,
-            "NOTIFY_THRESHOLDS": ",".join(str(t) for t in notify),
-            "ENFORCE_THRESHOLD": str(max(cfg.budget_thresholds)),
-            "DRY_RUN": "true" if cfg.guard_dry_run else "false",
-            "LABEL_SELECTOR": ",".join(f"{k}={v}" for k, v in sorted(cfg.labels.items())),
-            "RUNTIME_TEMPLATE": deps.runtime_template_id,  # the kit's runtimes are the ones made from its template
-            "BUDGET_CURRENCY": cfg.budget_currency,
-        }
+        """The guard's settings (infra/budget_guard/settings.py names and reads each of these)."""
+        # The Budget's id is its resource name, billingAccounts/<account>/budgets/<id> (its `name` is only the id).
+        return environment(self._cfg, state_bucket=deps.bucket.name, runtime_template=deps.runtime_template_id,
+                           budget_name=deps.budget.id)
 
     def _webhook(self, account: gcp.serviceaccount.Account) -> list:
         """A chat webhook URL is a credential: in Secret Manager, read by the guard alone, never a plain env var."""
