@@ -19,7 +19,7 @@ SELECT = {"prompt": "SELECT"}
 def server(served_model_dir, tmp_path_factory):
     s = Server({"MODEL_DIR": str(served_model_dir), "AIP_HEALTH_ROUTE": HEALTH, "AIP_PREDICT_ROUTE": PREDICT,
                 "MAX_TOKENS_CAP": "256", "MAX_BATCH_SIZE": "4", "MAX_QUEUE": "12",
-                "HEADER_TIMEOUT_S": "1", "BODY_TIMEOUT_S": "1"}, tmp_path_factory.mktemp("srv") / "server.log")
+                "HEADER_TIMEOUT_S": "1", "BODY_TIMEOUT_S": "1", "DEFAULT_MAX_TOKENS": "8"}, tmp_path_factory.mktemp("srv") / "server.log")
     s.wait_healthy(HEALTH)
     yield s
     s.stop()
@@ -304,3 +304,46 @@ def test_a_500_is_logged_with_its_cause(tmp_path):
     (line,) = [json.loads(x) for x in stream.getvalue().splitlines() if '"predict failed"' in x]
     assert line["severity"] == "ERROR"
     assert "Traceback" in line["stack_trace"] and "EngineError: the kernel fell over" in line["stack_trace"]
+
+
+# -- property: whatever sampling parameters arrive, the answer is a prediction or a 4xx, and the loop lives on ----------
+
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ODD_NUMBERS = st.sampled_from([0.0, -0.0, 1e-39, 5e-324, 1e-5, 9.99e-6, 1e-300, 0.5, 1.0, 1.0000001, 2.0, 2.0000001, 1e308,
+                               -1e-39, 2**63, 10**30, -(2**70), 8.5])
+AS_STRINGS = st.sampled_from(["NaN", "nan", "Infinity", "-Infinity", "inf", "1e-39", "0.5", "8", "", "true"])
+JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                       lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=4), inner, max_size=2),
+                       max_leaves=4)
+ANY_NUMBER = st.one_of(st.floats(), st.floats(0, 2), st.floats(0, 1e-30), st.floats(0, 1e-4), ODD_NUMBERS, st.integers(), st.booleans(), AS_STRINGS,
+                       JSONISH)
+MAX_TOKENS = st.one_of(st.integers(1, 8), st.floats(1, 8), ODD_NUMBERS, st.integers(), st.floats(), st.booleans(), AS_STRINGS,
+                       st.none())
+SAMPLING = st.fixed_dictionaries({}, optional={
+    "temperature": ANY_NUMBER, "top_p": ANY_NUMBER, "max_tokens": MAX_TOKENS,
+    "stop": st.lists(st.text(min_size=1, max_size=4), max_size=2) | JSONISH,
+})
+
+
+@settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(parameters=SAMPLING, n=st.integers(1, 2))
+@example(parameters={"temperature": 1e-39}, n=1)  # the request
+@example(parameters={"temperature": 5e-324, "top_p": 5e-324, "max_tokens": 8}, n=2)
+@example(parameters={"temperature": "NaN", "max_tokens": 10**30}, n=1)
+@example(parameters={"temperature": math.nan, "top_p": math.inf, "max_tokens": True}, n=1)
+def test_any_sampling_parameters_get_a_prediction_or_a_4xx_and_the_loop_stays_healthy(server, parameters, n):
+    body = json.dumps({"instances": [SELECT] * n, "parameters": parameters}).encode()  # NaN/Infinity as JSON5 literals
+    r = httpx.post(server.url + PREDICT, content=body, headers={"Content-Type": "application/json"}, timeout=60)
+    answer = r.json()
+    if r.status_code == 200:
+        assert len(answer["predictions"]) == n
+        for p in answer["predictions"]:
+            assert isinstance(p["text"], str) and "\ufffd" not in p["text"]
+            assert 0 <= p["completion_tokens"] <= 256 and p["finish_reason"] in ("stop", "length")
+    else:
+        assert 400 <= r.status_code < 500 and r.status_code != 429, r.text
+        assert answer["error"]["code"] == r.status_code and answer["error"]["message"]
+    health = httpx.get(server.url + HEALTH, timeout=10)
+    assert health.status_code == 200, health.text
