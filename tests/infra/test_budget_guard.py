@@ -275,7 +275,7 @@ def test_jobs_the_launcher_submits_are_the_jobs_the_guard_cancels(start_guard, v
     """The seam: the labels `make train BACKEND=vertex` puts on a CustomJob select it for the guard."""
     from control.job import LaunchOptions, job_labels
 
-    labels = job_labels(LaunchOptions(run_id="R7"), {"app": "llmops-kit", "stack": "dev"})
+    labels = job_labels(LaunchOptions(run_id="r7"), {"app": "llmops-kit", "stack": "dev"})
     vertex_standin.add("customJobs", {"name": f"{P}/customJobs/70", "displayName": "j", "labels": labels, "state": "JOB_STATE_RUNNING"})
     guard = start_guard()
     assert guard.alert(cost=130.0, alert=1.0) == 200
@@ -290,7 +290,7 @@ def test_notebook_runs_the_kit_submits_are_the_ones_the_guard_stops(start_guard,
     stack = StackOutputs(project="test-project", region="us-central1", staging_bucket="s", models_bucket="m",
                          trainer_service_account="t@x", stack="dev", labels=KIT, runtime_template_id=TEMPLATE,
                          runtime_machine_type="g2-standard-24")
-    body = job_body(stack, NotebookRun("NB1", []), {"notebook": "gs://s/n.ipynb", "output": "gs://m/o"})
+    body = job_body(stack, NotebookRun("nb1", []), {"notebook": "gs://s/n.ipynb", "output": "gs://m/o"})
     vertex_standin.add("notebookExecutionJobs", {**body, "name": f"{P}/notebookExecutionJobs/nb1", "jobState": "JOB_STATE_RUNNING"})
     guard = start_guard()
     assert guard.alert(cost=130.0, alert=1.0) == 200
