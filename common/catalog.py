@@ -15,10 +15,12 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from common.errors import KitError
+
 CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
 
 
-class CatalogError(ValueError):
+class CatalogError(KitError, ValueError):
     pass
 
 
@@ -128,7 +130,7 @@ def catalog() -> dict:
 def machine(name: str) -> Machine:
     machines = catalog()["machines"]
     if name not in machines:
-        raise KeyError(f"unknown machine type {name!r}; known: {', '.join(sorted(machines))} (see common/catalog.yaml)")
+        raise CatalogError(f"unknown machine type {name!r}; known: {', '.join(sorted(machines))} (see common/catalog.yaml)")
     m = machines[name]
     return Machine(name, m["accelerator_type"], m["accelerator_count"], m["usd_per_hour"])
 

@@ -17,6 +17,8 @@ into `runs/<run-id>/`, whose report.json says where the model is (`output_uri`).
 from __future__ import annotations
 
 import os
+import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 SCRATCH_ENV = "LLMOPS_SCRATCH"  # the image points it at /tmp (its working dir is read-only to the app user)
@@ -31,6 +33,27 @@ MERGED = "merged"
 LATEST = "latest"
 CHECKPOINTS = "checkpoints"
 REPORT_FILES = (REPORT_JSON, REPORT_MD, REPORT_PNG, CONFIG)  # what the launcher brings back from a Vertex run
+
+# A run id names a folder under runs/, a gs:// prefix and the value of the `run-id` label, so it must be all three:
+# lower-case letters, digits and '-', starting with a letter or digit, at most 63 characters (a label value's limit).
+RUN_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+RESERVED_RUN_IDS = frozenset({LATEST, CHECKPOINTS, "notebooks"})  # names the layout itself uses under runs/
+
+
+def new_run_id(prefix: str = "") -> str:
+    """A fresh run id: the UTC time to the second (a run started in the same second gets a suffix when it claims its folder)."""
+    return prefix + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def check_run_id(run_id: str) -> str:
+    """The run id, or ValueError saying what a run id may be."""
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run id {run_id!r} is not valid: use 1-63 lower-case letters, digits and '-', starting with a letter or "
+                         "digit (it names a folder, a gs:// prefix and a label)")
+    if run_id in RESERVED_RUN_IDS:
+        raise ValueError(f"run id {run_id!r} is reserved (runs/{run_id} is the layout's own); choose another")
+    return run_id
+
 
 # Vertex AI's CustomJob convention for a job with baseOutputDirectory.
 VERTEX_MODEL_SUBDIR = "model"

@@ -8,9 +8,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from common.atomic import atomic_dir
+from common.errors import KitError
 
 
-class StorageError(ValueError):
+class StorageError(KitError, ValueError):
     """A gs:// path that is malformed, missing or unreadable."""
 
 

@@ -7,21 +7,36 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import yaml
+from typer.core import TyperGroup
 
 from common import layout
-from trainer.config import ConfigError, load_config
+from common.errors import KitError
+from trainer.config import load_config
 
 LATEST_RUN, LATEST_MODEL = layout.latest_run(), str(layout.latest_model())
 
+
+class _KitGroup(TyperGroup):
+    """Every command's user errors end here: one red line naming the problem, exit 2, no traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KitError as e:
+            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(
     name="llmops", help="LoRA fine-tuning for text-to-SQL: check the base, train, evaluate, merge, report.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, cls=_KitGroup,
 )
 
 @app.callback()
@@ -46,22 +61,28 @@ def _fail(msg: str, code: int = 2) -> None:
 
 
 def _config(config: Path | None, overrides: list[str] | None):
+    return load_config(config, overrides or [])
+
+
+def _number(low: float | None = None, high: float | None = None, above: float | None = None):
+    """A typer callback: the option is a finite number in range (click's own ranges let NaN through: nan < 0 is False)."""
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return value
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high) \
+                or (above is not None and value <= above):
+            bounds = " and ".join(b for b in (f">= {low:g}" if low is not None else "", f"> {above:g}" if above is not None else "",
+                                              f"<= {high:g}" if high is not None else "") if b)
+            raise typer.BadParameter(f"{value} is not a finite number {bounds}".rstrip())
+        return value
+    return check
+
+
+def _run_id(value: str | None) -> str | None:
     try:
-        return load_config(config, overrides or [])
-    except ConfigError as e:
-        _fail(str(e))
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from common.catalog import CatalogError
-    from common.storage import StorageError
-    from trainer.checkpoints import CheckpointError
-    from trainer.data import DataError
-    from trainer.merge import MergeError
-    from trainer.modeling import ModelError
-    from trainer.pipeline import RunError
-
-    return (DataError, ModelError, RunError, MergeError, StorageError, ConfigError, CheckpointError, CatalogError)
+        return None if value is None else layout.check_run_id(value)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 @app.command()
@@ -76,8 +97,6 @@ def train(
     cfg = _config(config, overrides)
     try:
         report = run_pipeline(cfg, force=force, log=_log)
-    except _user_errors() as e:
-        _fail(str(e))
     except KeyboardInterrupt:
         _fail("interrupted; checkpoints are kept, so the same command resumes", 130)
     _summary(report)
@@ -104,10 +123,7 @@ def check_base(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
     from trainer.pipeline import prepare
 
     cfg = _config(config, overrides)
-    try:
-        result, good = _check(prepare(cfg, _log), _log)
-    except _user_errors() as e:
-        _fail(str(e))
+    result, good = _check(prepare(cfg, _log), _log)
     verdict = "meets" if good else "is below"
     typer.echo(f"base model {verdict} the {cfg.eval.target_accuracy:.0%} target ({result.execution_accuracy:.1%})"
                + ("" if good else ": fine-tuning is worth it"))
@@ -122,11 +138,7 @@ def eval_cmd(
     """Evaluate a saved model on the held-out rows: execution accuracy and exact match."""
     from trainer.pipeline import evaluate_model_dir
 
-    cfg = _config(config, overrides)
-    try:
-        result = evaluate_model_dir(model, cfg, _log)
-    except _user_errors() as e:
-        _fail(str(e))
+    result = evaluate_model_dir(model, _config(config, overrides), _log)
     typer.echo(yaml.safe_dump({k: v for k, v in result.to_dict().items() if k != "samples"}, sort_keys=False))
 
 
@@ -139,11 +151,7 @@ def merge(
     """Merge a run's adapter into the base again (full precision, verified) into <run>/merged."""
     from trainer.pipeline import merge_run
 
-    cfg = _config(config, overrides)
-    try:
-        info = merge_run(run, cfg, _log)
-    except _user_errors() as e:
-        _fail(str(e))
+    info = merge_run(run, _config(config, overrides), _log)
     typer.echo(f"merged into {run / 'merged'} (greedy outputs match: {info['greedy_match']})")
 
 
@@ -163,25 +171,10 @@ StackOpt = Annotated[Path, typer.Option("--stack-file", help="`pulumi stack outp
 DEFAULT_STACK = Path(".cache/stack.json")
 
 
-def _cloud_errors() -> tuple[type[Exception], ...]:
-    from common.catalog import CatalogError
-    from common.storage import StorageError
-    from control.deploy import DeployError
-    from control.gcp import CredentialsError
-    from control.image import ImageError
-    from control.job import LaunchError
-    from control.stack import StackError
-
-    return (StackError, LaunchError, DeployError, ImageError, CredentialsError, StorageError, CatalogError)
-
-
 def _stack(path: Path):
-    from control.stack import StackError, load_stack
+    from control.stack import load_stack
 
-    try:
-        return load_stack(path)
-    except StackError as e:
-        _fail(str(e))
+    return load_stack(path)
 
 
 @app.command()
@@ -192,15 +185,17 @@ def launch(
     replicas: Annotated[int, typer.Option(min=1, help="machines; more than one uses Vertex's multi-worker pools")] = 1,
     spot: Annotated[bool, typer.Option(help="Spot VMs: cheaper, can be reclaimed; the trainer resumes from its checkpoint")] = False,
     image: Annotated[str | None, typer.Option(help="image URI (default: the kit image for this source, built if missing)")] = None,
-    expected_hours: Annotated[float | None, typer.Option(help="for the cost estimate (default: last comparable run)")] = None,
-    max_cost: Annotated[float, typer.Option(help="refuse runs estimated above this many USD")] = 25.0,
-    max_queued_minutes: Annotated[float, typer.Option(min=1, help="cancel a job still waiting for machines after this long")] = 60.0,
+    expected_hours: Annotated[float | None, typer.Option(callback=_number(above=0),
+                                                         help="for the cost estimate (default: last comparable run)")] = None,
+    max_cost: Annotated[float, typer.Option(callback=_number(low=0), help="refuse runs estimated above this many USD")] = 25.0,
+    max_queued_minutes: Annotated[float, typer.Option(callback=_number(low=1),
+                                                      help="cancel a job still waiting for machines after this long")] = 60.0,
     yes: Annotated[bool, typer.Option("--yes", help="launch even above --max-cost")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the CreateCustomJob request body and stop")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="submit and return without following the job")] = False,
-    poll_seconds: Annotated[float, typer.Option(min=0, help="how often to check the job's state while following it")] = 30.0,
+    poll_seconds: Annotated[float, typer.Option(callback=_number(low=0), help="how often to check the job's state while following it")] = 30.0,
     stack_file: StackOpt = DEFAULT_STACK,
-    run_id: Annotated[str | None, typer.Option(help="default: a timestamp")] = None,
+    run_id: Annotated[str | None, typer.Option(callback=_run_id, help="default: a timestamp")] = None,
 ) -> None:
     """Run the same trainer as a Vertex AI CustomJob (`make train BACKEND=vertex`), follow it, fetch its report."""
     import json
@@ -211,22 +206,13 @@ def launch(
     cfg = _config(config, overrides)  # validated here, before paying for a machine
     # The job gets the resolved config inline: the config file is on this machine, not in the image.
     args = ["--config-json", json.dumps(cfg.model_dump(exclude={"output": {"run_id", "machine_type"}}), sort_keys=True)]
-    opts = LaunchOptions(run_id=run_id or new_run_id(), trainer_args=args, replicas=replicas, spot=spot, image=image,
+    opts = LaunchOptions(run_id=run_id or layout.new_run_id(), trainer_args=args, replicas=replicas, spot=spot, image=image,
                          expected_hours=expected_hours, max_cost_usd=max_cost, yes=yes, max_queued_minutes=max_queued_minutes)
     if machine:
         opts.machine_type = machine
-    try:
-        result = _launch(opts, _stack(stack_file), dry_run=dry_run, follow=not detach, poll_s=poll_seconds, log=_log)
-    except (*_cloud_errors(), KeyError) as e:
-        _fail(str(e).strip("'\""))
+    result = _launch(opts, _stack(stack_file), dry_run=dry_run, follow=not detach, poll_s=poll_seconds, log=_log)
     if result.get("state") and result["state"] != "JOB_STATE_SUCCEEDED":
         raise typer.Exit(1)
-
-
-def new_run_id() -> str:
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
 @app.command()
@@ -240,16 +226,12 @@ def image(
     from control.image import build_request, ensure_image, kit_image
 
     stack = _stack(stack_file)
-    try:
-        if dry_run:
-            img = kit_image()
-            _log(f"kit image {img.uri(stack.registry_url or 'REGISTRY')} ({len(img.files)} files in the build context)")
-            print(json.dumps(build_request(img, stack), indent=2, sort_keys=True))
-            return
-        uri = ensure_image(stack, _log)
-    except _cloud_errors() as e:
-        _fail(str(e))
-    typer.echo(uri)
+    if dry_run:
+        img = kit_image()
+        _log(f"kit image {img.uri(stack.registry_url or 'REGISTRY')} ({len(img.files)} files in the build context)")
+        print(json.dumps(build_request(img, stack), indent=2, sort_keys=True))
+        return
+    typer.echo(ensure_image(stack, _log))
 
 
 @app.command()
@@ -260,10 +242,7 @@ def cancel(
     """Cancel a running CustomJob."""
     from control.launch import cancel as _cancel
 
-    try:
-        _cancel(job, _stack(stack_file))
-    except _cloud_errors() as e:
-        _fail(str(e))
+    _cancel(job, _stack(stack_file))
     typer.echo(f"cancel requested for {job}")
 
 
@@ -275,7 +254,7 @@ def deploy(
     engine: Annotated[str, typer.Option(help="kit: the kit image's server; vllm: Vertex Model Garden's vLLM container")] = "kit",
     min_replicas: Annotated[int, typer.Option(min=1)] = 1,
     max_replicas: Annotated[int, typer.Option(min=1)] = 2,
-    gate: Annotated[float, typer.Option(help="refuse models under this execution accuracy")] = 0.7,
+    gate: Annotated[float, typer.Option(callback=_number(low=0, high=1), help="refuse models under this execution accuracy")] = 0.7,
     force: Annotated[bool, typer.Option(help="deploy even if worse than the deployed model")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the upload and deploy requests and stop")] = False,
     stack_file: StackOpt = DEFAULT_STACK,
@@ -288,10 +267,7 @@ def deploy(
         _fail(f"--engine must be kit or vllm, got {engine!r}")
     opts = DeployOptions(run_dir=run, image=image, engine=engine, min_replicas=min_replicas, max_replicas=max_replicas,
                          accuracy_gate=gate, force=force)
-    try:
-        _deploy(opts, _stack(stack_file), dry_run=dry_run, log=_log)
-    except _cloud_errors() as e:
-        _fail(str(e))
+    _deploy(opts, _stack(stack_file), dry_run=dry_run, log=_log)
 
 
 @app.command()
@@ -309,14 +285,11 @@ def predict(
     if (question is None) != (context is None):
         _fail("give both --question and --context, or neither for the lab's example")
     asked = {"question": question, "context": context} if question is not None else p.LAB_QUESTION
-    try:
-        if use_endpoint:
-            engine, sql = p.endpoint(_stack(stack_file), asked, max_tokens)
-            _log(f"answered by the {engine} engine")
-        else:
-            sql = p.local(url, asked, max_tokens)
-    except (p.PredictError, *_cloud_errors()) as e:
-        _fail(str(e))
+    if use_endpoint:
+        engine, sql = p.endpoint(_stack(stack_file), asked, max_tokens)
+        _log(f"answered by the {engine} engine")
+    else:
+        sql = p.local(url, asked, max_tokens)
     typer.echo(sql)
 
 
@@ -349,9 +322,9 @@ def notebook_run(
     overrides: SetOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the CreateNotebookExecutionJob request body and stop")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="submit and return without following the execution")] = False,
-    poll_seconds: Annotated[float, typer.Option(min=0)] = 30.0,
-    timeout_hours: Annotated[float, typer.Option(min=0.1, max=24)] = 4.0,
-    run_id: Annotated[str | None, typer.Option(help="default: a timestamp")] = None,
+    poll_seconds: Annotated[float, typer.Option(callback=_number(low=0))] = 30.0,
+    timeout_hours: Annotated[float, typer.Option(callback=_number(low=0.1, high=24))] = 4.0,
+    run_id: Annotated[str | None, typer.Option(callback=_run_id, help="default: nb-<timestamp>")] = None,
     stack_file: StackOpt = DEFAULT_STACK,
 ) -> None:
     """Run notebooks/lab01.ipynb headless on the kit's Colab runtime template; download the executed notebook (`make notebook-run`)."""
@@ -360,19 +333,16 @@ def notebook_run(
     from control import notebook as nb
 
     stack = _stack(stack_file)
-    run = nb.NotebookRun(run_id=run_id or f"nb-{new_run_id()}", overrides=list(overrides or []), timeout_hours=timeout_hours)
-    try:
-        submitted = nb.submit(stack, run, _log, dry_run=dry_run)
-        if dry_run:
-            print(json.dumps(submitted["body"], indent=2, sort_keys=True))
-            return
-        if detach:
-            typer.echo(submitted["name"])
-            return
-        state, local = nb.follow(submitted["name"], stack, submitted["paths"]["output"], Path("runs") / "notebooks" / run.run_id,
-                                 poll_s=poll_seconds, log=_log)
-    except (nb.NotebookError, *_cloud_errors()) as e:
-        _fail(str(e))
+    run = nb.NotebookRun(run_id=run_id or layout.new_run_id("nb-"), overrides=list(overrides or []), timeout_hours=timeout_hours)
+    submitted = nb.submit(stack, run, _log, dry_run=dry_run)
+    if dry_run:
+        print(json.dumps(submitted["body"], indent=2, sort_keys=True))
+        return
+    if detach:
+        typer.echo(submitted["name"])
+        return
+    state, local = nb.follow(submitted["name"], stack, submitted["paths"]["output"], Path("runs") / "notebooks" / run.run_id,
+                             poll_s=poll_seconds, log=_log)
     _log(f"executed notebook: {local}" if local else "no executed notebook was written")
     if state != "JOB_STATE_SUCCEEDED":
         raise typer.Exit(1)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from common import catalog, layout
+from common.errors import KitError
 from control import gcp
 from control.image import ensure_image, kit_image
 from control.stack import StackOutputs
@@ -40,7 +41,7 @@ VLLM_PREDICT_ROUTE, VLLM_HEALTH_ROUTE = "/generate", "/ping"
 Engine = Literal["kit", "vllm"]
 
 
-class DeployError(RuntimeError):
+class DeployError(KitError, RuntimeError):
     pass
 
 
@@ -62,8 +63,12 @@ def _accuracy_label(acc: float) -> str:
 
 
 def _label_accuracy(labels: dict) -> float | None:
-    raw = labels.get("eval-accuracy")
-    return float(raw.replace("-", ".", 1)) if raw else None
+    """A deployed version's accuracy label; None if absent or not one the kit wrote (anyone can edit labels)."""
+    try:
+        value = float(str(labels.get("eval-accuracy")).replace("-", ".", 1))
+    except ValueError:
+        return None
+    return value if 0 <= value <= 1 else None  # NaN fails both comparisons
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from common.errors import KitError
+
 ENDPOINT_ENV = {
     "aiplatform": "LLMOPS_VERTEX_ENDPOINT",
     "cloudbuild": "LLMOPS_CLOUDBUILD_ENDPOINT",
@@ -22,7 +24,7 @@ ENDPOINT_ENV = {
 FIX_CREDENTIALS = "gcloud auth application-default login"
 
 
-class CredentialsError(RuntimeError):
+class CredentialsError(KitError, RuntimeError):
     """No Google credentials on this machine."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import layout
+from common.errors import KitError
 from control import gcp
 from control.buildcontext import content_hash, context_files, pack
 from control.stack import StackOutputs
@@ -28,7 +29,7 @@ SOURCES_PREFIX = layout.STAGING_IMAGE_SOURCES.rstrip("/")
 DONE = {"SUCCESS", "FAILURE", "INTERNAL_ERROR", "TIMEOUT", "CANCELLED", "EXPIRED"}
 
 
-class ImageError(RuntimeError):
+class ImageError(KitError, RuntimeError):
     pass
 
 

@@ -7,6 +7,7 @@ dependency at the pinned versions, so nothing is installed when the job starts.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from common import catalog, layout
+from common.errors import KitError
 from control.stack import StackOutputs
+from trainer.report import ReportError, read_report
 
 TRAINER_COMMAND = ["python", "-m", "trainer.task"]  # the kit image's training entrypoint (see Dockerfile)
 TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}  # JobState: CustomJobs and notebook executions
@@ -22,7 +25,7 @@ WAITING = {"JOB_STATE_QUEUED", "JOB_STATE_PENDING"}  # created, not running yet:
 QUEUE_NOTE_EVERY_S = 600
 
 
-class LaunchError(RuntimeError):
+class LaunchError(KitError, RuntimeError):
     pass
 
 
@@ -44,10 +47,21 @@ class LaunchOptions:
     yes: bool = False  # launch even above max_cost_usd
     max_queued_minutes: float = 60.0  # a job still waiting for machines after this is cancelled (it waits for quota)
 
+    def __post_init__(self) -> None:
+        # The cost cap compares numbers: NaN would pass every comparison (`charged > nan` is False) and launch anything.
+        try:
+            layout.check_run_id(self.run_id)  # it names the job's gs:// folders and its run-id label
+        except ValueError as e:
+            raise LaunchError(str(e)) from None
+        for name, low in (("timeout_hours", 0), ("expected_hours", 0), ("max_cost_usd", -1e-12), ("max_queued_minutes", 0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not math.isfinite(value) or value <= low):
+                raise LaunchError(f"{name} must be a finite number above {max(low, 0):g}, got {value!r}")
+
 
 def job_labels(opts: LaunchOptions, stack_labels: dict[str, str]) -> dict[str, str]:
     """The stack's labels (the budget guard selects the kit's jobs by them) plus the run id."""
-    return {**stack_labels, "run-id": opts.run_id.lower()[:63]}
+    return {**stack_labels, "run-id": opts.run_id}  # a valid label value: LaunchOptions checked it
 
 
 def worker_pool_specs(opts: LaunchOptions, image_uri: str, hf_secret: str | None, checkpoint_dir: str) -> list[dict]:
@@ -117,10 +131,11 @@ def expected_hours(opts: LaunchOptions, runs_dir: Path = Path(layout.RUNS)) -> t
     reports = sorted(runs_dir.glob("*/report.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in reports:
         try:
-            report = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            continue
-        if report.get("status") == "succeeded" and report.get("cost", {}).get("machine_type") == opts.machine_type:
+            report = read_report(path.parent)
+        except ReportError:
+            continue  # not a report the kit wrote: no basis for an estimate
+        if report["status"] == "succeeded" and (report.get("cost") or {}).get("machine_type") == opts.machine_type \
+                and report.get("wall_seconds"):
             return report["wall_seconds"] / 3600, f"from run {report['run_id']}"
     return 1.0, "the lab's run took about 1 hour; no comparable run yet"
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import layout, storage
+from common.errors import KitError
 from control import gcp
 from control.buildcontext import context_files, pack
 from control.job import TERMINAL
@@ -28,7 +29,7 @@ NOTEBOOK = REPO_ROOT / "notebooks" / "lab01.ipynb"
 INSTALL_FILES = ("pyproject.toml", "constraints.txt", "README.md", "LICENSE")
 
 
-class NotebookError(RuntimeError):
+class NotebookError(KitError, RuntimeError):
     pass
 
 
@@ -37,6 +38,12 @@ class NotebookRun:
     run_id: str
     overrides: list[str]
     timeout_hours: float = 4.0
+
+    def __post_init__(self) -> None:
+        try:
+            layout.check_run_id(self.run_id)  # it names gs:// objects and the execution's run-id label
+        except ValueError as e:
+            raise NotebookError(str(e)) from None
 
 
 def source_archive(root: Path = REPO_ROOT) -> tuple[str, bytes]:
@@ -79,7 +86,7 @@ def job_body(stack: StackOutputs, run: NotebookRun, where: dict[str, str]) -> di
         "gcsOutputUri": where["output"],
         "serviceAccount": stack.trainer_service_account,
         "executionTimeout": f"{int(run.timeout_hours * 3600)}s",
-        "labels": {**stack.labels, "run-id": run.run_id.lower()[:63]},
+        "labels": {**stack.labels, "run-id": run.run_id},
     }
 
 

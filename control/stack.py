@@ -5,34 +5,45 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, Strict, TypeAdapter, ValidationError
+
+from common.errors import KitError
 
 DEFAULT_STACK_FILE = Path(".cache/stack.json")
 REQUIRED = ("project", "region", "stack", "labels", "staging_bucket", "models_bucket", "trainer_service_account")
 
 
-class StackError(ValueError):
+class StackError(KitError, ValueError):
     pass
+
+
+# Outputs are held to their types when a stack file is read (load_stack): strict, so `"project": 3` or a threshold of
+# `true` is refused there, naming the key, rather than failing deep inside a command.
+Str = Annotated[str, Strict()]
+Threshold = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
 
 
 @dataclass(frozen=True)
 class StackOutputs:
-    project: str
-    region: str
-    staging_bucket: str
-    models_bucket: str
-    trainer_service_account: str
-    stack: str = "dev"
-    labels: dict[str, str] = field(default_factory=dict)  # the kit's labels for this stack; the budget guard selects by them
-    hf_token_secret: str | None = None
-    serving_service_account: str | None = None
-    endpoint_id: str | None = None
-    registry_url: str | None = None
-    runtime_template_id: str | None = None
-    runtime_machine_type: str | None = None
-    builder_service_account: str | None = None
-    budget_thresholds: list[float] = field(default_factory=list)
-    budget_currency: str | None = None
-    guard_bucket: str | None = None
+    project: Str
+    region: Str
+    staging_bucket: Str
+    models_bucket: Str
+    trainer_service_account: Str
+    stack: Str = "dev"
+    labels: dict[Str, Str] = field(default_factory=dict)  # the kit's labels for this stack; the budget guard selects by them
+    hf_token_secret: Str | None = None
+    serving_service_account: Str | None = None
+    endpoint_id: Str | None = None
+    registry_url: Str | None = None
+    runtime_template_id: Str | None = None
+    runtime_machine_type: Str | None = None
+    builder_service_account: Str | None = None
+    budget_thresholds: list[Threshold] = field(default_factory=list)
+    budget_currency: Str | None = None
+    guard_bucket: Str | None = None
 
     @property
     def parent(self) -> str:
@@ -57,6 +68,11 @@ def load_stack(path: Path = DEFAULT_STACK_FILE) -> StackOutputs:
     if missing:
         raise StackError(f"{path} lacks {missing}: export it again with `cd infra && pulumi stack output --json > ../{path}` "
                          "(outputs added since your last `pulumi up` need another `pulumi up` first)")
-    if not isinstance(data["labels"], dict) or not all(isinstance(v, str) for v in data["labels"].values()):
-        raise StackError(f"{path}: 'labels' must be an object of strings, got {data['labels']!r}")
-    return StackOutputs(**{k: data.get(k) for k in StackOutputs.__dataclass_fields__ if data.get(k) is not None})
+    try:  # every output held to its type: a hand-edited file must fail here, naming the key, not deep in a command
+        return _SCHEMA.validate_python({k: data.get(k) for k in StackOutputs.__dataclass_fields__ if data.get(k) is not None})
+    except ValidationError as e:
+        raise StackError(f"{path}: " + "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err['input']!r:.60})"
+                                                 for err in e.errors()) + "; export it again with `pulumi stack output --json`") from None
+
+
+_SCHEMA = TypeAdapter(StackOutputs)

@@ -22,12 +22,13 @@ import torch
 
 from common import storage
 from common.atomic import atomic_dir, atomic_write_text
+from common.errors import KitError
 
 _STEP_DIR = re.compile(r"^step-(\d{7})$")
 MARKER = "COMPLETE"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(KitError, RuntimeError):
     """Checkpoints that cannot be used as configured; the message says which folder and what to do."""
 
 

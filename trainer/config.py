@@ -15,10 +15,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common import layout
+from common.errors import KitError
 from common.prompts import LAB_TEMPLATE
 
 
-class ConfigError(ValueError):
+class ConfigError(KitError, ValueError):
     """A run config that cannot be used; the message says which key and what to do."""
 
 
@@ -113,9 +114,14 @@ class EvalConfig(_Section):
 
 class OutputConfig(_Section):
     runs_dir: str = Field(layout.RUNS, description="local dir or gs:// prefix; AIP_MODEL_DIR wins when set")
-    run_id: str | None = Field(None, description="default: a timestamp")
+    run_id: str | None = Field(None, description="default: a timestamp; lower-case letters, digits and '-' (common/layout.py)")
     checkpoint_dir: str | None = Field(None, description="default: <run>/checkpoints; AIP_CHECKPOINT_DIR wins")
     machine_type: str | None = Field(None, description="price-table machine this runs on (None: local)")
+
+    @field_validator("run_id")
+    @classmethod
+    def _run_id(cls, v: str | None) -> str | None:
+        return None if v is None else layout.check_run_id(v)
 
 
 class RunConfig(_Section):

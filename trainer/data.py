@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from common import layout
+from common.errors import KitError
 from common.prompts import render_prompt
 
 FIELDS = ("question", "context", "answer")
@@ -24,7 +25,7 @@ IGNORE = -100
 MAX_FIELD_CHARS = 20_000  # a row larger than this is surely not a text-to-SQL example
 
 
-class DataError(ValueError):
+class DataError(KitError, ValueError):
     """Bad or missing data; the message names the file, line and field."""
 
 

@@ -8,12 +8,13 @@ from pathlib import Path
 import torch
 
 from common.atomic import atomic_dir
+from common.errors import KitError
 from common.prompts import save_template
 from trainer.config import ModelConfig
 from trainer.evaluate import generate
 
 
-class MergeError(RuntimeError):
+class MergeError(KitError, RuntimeError):
     """The merged model does not behave like base + adapter."""
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import torch
 
 from common import layout
+from common.errors import KitError
 from trainer.config import LoraConfig, ModelConfig, TrainingConfig
 from trainer.embedded.tinybase import EMBEDDED_PREFIX, resolve_embedded
 
 
-class ModelError(ValueError):
+class ModelError(KitError, ValueError):
     """The base model cannot be found or loaded as configured."""
 
 

@@ -21,6 +21,7 @@ import yaml
 
 from common import layout, storage
 from common.atomic import atomic_dir, atomic_write_text
+from common.errors import KitError
 from common.prompts import load_template, render_prompt, save_template
 from trainer.checkpoints import CheckpointLock, CheckpointStore
 from trainer.config import RunConfig, vertex_dirs
@@ -35,7 +36,7 @@ from trainer.sqlmetric import Scorer
 Log = Callable[[str], None]
 
 
-class RunError(RuntimeError):
+class RunError(KitError, RuntimeError):
     """A run that cannot proceed; the message says why and what to do."""
 
 
@@ -110,7 +111,7 @@ def prepare(cfg: RunConfig, log: Log = print, for_run: bool = False) -> Prepared
     gcs_runs = cfg.output.runs_dir if storage.is_gcs(cfg.output.runs_dir) else None
     runs_root = layout.scratch("remote-runs") if (model_dir_env or gcs_runs) else Path(cfg.output.runs_dir)
     _check_writable(runs_root)
-    run_id = cfg.output.run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_id = cfg.output.run_id or layout.new_run_id()
     run_dir = runs_root / run_id
     remote = model_dir_env.rstrip("/") if model_dir_env else (layout.join(gcs_runs, run_id) if gcs_runs else None)
     ckpt = ckpt_env or cfg.output.checkpoint_dir or str(runs_root / layout.CHECKPOINTS / fingerprint(cfg))

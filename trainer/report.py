@@ -7,9 +7,44 @@ import os
 import platform
 import socket
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from common import catalog, layout
 from common.atomic import atomic_write, atomic_write_json, atomic_write_text
+from common.errors import KitError
+
+
+class ReportError(KitError, ValueError):
+    """A report.json that is not one the kit wrote: the message names the file and the field."""
+
+
+# What the tools that read a report (report, deploy, launch, the summary) rely on, held to its types: a report is
+# read back from disk and from the models bucket, so an accuracy of NaN, Infinity or `true` is refused, not deployed.
+Fraction = Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)]
+
+
+class _EvalHead(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    execution_accuracy: Fraction | None = None
+    exact_match: Fraction | None = None
+
+
+class _ProcessHead(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    pid: StrictInt | None = None
+    host: StrictStr | None = None
+
+
+class _ReportHead(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    run_id: StrictStr
+    status: StrictStr
+    base_eval: _EvalHead | None = None
+    tuned_eval: _EvalHead | None = None
+    wall_seconds: Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)] | None = None
+    process: _ProcessHead | None = None
 
 
 def hardware() -> dict:
@@ -137,7 +172,13 @@ def _alive(pid: int) -> bool:
 def read_report(run_dir: Path) -> dict:
     """A run's report.json; a run whose process died mid-way (killed, out of memory) reads as `interrupted`, and is saved so."""
     path = run_dir / layout.REPORT_JSON
-    report = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        _ReportHead.model_validate(report)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
+        detail = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'the file'}: {err['msg']}" for err in e.errors()) \
+            if isinstance(e, ValidationError) else str(e)
+        raise ReportError(f"{path} is not a run report the kit wrote ({detail}); rerun the run, or point --run at another") from None
     proc = report.get("process") or {}
     if report.get("status") in UNFINISHED and proc.get("host") == socket.gethostname() and not _alive(int(proc.get("pid", 0))):
         report["error"] = report.get("error") or f"the run's process ({proc.get('pid')}) ended while it was {report['status']}"

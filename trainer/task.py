@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 
+from common.errors import KitError
 from trainer.config import ConfigError, load_config
 from trainer.distributed import gpus_per_replica, torchrun_command
 
@@ -28,7 +29,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 SECRET_MANAGER_ENDPOINT = "LLMOPS_SECRET_MANAGER_ENDPOINT"  # another Secret Manager endpoint (a local stand-in in tests)
 
 
-class SecretError(RuntimeError):
+class SecretError(KitError, RuntimeError):
     """The HF token secret exists but cannot be read."""
 
 

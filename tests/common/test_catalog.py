@@ -22,7 +22,7 @@ def test_every_machine_the_kit_names_is_priced():
 
 
 def test_an_unknown_machine_lists_the_known_ones():
-    with pytest.raises(KeyError, match="g2-standard-24.*common/catalog.yaml"):
+    with pytest.raises(CatalogError, match="g2-standard-24.*common/catalog.yaml"):
         catalog.machine("n1-standard-4")
 
 
