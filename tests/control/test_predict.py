@@ -65,3 +65,16 @@ def test_an_endpoint_with_nothing_deployed_says_run_make_deploy(vertex):
 def test_a_missing_endpoint_is_one_line_from_vertex_not_a_traceback(vertex):
     with pytest.raises(PredictError, match="NOT_FOUND.*endpoints/123"):
         endpoint(STACK)
+
+
+def test_the_sample_question_is_held_out_of_the_embedded_defaults_training(repo_root):
+    """`make predict` says the embedded default is trained for this question's domain, not on the question itself."""
+    from control.predict import SAMPLE_QUESTION
+    from trainer.config import load_config
+    from trainer.data import read_jsonl, split_examples
+
+    cfg = load_config(repo_root / "configs" / "default.yaml", [])
+    train, held = split_examples(read_jsonl(repo_root / cfg.data.source), cfg.data.eval_fraction, cfg.data.seed)
+    asked = (SAMPLE_QUESTION["question"], SAMPLE_QUESTION["context"])
+    assert asked in {(e.question, e.context) for e in held}
+    assert asked not in {(e.question, e.context) for e in train}

@@ -236,3 +236,24 @@ def test_llmops_predict_says_what_to_run_when_no_server_listens():
 
     out = CliRunner().invoke(app, ["predict", "--url", f"http://127.0.0.1:{free_port()}/predict"])
     assert out.exit_code == 2 and "make serve" in out.output
+
+
+def test_llmops_predict_asks_the_embedded_defaults_domain_first_then_the_labs_question(server):
+    """`make predict` on the embedded default printed only the lab's question, which that model never trained for: a
+    newcomer's first answer was a malformed query. Now a held-out question from the bundled sample comes first, and
+    each answer says what its question is for."""
+    from typer.testing import CliRunner
+
+    from control.cli import app
+    from control.predict import LAB_QUESTION, SAMPLE_QUESTION
+
+    def sql(question):
+        return _predict(server, {"instances": [question], "parameters": {"max_tokens": 30}}).json()["predictions"][0]["text"]
+
+    out = CliRunner().invoke(app, ["predict", "--url", server.url + PREDICT, "--max-tokens", "30"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.rstrip("\n").split("\n")
+    assert lines[0].startswith("# a held-out question from the bundled sample") and "embedded default" in lines[0]
+    assert lines[1:4] == [f"# Q: {SAMPLE_QUESTION['question']}", sql(SAMPLE_QUESTION), ""]
+    assert lines[4].startswith("# the lab's question") and "the embedded default never saw its like" in lines[4]
+    assert lines[5:] == [f"# Q: {LAB_QUESTION['question']}", sql(LAB_QUESTION)]
