@@ -362,14 +362,29 @@ def budget_guard(
 
     stack = _stack(stack_file)
     guard_dir = Path(__file__).resolve().parents[1] / "infra" / "budget_guard"
-    env = {**os.environ, "PROJECT_ID": stack.project, "REGION": stack.region, "DRY_RUN": str(dry_run).lower(),
-           "LABEL_SELECTOR": ",".join(f"{k}={v}" for k, v in sorted(stack.labels.items())),
-           "NOTIFY_THRESHOLDS": ",".join(str(t) for t in stack.budget_thresholds[:-1]),
-           "ENFORCE_THRESHOLD": str(stack.budget_thresholds[-1]) if stack.budget_thresholds else "",
-           "RUNTIME_TEMPLATE": stack.runtime_template_id or "", "STATE_PATH": str(layout.scratch("budget-guard", "state.json").resolve()),
-           "PYTHONPATH": str(guard_dir)}
-    exe = shutil.which("functions-framework") or _fail("functions-framework is not installed: run `make setup`")
-    _log(f"budget guard for {stack.project}/{stack.region}, labels {env['LABEL_SELECTOR']}, "
+    # The guard names its own variables (infra/budget_guard/settings.py; infra builds its environment with it too).
+    # Loaded from its file: control may not import the guard's modules (tests/test_architecture.py).
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("budget_guard_settings", guard_dir / "settings.py")
+    guard_settings = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = guard_settings  # pydantic resolves the settings' annotations through sys.modules
+    spec.loader.exec_module(guard_settings)
+    thresholds = sorted(stack.budget_thresholds)
+    try:
+        guard_env = guard_settings.environment(
+            project=stack.project, region=stack.region, dry_run=dry_run, label_selector=stack.labels,
+            notify_thresholds=thresholds[:-1], enforce_threshold=thresholds[-1] if thresholds else None,
+            runtime_template=stack.runtime_template_id, budget_currency=stack.budget_currency,
+            budget_name=stack.budget_name, billing_account=stack.billing_account,
+            state_path=str(layout.scratch("budget-guard", "state.json").resolve()))
+    except guard_settings.SettingsError as e:
+        _fail(f"{e}: export the stack outputs again (`cd infra && pulumi up && pulumi stack output --json > ../{stack_file}`)")
+    env = {**os.environ, **guard_env, "PYTHONPATH": str(guard_dir)}
+    # Beside this interpreter first: `make budget-guard` runs .venv/bin/llmops without the venv on PATH.
+    exe = shutil.which("functions-framework", path=str(Path(sys.executable).parent)) or shutil.which("functions-framework") \
+        or _fail("functions-framework is not installed: run `make setup`")
+    _log(f"budget guard for {stack.project}/{stack.region}, labels {stack.labels}, "
          f"{'dry run' if dry_run else 'ACTING FOR REAL'}, on http://127.0.0.1:{port}/ (send one with `make budget-alert`)")
     os.chdir(guard_dir)
     os.execve(exe, [exe, "--target", "on_budget_alert", "--signature-type", "cloudevent", "--host", "127.0.0.1",

@@ -43,6 +43,8 @@ class StackOutputs:
     builder_service_account: Str | None = None
     budget_thresholds: list[Threshold] = field(default_factory=list)
     budget_currency: Str | None = None
+    budget_name: Str | None = None  # billingAccounts/<account>/budgets/<id>: the budget the guard acts on
+    billing_account: Str | None = None
     guard_bucket: Str | None = None
 
     @property

@@ -41,6 +41,8 @@ pulumi.export("region", cfg.region)
 pulumi.export("stack", cfg.stack)
 pulumi.export("budget_thresholds", list(cfg.budget_thresholds))  # the guard notifies below the last, enforces at it
 pulumi.export("budget_currency", cfg.budget_currency)  # `llmops doctor` compares it with the billing account's
+pulumi.export("budget_name", budget.budget.id)  # the guard acts on this budget only (make budget-guard, make budget-alert)
+pulumi.export("billing_account", cfg.billing_account)
 pulumi.export("labels", cfg.labels)  # what the launcher and deploy put on jobs and models; the guard selects by them
 pulumi.export("datasets_bucket", storage.datasets.name)
 pulumi.export("staging_bucket", storage.staging.name)

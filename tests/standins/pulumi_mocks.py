@@ -36,6 +36,7 @@ ID_FORMATS = {
     "gcp:pubsub/topic:Topic": "projects/{project}/topics/{name}",
     "gcp:vertex/aiEndpoint:AiEndpoint": "projects/{project}/locations/{location}/endpoints/{name}",
     "gcp:artifactregistry/repository:Repository": "projects/{project}/locations/{location}/repositories/{repositoryId}",
+    "gcp:billing/budget:Budget": "billingAccounts/{billingAccount}/budgets/de72f49d-779b-4945-a127-4d6ce8def0bb",
 }
 
 
