@@ -1,13 +1,13 @@
-"""Machines, prices, region and labels: read from catalog.yaml, the kit's one source of truth.
+"""Machines, region and labels: read from catalog.yaml, the kit's one source of truth; their prices from common/prices.py.
 
-The catalog (and a price file named by $LLMOPS_PRICES) is validated when read: a bad price or a projection onto an
-unknown machine is an error naming the file, not a wrong cost in a report.
+The catalog is validated when read: a projection onto an unknown machine is an error naming the file, not a wrong
+cost in a report. What a machine costs depends on where it runs (the surface: a Vertex CustomJob, a Vertex endpoint
+node, a Colab Enterprise runtime, ...) and is computed from the dated price file (common/prices.yaml).
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from common import prices
 from common.errors import KitError
 
 CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
@@ -33,15 +34,7 @@ class _Machine(_Strict):
     accelerator_count: int = Field(ge=0)
     vcpus: int | None = Field(None, ge=1)
     memory_gb: int | None = Field(None, ge=1)
-    usd_per_hour: float = Field(ge=0)
     note: str = ""
-
-
-class _Prices(_Strict):
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
-    source: str = Field(min_length=1)
-    as_of: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
-    spot_factor: float = Field(gt=0, le=1)
 
 
 class _MachineChoice(_Strict):
@@ -54,6 +47,11 @@ class _Runtime(_MachineChoice):
     idle_shutdown_minutes: int = Field(ge=10, le=1440)
 
 
+class _Training(_MachineChoice):
+    boot_disk_type: str
+    boot_disk_size_gb: int = Field(ge=100)  # Vertex's minimum boot disk
+
+
 class _GpuQuotas(_Strict):
     compute: str
     compute_spot: str
@@ -62,12 +60,11 @@ class _GpuQuotas(_Strict):
 
 
 class _Catalog(_Strict):
-    prices: _Prices
     region: str
     labels: dict[str, str]
     machines: dict[str, _Machine]
     runtime: _Runtime
-    training: _MachineChoice
+    training: _Training
     cost_projection: list[str] = Field(min_length=1)
     serving: _MachineChoice
     apis: list[str] = Field(min_length=1)
@@ -87,7 +84,13 @@ class Machine:
     name: str
     accelerator_type: str | None
     accelerator_count: int
-    usd_per_hour: float
+    vcpus: int | None = None
+    memory_gb: int | None = None
+
+    @property
+    def family(self) -> str:
+        """The machine series its SKUs are billed under: g2-standard-24 -> g2."""
+        return self.name.split("-")[0]
 
     def machine_spec(self) -> dict:
         """Vertex AI's MachineSpec (REST JSON) for this machine, as CustomJob worker pools and DeployedModels take it."""
@@ -95,36 +98,21 @@ class Machine:
         return {"machineType": self.name, **gpus}
 
 
-def _read_yaml(path: str) -> dict:
+@lru_cache(maxsize=1)
+def _load() -> dict:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml.safe_load(CATALOG_FILE.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise CatalogError(f"{path}: cannot read it as YAML ({e})") from None
-    if not isinstance(data, dict):
-        raise CatalogError(f"{path}: expected a mapping with prices: and/or machines:")
-    return data
-
-
-@lru_cache(maxsize=4)
-def _load(override: str | None) -> dict:
-    data = _read_yaml(str(CATALOG_FILE))
-    if override:
-        extra = _read_yaml(override)
-        unknown = set(extra) - {"prices", "machines"}
-        if unknown:
-            raise CatalogError(f"{override}: only prices: and machines: can be overridden, not {', '.join(sorted(unknown))}")
-        data["prices"] = {**data["prices"], **(extra.get("prices") or {})}
-        data["machines"] = {**data["machines"], **(extra.get("machines") or {})}
+        raise CatalogError(f"{CATALOG_FILE}: cannot read it as YAML ({e})") from None
     try:
         return _Catalog.model_validate(data).model_dump()
     except ValidationError as e:
-        where = override or CATALOG_FILE
-        raise CatalogError(f"{where}: " + "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
+        raise CatalogError(f"{CATALOG_FILE}: " + "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
 
 
 def catalog() -> dict:
-    """The validated catalog, with prices and machines from $LLMOPS_PRICES merged in when set."""
-    return copy.deepcopy(_load(os.environ.get("LLMOPS_PRICES") or None))  # callers get their own copy of the cached one
+    """The validated catalog."""
+    return copy.deepcopy(_load())  # callers get their own copy of the cached one
 
 
 def machine(name: str) -> Machine:
@@ -132,21 +120,37 @@ def machine(name: str) -> Machine:
     if name not in machines:
         raise CatalogError(f"unknown machine type {name!r}; known: {', '.join(sorted(machines))} (see common/catalog.yaml)")
     m = machines[name]
-    return Machine(name, m["accelerator_type"], m["accelerator_count"], m["usd_per_hour"])
+    return Machine(name, m["accelerator_type"], m["accelerator_count"], m["vcpus"], m["memory_gb"])
 
 
-def spot_factor() -> float:
-    return catalog()["prices"]["spot_factor"]
+def _disk(surface: str) -> tuple[str, int] | None:
+    """The disk a surface bills with the machine: a CustomJob's boot disk, a Colab runtime's disk."""
+    c = catalog()
+    if surface == "training":
+        return c["training"]["boot_disk_type"], c["training"]["boot_disk_size_gb"]
+    if surface in ("runtime", "notebook"):
+        return c["runtime"]["disk_type"], c["runtime"]["disk_size_gb"]
+    return None
+
+
+def hourly(machine_type: str, surface: prices.Surface = "training", spot: bool = False, region: str | None = None) -> float:
+    """USD for an hour of `machine_type` on `surface` in `region` (default: the catalog's), from the price file in use."""
+    m = machine(machine_type)
+    if m.vcpus is None:  # your own machine: no cloud bill
+        return 0.0
+    hour = prices.machine_hour(m.family, m.vcpus, m.memory_gb, m.accelerator_type, m.accelerator_count, surface, spot,
+                               region or catalog()["region"], _disk(surface))
+    return round(hour, 6)
+
+
+def cost_usd(machine_type: str, seconds: float, spot: bool = False, surface: prices.Surface = "training",
+             region: str | None = None) -> float:
+    return round(hourly(machine_type, surface, spot, region) * seconds / 3600, 4)
 
 
 def price_source() -> dict:
-    p = catalog()["prices"]
-    return {"currency": p["currency"], "source": " ".join(p["source"].split()), "as_of": p["as_of"]}
-
-
-def cost_usd(machine_type: str, seconds: float, spot: bool = False) -> float:
-    hourly = machine(machine_type).usd_per_hour * (spot_factor() if spot else 1.0)
-    return round(hourly * seconds / 3600, 4)
+    """The price file in use: currency, date, source and file (every cost the kit shows names it)."""
+    return prices.describe()
 
 
 def projection_machines() -> list[str]:

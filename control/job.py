@@ -66,14 +66,14 @@ def job_labels(opts: LaunchOptions, stack_labels: dict[str, str]) -> dict[str, s
 
 def worker_pool_specs(opts: LaunchOptions, image_uri: str, hf_secret: str | None, checkpoint_dir: str) -> list[dict]:
     """One pool for the chief, a second for the other replicas (Vertex's multi-worker layout)."""
-    m = catalog.machine(opts.machine_type)
+    m, training = catalog.machine(opts.machine_type), catalog.catalog()["training"]
     env = [{"name": "LLMOPS_GPUS_PER_REPLICA", "value": str(m.accelerator_count)},
            {"name": layout.CHECKPOINT_DIR_ENV, "value": checkpoint_dir}]
     if hf_secret:  # the secret's name, never its value: the task reads it from Secret Manager
         env.append({"name": "HF_TOKEN_SECRET", "value": f"{hf_secret}/versions/latest"})
     spec = {
         "machineSpec": m.machine_spec(),
-        "diskSpec": {"bootDiskType": "pd-ssd", "bootDiskSizeGb": 200},
+        "diskSpec": {"bootDiskType": training["boot_disk_type"], "bootDiskSizeGb": training["boot_disk_size_gb"]},  # priced with the job
         "containerSpec": {
             "imageUri": image_uri,
             "command": TRAINER_COMMAND,
@@ -118,10 +118,11 @@ class CostEstimate:
     basis: str
     on_demand_usd: float
     spot_usd: float
+    prices: dict = field(default_factory=catalog.price_source)  # the price file the figures come from
 
     def line(self) -> str:
         return (f"estimated cost: {self.hours:.2f} h x {self.replicas} x {self.machine_type} = ${self.on_demand_usd:.2f} on-demand, "
-                f"${self.spot_usd:.2f} Spot ({self.basis})")
+                f"${self.spot_usd:.2f} Spot ({self.basis}; Vertex training prices of {self.prices['as_of']}, {self.prices['file']})")
 
 
 def expected_hours(opts: LaunchOptions, runs_dir: Path = Path(layout.RUNS)) -> tuple[float, str]:
@@ -140,11 +141,13 @@ def expected_hours(opts: LaunchOptions, runs_dir: Path = Path(layout.RUNS)) -> t
     return 1.0, "the lab's run took about 1 hour; no comparable run yet"
 
 
-def estimate_cost(opts: LaunchOptions, runs_dir: Path = Path(layout.RUNS)) -> CostEstimate:
+def estimate_cost(opts: LaunchOptions, runs_dir: Path = Path(layout.RUNS), region: str | None = None) -> CostEstimate:
+    """What the job bills on Vertex custom training (machine and boot disk), on-demand and Spot, in the stack's region."""
     hours, basis = expected_hours(opts, runs_dir)
     seconds = hours * 3600 * opts.replicas
-    return CostEstimate(opts.machine_type, opts.replicas, hours, basis, catalog.cost_usd(opts.machine_type, seconds),
-                        catalog.cost_usd(opts.machine_type, seconds, spot=True))
+    return CostEstimate(opts.machine_type, opts.replicas, hours, basis,
+                        catalog.cost_usd(opts.machine_type, seconds, surface="training", region=region),
+                        catalog.cost_usd(opts.machine_type, seconds, spot=True, surface="training", region=region))
 
 
 def check_cost(estimate: CostEstimate, opts: LaunchOptions) -> None:
@@ -167,7 +170,7 @@ def submit(body: dict, stack: StackOutputs) -> str:
 
 def follow(job_name: str, machine_type: str, replicas: int, get_state: Callable[[str], dict], poll_s: float = 30.0,
            log: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep, *, max_queued_s: float = 3600.0,
-           clock: Callable[[], float] = time.monotonic, region: str = "") -> dict:
+           clock: Callable[[], float] = time.monotonic, region: str = "", spot: bool = False) -> dict:
     """Print state changes with timestamps and the cost so far until the job ends; returns the final job JSON.
 
     A job that keeps waiting for machines is usually waiting for GPU quota that will not come: say so every
@@ -184,8 +187,9 @@ def follow(job_name: str, machine_type: str, replicas: int, get_state: Callable[
             if state == "JOB_STATE_RUNNING":
                 running_since = now
             billed = 0.0 if running_since is None else now - running_since
+            so_far = catalog.cost_usd(machine_type, billed * replicas, spot, "training", region or None)
             log(f"{datetime.now(timezone.utc):%H:%M:%S} {state.removeprefix('JOB_STATE_').lower()} "
-                f"(elapsed {(now - started) / 60:.1f} min, about ${catalog.cost_usd(machine_type, billed * replicas):.2f} so far)")
+                f"(elapsed {(now - started) / 60:.1f} min, about ${so_far:.2f} so far)")
             last = state
         if state in TERMINAL:
             return job

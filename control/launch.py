@@ -16,7 +16,7 @@ from control.stack import StackOutputs
 def launch(opts: jobs.LaunchOptions, stack: StackOutputs, dry_run: bool = False, follow: bool = True, *, poll_s: float = 30.0,
            runs_dir: Path = Path(layout.RUNS), log: Callable[[str], None] = print, sleep=None, clock=None) -> dict:
     """Returns {"request": body, "job": name, "state": ..., "report": {...}} as far as it got."""
-    estimate = jobs.estimate_cost(opts, runs_dir)
+    estimate = jobs.estimate_cost(opts, runs_dir, stack.region)  # the stack's region's prices
     log(estimate.line())
     if dry_run:  # the exact body a real launch sends; nothing is built, uploaded or submitted
         body = jobs.custom_job_body(opts, stack, opts.image or _planned_image(stack, log))
@@ -37,7 +37,7 @@ def launch(opts: jobs.LaunchOptions, stack: StackOutputs, dry_run: bool = False,
 
     try:
         final = jobs.follow(name, opts.machine_type, opts.replicas, get_state, poll_s, log, **({"sleep": sleep} if sleep else {}),
-                            max_queued_s=opts.max_queued_minutes * 60, region=stack.region, **({"clock": clock} if clock else {}))
+                            max_queued_s=opts.max_queued_minutes * 60, region=stack.region, spot=opts.spot, **({"clock": clock} if clock else {}))
     except KeyboardInterrupt:
         log(f"\nstopped following; the job keeps running. Cancel it with: make cancel JOB={name}")
         return result

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from common import catalog, layout
+from common import catalog, layout, prices
 from common.atomic import atomic_write, atomic_write_json, atomic_write_text
 from common.errors import KitError
 
@@ -58,20 +58,23 @@ def hardware() -> dict:
     return info
 
 
-def cost_section(machine_type: str, wall_seconds: float) -> dict:
-    """What this run cost on its machine, and what the same wall time costs on the cloud machines."""
+def cost_section(machine_type: str, wall_seconds: float, surface: str = "training") -> dict:
+    """What this run cost on its machine, and what the same wall time costs on the cloud machines (Vertex custom training
+    by default: where `make train BACKEND=vertex` runs it), with the price file the figures come from."""
     projected = {
-        m: {"on_demand_usd": catalog.cost_usd(m, wall_seconds), "spot_usd": catalog.cost_usd(m, wall_seconds, spot=True),
-            "usd_per_hour": catalog.machine(m).usd_per_hour}
+        m: {"on_demand_usd": catalog.cost_usd(m, wall_seconds, surface=surface),
+            "spot_usd": catalog.cost_usd(m, wall_seconds, spot=True, surface=surface),
+            "usd_per_hour": catalog.hourly(m, surface), "spot_usd_per_hour": catalog.hourly(m, surface, spot=True)}
         for m in catalog.projection_machines()
     }
     return {
         "machine_type": machine_type,
-        "usd_per_hour": catalog.machine(machine_type).usd_per_hour,
+        "surface": surface,
+        "usd_per_hour": catalog.hourly(machine_type, surface),
         "wall_hours": round(wall_seconds / 3600, 5),
-        "usd": catalog.cost_usd(machine_type, wall_seconds),
+        "usd": catalog.cost_usd(machine_type, wall_seconds, surface=surface),
         "projected": projected,
-        "projection_basis": "the same wall time on each machine",
+        "projection_basis": f"the same wall time on each machine, as {prices.surface_label(surface)} (machine, premium and disk)",
         "prices": catalog.price_source(),
     }
 
@@ -117,11 +120,17 @@ def render_markdown(r: dict) -> str:
                          + (f", eval loss {train['eval_loss_history'][-1][1]:.3f}" if train.get("eval_loss_history") else ""))
         lines.append("")
     if cost:
-        lines += ["## Cost", "", f"This run: ${cost['usd']:.4f} ({cost['machine_type']} at ${cost['usd_per_hour']}/h"
-                  f" for {cost['wall_hours']:.3f} h).", "", "| same wall time on | on-demand | Spot |", "|---|---|---|"]
+        lines += ["## Cost", "", f"This run: ${cost['usd']:.4f} ({cost['machine_type']} at ${cost['usd_per_hour']:.4f}/h"
+                  f" for {cost['wall_hours']:.3f} h).", "", f"| same wall time on ({cost.get('projection_basis', '')}) | on-demand | Spot |",
+                  "|---|---|---|"]
         for m, p in cost["projected"].items():
-            lines.append(f"| {m} (${p['usd_per_hour']}/h) | ${p['on_demand_usd']:.4f} | ${p['spot_usd']:.4f} |")
-        lines += ["", f"Prices: {cost['prices']['source']} (as of {cost['prices']['as_of']}).", ""]
+            lines.append(f"| {m} (${p['usd_per_hour']:.4f}/h) | ${p['on_demand_usd']:.4f} | ${p['spot_usd']:.4f} |")
+        src = cost["prices"]
+        lines += ["", f"Prices: {src.get('file', 'the price file')} of {src['as_of']} ({src['currency']}). Source: {src['source']}", ""]
+        if cost.get("billed"):
+            b = cost["billed"]
+            lines += [f"Billed (Cloud Billing export, read {b['read_at']}): ${b['usd']:.4f} {b['currency']}"
+                      f" in {b['rows']} rows; estimated ${b['estimated_usd']:.4f}.", ""]
     if tuned.get("samples"):
         lines += ["## Sample predictions (held-out)", ""]
         for s in tuned["samples"]:

@@ -218,7 +218,9 @@ def _runtime(raw: dict) -> tuple[RuntimeSpec, bool, str | None, tuple[str, ...]]
     if idle in (0, None, "0", "off"):
         if not bool(raw.get("allowNoIdleShutdown", False)):
             raise InfraConfigError(f"idleShutdownMinutes: turning idle shutdown off leaves {machine_type} "
-                                   f"(${spec.usd_per_hour:.2f}/h, common/catalog.yaml) running until someone stops it; "
+                                   f"(${catalog.hourly(machine_type, 'runtime'):.2f}/h as a Colab Enterprise runtime, "
+                                   f"{catalog.price_source()['file']}) "
+                                   "running until someone stops it; "
                                    f"set {_fix('allowNoIdleShutdown', 'true')} if you really mean it")
         idle = None
     else:

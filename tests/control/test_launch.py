@@ -8,6 +8,7 @@ import json
 import pytest
 from google.cloud.aiplatform_v1 import CustomJob
 
+from common import catalog
 from control import job as jobs
 from control.image import kit_image
 from control.launch import launch
@@ -88,13 +89,17 @@ def test_several_replicas_restart_together_even_on_demand():
 
 
 def test_cost_gate_refuses_over_the_cap_and_passes_under():
-    over = _opts(expected_hours=10.0, max_cost_usd=25.0)
+    hour = catalog.hourly("g2-standard-24", "training")  # Vertex custom training, with the job's boot disk: about $2.35
+    over = _opts(expected_hours=12.0, max_cost_usd=25.0)
     est = jobs.estimate_cost(over)
-    assert est.on_demand_usd == pytest.approx(31.1) and est.spot_usd < est.on_demand_usd
+    assert est.on_demand_usd == pytest.approx(12 * hour, abs=1e-4) and est.on_demand_usd > 25
+    assert est.spot_usd == pytest.approx(12 * catalog.hourly("g2-standard-24", "training", spot=True), abs=1e-4)
+    assert f"prices of {catalog.price_source()['as_of']}, common/prices.yaml" in est.line()
     with pytest.raises(jobs.LaunchError, match=r"over the \$25.00 cap"):
         jobs.check_cost(est, over)
-    jobs.check_cost(est, _opts(expected_hours=10.0, yes=True))  # --yes launches anyway
-    jobs.check_cost(jobs.estimate_cost(_opts(expected_hours=5.0)), _opts(expected_hours=5.0))  # $15.55 passes
+    jobs.check_cost(est, _opts(expected_hours=12.0, yes=True))  # --yes launches anyway
+    jobs.check_cost(est, _opts(expected_hours=12.0, spot=True))  # the same hours on Spot are under the cap
+    jobs.check_cost(jobs.estimate_cost(_opts(expected_hours=5.0)), _opts(expected_hours=5.0))  # about $11.74 passes
 
 
 def test_estimate_comes_from_the_last_comparable_run(tmp_path):
@@ -253,6 +258,6 @@ def test_cli_dry_run_with_a_stack_file(tmp_path, repo_root):
     cfg = load_config(parsed.config, parsed.overrides, inline=parsed.config_json)
     assert cfg == load_config(config, ["output.run_id=r9", "output.machine_type=g2-standard-24"])
     assert cfg.model.base == "codellama/CodeLlama-7b-hf" and cfg.training.max_steps == 80
-    assert "estimated cost: 0.50 h x 1 x g2-standard-24 = $1.55 on-demand" in result.output
+    assert f"estimated cost: 0.50 h x 1 x g2-standard-24 = ${catalog.hourly('g2-standard-24') / 2:.2f} on-demand" in result.output
     bad = CliRunner().invoke(app, ["launch", "-c", config, "--dry-run", "--stack-file", str(tmp_path / "none.json")])
     assert bad.exit_code == 2 and "pulumi stack output --json" in bad.output

@@ -358,7 +358,7 @@ def test_no_idle_shutdown_names_the_machines_catalog_price(machine):
 
     with pytest.raises(InfraConfigError) as e:
         validate({**VALID, "runtimeMachineType": machine, "idleShutdownMinutes": 0}, "dev")
-    assert f"${catalog.machine(machine).usd_per_hour:.2f}/h" in str(e.value) and machine in str(e.value)
+    assert f"${catalog.hourly(machine, 'runtime'):.2f}/h as a Colab Enterprise runtime" in str(e.value) and machine in str(e.value)
 
 
 def test_names_built_from_the_stack_share_one_prefix(program):

@@ -5,6 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from common import catalog
 from control.cli import app
 
 runner = CliRunner()
@@ -42,7 +43,7 @@ def test_run_layout_and_report(small_run):
     assert report["parameters"]["trainable"] < report["parameters"]["total"]
     assert report["cost"]["usd"] == 0.0  # a local run costs nothing...
     g24 = report["cost"]["projected"]["g2-standard-24"]  # ...but says what the cloud would charge
-    assert g24["on_demand_usd"] == pytest.approx(3.11 * report["wall_seconds"] / 3600, rel=1e-3, abs=1e-4)
+    assert g24["on_demand_usd"] == pytest.approx(catalog.hourly("g2-standard-24") * report["wall_seconds"] / 3600, rel=1e-3, abs=1e-4)
     assert g24["spot_usd"] < g24["on_demand_usd"]
     assert report["merge"]["greedy_match"] == "12/12"  # every held-out prompt (12 here) gives the same greedy output
     assert "summary: status succeeded" in output

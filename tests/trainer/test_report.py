@@ -24,9 +24,10 @@ def test_cost_projects_the_wall_time_onto_each_catalog_machine():
     assert cost["usd"] == 0.0 and cost["wall_hours"] == 0.5
     assert list(cost["projected"]) == catalog.projection_machines()
     lab = cost["projected"]["g2-standard-24"]
-    assert lab["on_demand_usd"] == round(catalog.machine("g2-standard-24").usd_per_hour / 2, 4)
-    assert lab["spot_usd"] < lab["on_demand_usd"]
-    assert cost["prices"] == catalog.price_source()
+    assert lab["on_demand_usd"] == round(catalog.hourly("g2-standard-24", "training") / 2, 4)
+    assert lab["spot_usd"] == round(catalog.hourly("g2-standard-24", "training", spot=True) / 2, 4) < lab["on_demand_usd"]
+    assert cost["surface"] == "training" and "Vertex AI custom training" in cost["projection_basis"]
+    assert cost["prices"] == catalog.price_source() and cost["prices"]["file"] == "common/prices.yaml"
 
 
 def test_markdown_shows_accuracy_training_cost_and_samples():
@@ -34,7 +35,9 @@ def test_markdown_shows_accuracy_training_cost_and_samples():
     assert "| execution accuracy | 0.0% | 90.0% |" in md
     assert "steps: 10, wall time: 1800 s" in md and "1,024 MiB" in md and "1.00%" in md
     assert "final train loss 0.500, eval loss 0.700" in md
-    assert "| g2-standard-24 ($3.11/h) | $1.5550 |" in md
+    hour = catalog.hourly("g2-standard-24", "training")
+    assert f"| g2-standard-24 (${hour:.4f}/h) | ${round(hour / 2, 4):.4f} |" in md
+    assert f"Prices: common/prices.yaml of {catalog.price_source()['as_of']} (USD). Source: Bundled snapshot" in md
     assert "✅ How many?" in md
 
 
