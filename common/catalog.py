@@ -123,7 +123,7 @@ def machine(name: str) -> Machine:
     return Machine(name, m["accelerator_type"], m["accelerator_count"], m["vcpus"], m["memory_gb"])
 
 
-def _disk(surface: str) -> tuple[str, int] | None:
+def surface_disk(surface: str) -> tuple[str, int] | None:
     """The disk a surface bills with the machine: a CustomJob's boot disk, a Colab runtime's disk."""
     c = catalog()
     if surface == "training":
@@ -139,7 +139,7 @@ def hourly(machine_type: str, surface: prices.Surface = "training", spot: bool =
     if m.vcpus is None:  # your own machine: no cloud bill
         return 0.0
     hour = prices.machine_hour(m.family, m.vcpus, m.memory_gb, m.accelerator_type, m.accelerator_count, surface, spot,
-                               region or catalog()["region"], _disk(surface))
+                               region or catalog()["region"], surface_disk(surface))
     return round(hour, 6)
 
 

@@ -137,7 +137,12 @@ def _rate(rates: dict[str, Rate], key: str, spot: bool, region: str, what: str) 
 def machine_hour(family: str, vcpus: int, memory_gb: int, accelerator: str | None, gpus: int, surface: Surface,
                  spot: bool = False, region: str = "us-central1", disk: tuple[str, int] | None = None) -> float:
     """USD for an hour of a machine of this shape on `surface` (premium applied), plus its disk's hour."""
-    prices = load()
+    return machine_hour_in(load(), family, vcpus, memory_gb, accelerator, gpus, surface, spot, region, disk)
+
+
+def machine_hour_in(prices: PriceFile, family: str, vcpus: int, memory_gb: int, accelerator: str | None, gpus: int, surface: Surface,
+                    spot: bool = False, region: str = "us-central1", disk: tuple[str, int] | None = None) -> float:
+    """machine_hour from a given price file (`llmops prices` compares two)."""
     rates = _rates(prices, region)
     what = f"{family} x{vcpus} vCPU{f' + {gpus}x {accelerator}' if gpus else ''}"
     compute = vcpus * _rate(rates, f"{family}-core", spot, region, what) + memory_gb * _rate(rates, f"{family}-ram", spot, region, what)
