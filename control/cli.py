@@ -394,6 +394,22 @@ def budget_guard(
 @app.command("config")
 def show_config(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
     """Print the resolved run config (defaults + file + overrides) as YAML."""
+@app.command()
+def prices(
+    refresh: Annotated[bool, typer.Option("--refresh", help="read today's list prices from the Cloud Billing Catalog API and write "
+                                                           "a new price file (default: the one in use)")] = False,
+    region: Annotated[str | None, typer.Option(help="default: the stack's, else common/catalog.yaml's")] = None,
+    out: Annotated[Path | None, typer.Option(help="where --refresh writes (default: $LLMOPS_PRICES, else common/prices.yaml)")] = None,
+    stack_file: StackOpt = DEFAULT_STACK,
+) -> None:
+    """Show what each machine costs per hour on each surface, or refresh the prices from Google (`make prices [REFRESH=1]`)."""
+    from common import catalog
+    from control import prices as p
+
+    region = region or (_stack(stack_file).region if stack_file.is_file() else catalog.catalog()["region"])
+    p.run(region, refresh, out, log=_log)
+
+
     cfg = _config(config, overrides)
     typer.echo(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
 
