@@ -169,3 +169,9 @@ def apis() -> list[str]:
 
 def gpu_quotas(accelerator: str) -> dict[str, str] | None:
     return catalog()["gpu_quotas"].get(accelerator)
+
+
+def training_quota_name(accelerator: str | None) -> str:
+    """The Vertex custom-training quota a job on this accelerator waits for, as the console and `make doctor` name it."""
+    metric = (gpu_quotas(accelerator) or {}).get("vertex_training") if accelerator else None
+    return metric.rsplit("/", 1)[-1] if metric else f"the custom-training quota for {accelerator or 'this machine'}"

@@ -7,6 +7,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from common import layout
 from common.atomic import atomic_dir
 from common.errors import KitError
 
@@ -29,10 +30,6 @@ def split_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def join(uri: str, *parts: str) -> str:
-    return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
-
-
 @lru_cache(maxsize=1)
 def client():
     from google.cloud import storage
@@ -53,7 +50,7 @@ def client():
 def check_writable(uri: str) -> None:
     """Write and delete a small probe object under a gs:// prefix; StorageError saying why not."""
     bucket, prefix = split_uri(uri)
-    blob = client().bucket(bucket).blob(join(prefix, f".write-test-{os.getpid()}") if prefix else f".write-test-{os.getpid()}")
+    blob = client().bucket(bucket).blob(layout.join(prefix, f".write-test-{os.getpid()}") if prefix else f".write-test-{os.getpid()}")
     try:
         blob.upload_from_string(b"")
         blob.delete()

@@ -93,10 +93,11 @@ def train(
 ) -> None:
     """Run the whole pipeline: base-model check, LoRA training, evaluation, merge, report."""
     from trainer.pipeline import run_pipeline
+    from trainer.plan import Placement, plan_run
 
-    cfg = _config(config, overrides)
+    plan = plan_run(_config(config, overrides), Placement.from_env(), force=force)  # the edge: config and environment, once
     try:
-        report = run_pipeline(cfg, force=force, log=_log)
+        report = run_pipeline(plan, log=_log)
     except KeyboardInterrupt:
         _fail("interrupted; checkpoints are kept, so the same command resumes", 130)
     _summary(report)
@@ -120,10 +121,12 @@ def _summary(report: dict) -> None:
 def check_base(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
     """Evaluate the base model on the held-out rows and say whether tuning is needed (exit 0 either way)."""
     from trainer.pipeline import check_base as _check
-    from trainer.pipeline import prepare
+    from trainer.pipeline import load_inputs
+    from trainer.plan import Placement, plan_for
 
     cfg = _config(config, overrides)
-    result, good = _check(prepare(cfg, _log), _log)
+    plan = plan_for(cfg, Placement.from_env())
+    result, good = _check(plan, load_inputs(plan, _log), _log)
     verdict = "meets" if good else "is below"
     typer.echo(f"base model {verdict} the {cfg.eval.target_accuracy:.0%} target ({result.execution_accuracy:.1%})"
                + ("" if good else ": fine-tuning is worth it"))
@@ -256,6 +259,9 @@ def deploy(
     max_replicas: Annotated[int, typer.Option(min=1)] = 2,
     gate: Annotated[float, typer.Option(callback=_number(low=0, high=1), help="refuse models under this execution accuracy")] = 0.7,
     force: Annotated[bool, typer.Option(help="deploy even if worse than the deployed model")] = False,
+    idle_minutes: Annotated[int | None, typer.Option(min=5, max=480, help="scale to zero after this many minutes without requests "
+                                                                          "(nothing billed while idle; then a cold start)")] = None,
+    spot: Annotated[bool, typer.Option(help="serve on Spot VMs: cheaper, can be reclaimed")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the upload and deploy requests and stop")] = False,
     stack_file: StackOpt = DEFAULT_STACK,
 ) -> None:
@@ -266,7 +272,7 @@ def deploy(
     if engine not in ("kit", "vllm"):
         _fail(f"--engine must be kit or vllm, got {engine!r}")
     opts = DeployOptions(run_dir=run, image=image, engine=engine, min_replicas=min_replicas, max_replicas=max_replicas,
-                         accuracy_gate=gate, force=force)
+                         accuracy_gate=gate, force=force, idle_minutes=idle_minutes, spot=spot)
     _deploy(opts, _stack(stack_file), dry_run=dry_run, log=_log)
 
 
@@ -391,9 +397,6 @@ def budget_guard(
                     "--port", str(port)], env)
 
 
-@app.command("config")
-def show_config(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
-    """Print the resolved run config (defaults + file + overrides) as YAML."""
 @app.command()
 def prices(
     refresh: Annotated[bool, typer.Option("--refresh", help="read today's list prices from the Cloud Billing Catalog API and write "
@@ -410,6 +413,9 @@ def prices(
     p.run(region, refresh, out, log=_log)
 
 
+@app.command("config")
+def show_config(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+    """Print the resolved run config (defaults + file + overrides) as YAML."""
     cfg = _config(config, overrides)
     typer.echo(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
 

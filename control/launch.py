@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from common import layout
+from common import catalog, layout
 from control import gcp
 from control import job as jobs
 from control.image import FIRST_BUILD, ensure_image, image_exists, kit_image
@@ -43,8 +43,9 @@ def launch(opts: jobs.LaunchOptions, stack: StackOutputs, dry_run: bool = False,
         return result
     except jobs.QueuedTooLong as e:
         client.cancel_custom_job(name=name)
+        quota = catalog.training_quota_name(catalog.machine(opts.machine_type).accelerator_type)
         log(f"{e}: cancelled it, so it cannot start unwatched later. The project probably has no GPU quota for it: "
-            f"`make doctor` checks custom_model_training_nvidia_l4_gpus in {stack.region}; request quota, or try another region "
+            f"`make doctor` checks {quota} in {stack.region}; request quota, or try another region "
             "or machine (MACHINE=...), or wait longer (--max-queued-minutes).")
         result["state"] = "QUEUED_TOO_LONG"
         return result

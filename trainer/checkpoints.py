@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from common import storage
+from common import layout, storage
 from common.atomic import atomic_dir, atomic_write_text
 from common.errors import KitError
 
@@ -94,8 +94,8 @@ class CheckpointStore:
         if self.remote:
             with tempfile.TemporaryDirectory() as tmp:
                 torch.save(state, Path(tmp) / "state.pt")
-                storage.upload_file(Path(tmp) / "state.pt", storage.join(self.root, name, "state.pt"))
-                storage.write_text(storage.join(self.root, name, MARKER), str(step))
+                storage.upload_file(Path(tmp) / "state.pt", layout.join(self.root, name, "state.pt"))
+                storage.write_text(layout.join(self.root, name, MARKER), str(step))
         else:
             with atomic_dir(Path(self.root) / name) as tmp:
                 torch.save(state, tmp / "state.pt")
@@ -108,7 +108,7 @@ class CheckpointStore:
             try:
                 return step, self.load(step)
             except Exception as e:  # truncated or damaged: torch raises RuntimeError, EOFError, UnpicklingError, ...
-                where = storage.join(self.root, f"step-{step:07d}", "state.pt") if self.remote else Path(self.root) / f"step-{step:07d}" / "state.pt"
+                where = layout.join(self.root, f"step-{step:07d}", "state.pt") if self.remote else Path(self.root) / f"step-{step:07d}" / "state.pt"
                 log(f"  warning: checkpoint {where} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
                     "skipping it for an older one")
         return None
@@ -117,20 +117,20 @@ class CheckpointStore:
         name = f"step-{step:07d}"
         if self.remote:
             with tempfile.TemporaryDirectory() as tmp:
-                local = storage.download_file(storage.join(self.root, name, "state.pt"), Path(tmp))
+                local = storage.download_file(layout.join(self.root, name, "state.pt"), Path(tmp))
                 return torch.load(local, weights_only=False)
         return torch.load(Path(self.root) / name / "state.pt", weights_only=False)
 
     def write_note(self, name: str, text: str) -> None:
         """A small sidecar file next to the checkpoints (lives and dies with them)."""
         if self.remote:
-            storage.write_text(storage.join(self.root, name), text)
+            storage.write_text(layout.join(self.root, name), text)
         else:
             atomic_write_text(Path(self.root) / name, text)
 
     def read_note(self, name: str) -> str | None:
         if self.remote:
-            return storage.read_text(storage.join(self.root, name))
+            return storage.read_text(layout.join(self.root, name))
         path = Path(self.root) / name
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
@@ -138,6 +138,6 @@ class CheckpointStore:
         for step in self._complete_steps()[: -self.keep]:
             name = f"step-{step:07d}"
             if self.remote:
-                storage.delete_prefix(storage.join(self.root, name))
+                storage.delete_prefix(layout.join(self.root, name))
             else:
                 shutil.rmtree(Path(self.root) / name, ignore_errors=True)

@@ -6,7 +6,6 @@ being silently ignored.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -219,9 +218,3 @@ def _parse_yaml(text: str, source: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections (model, data, lora, ...), not a {type(data).__name__}")
     return data
-
-
-def vertex_dirs() -> tuple[str | None, str | None]:
-    """The output and checkpoint dirs Vertex AI sets for a CustomJob with base_output_dir."""
-    checkpoints = os.environ.get(layout.CHECKPOINT_DIR_ENV) or os.environ.get("AIP_CHECKPOINT_DIR") or None
-    return os.environ.get("AIP_MODEL_DIR") or None, checkpoints

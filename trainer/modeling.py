@@ -110,8 +110,8 @@ def _load_hint(model_dir: str, err: Exception) -> str:
             "Check the id (and HF_TOKEN for gated models), or use a local dir, a gs:// dir or embedded:tiny-sql-llama.")
 
 
-def load_model(model_dir: str, cfg: ModelConfig, precision: str = "auto", for_training: bool = False):
-    """The base causal LM, quantized if configured, in the chosen compute dtype."""
+def load_model(model_dir: str, cfg: ModelConfig, precision: str = "auto", for_training: bool = False, local_rank: int = 0):
+    """The base causal LM, quantized if configured, in the chosen compute dtype (a quantized one on this rank's GPU)."""
     from transformers import AutoModelForCausalLM
 
     dtype = pick_dtype(precision)
@@ -119,7 +119,7 @@ def load_model(model_dir: str, cfg: ModelConfig, precision: str = "auto", for_tr
     kwargs = {"dtype": dtype, "revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code, "local_files_only": _offline()}
     if quant is not None:
         kwargs["quantization_config"] = quant
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}  # one whole copy per process (DDP)
+        kwargs["device_map"] = {"": local_rank}  # one whole copy per process (DDP)
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     except _load_errors() as e:

@@ -86,17 +86,24 @@ def main(argv: list[str] | None = None) -> int:
     except SecretError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from trainer.distributed import setup_accelerator
     from trainer.pipeline import run_pipeline
+    from trainer.plan import Placement, plan_run
 
     # SIGTERM (Vertex preempting or cancelling the job, torchrun stopping the ranks when another failed) becomes an
     # exception, so the run's report says it failed and why instead of staying "running".
     signal.signal(signal.SIGTERM, _terminated)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    where = Placement.from_env()  # the edge: everything about where this process runs, read once
     try:
-        report = run_pipeline(cfg, force=args.force)
+        accelerator = setup_accelerator()
+        plan = plan_run(cfg, where, force=args.force)
+        report = run_pipeline(plan, accelerator=accelerator)
+    except KitError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
     except Exception as e:
-        if world > 1:  # one line that names the rank, before the traceback torchrun collects
-            print(f"error: rank {os.environ.get('RANK', '?')} of {world} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        if where.world_size > 1:  # one line that names the rank, before the traceback torchrun collects
+            print(f"error: rank {where.rank} of {where.world_size} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         raise
     return 0 if report["status"] in ("succeeded", "skipped", "worker") else 1
 

@@ -46,15 +46,3 @@ def test_malformed_override_and_missing_file(tmp_path):
         load_config(None, ["training.max_steps"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
-
-
-def test_the_launchers_checkpoint_dir_wins_over_vertexs(monkeypatch):
-    """Vertex sets AIP_CHECKPOINT_DIR under the (versioned) models bucket; the launcher points the trainer at staging."""
-    from common import layout
-    from trainer.config import vertex_dirs
-
-    monkeypatch.setenv("AIP_MODEL_DIR", "gs://m/runs/r1/model/")
-    monkeypatch.setenv("AIP_CHECKPOINT_DIR", "gs://m/runs/r1/checkpoints/")
-    assert vertex_dirs() == ("gs://m/runs/r1/model/", "gs://m/runs/r1/checkpoints/")
-    monkeypatch.setenv(layout.CHECKPOINT_DIR_ENV, layout.vertex_checkpoint_dir("s", "r1"))
-    assert vertex_dirs() == ("gs://m/runs/r1/model/", "gs://s/checkpoints/r1/")

@@ -22,19 +22,8 @@ def _small(tiny_model_dir, runs, *extra):
             "--set", "data.max_eval_examples=4", "--set", "eval.max_new_tokens=8", "--set", "data.max_train_examples=40", *extra]
 
 
-def test_runs_started_in_the_same_second_get_their_own_folders(tiny_model_dir, tmp_path):
-    from trainer.pipeline import claim_run_dir, prepare
-
-    cfg = load_config(None, _small(tiny_model_dir, tmp_path)[1::2])
-    first, second = prepare(cfg, lambda m: None), prepare(cfg, lambda m: None)
-    second.run_id, second.run_dir = first.run_id, first.run_dir  # the same timestamp
-    claim_run_dir(first)
-    claim_run_dir(second)
-    assert first.run_dir.is_dir() and second.run_dir.is_dir() and second.run_id == f"{first.run_id}-2"
-
-
 def test_a_second_run_with_the_same_inputs_is_told_which_run_holds_the_checkpoints(tiny_model_dir, tmp_path):
-    from trainer.pipeline import fingerprint
+    from trainer.plan import fingerprint
 
     args = _small(tiny_model_dir, tmp_path)
     cfg = load_config(None, args[1::2])
