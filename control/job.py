@@ -203,7 +203,7 @@ def follow(job_name: str, machine_type: str, replicas: int, get_state: Callable[
                 noted = waited
                 log(f"  still {state.removeprefix('JOB_STATE_').lower()} after {waited / 60:.0f} min: Vertex is waiting for machines. "
                     "If it never starts, the project may lack GPU quota for custom training in this region "
-                    "(custom_model_training_nvidia_l4_gpus); `make doctor` checks it.")
+                    f"({catalog.training_quota_name(m.accelerator_type)}); `make doctor` checks it.")
         sleep(poll_s)
 
 
