@@ -25,7 +25,7 @@ from tests.serving.conftest import HEALTH, PREDICT
 from tests.standins.gcs import free_port
 from tests.standins.workloads import serving_env
 
-MODEL_URI = "gs://acme-models/runs/ct/model/merged"
+MODEL_URI = "gs://acme-serving-models/runs/ct/model/merged"
 # What the contract tests were written for (tests/serving/test_server.py's server): a batch size and a token cap.
 TUNING = {"MAX_BATCH_SIZE": "8", "MAX_TOKENS_CAP": "64"}
 
@@ -45,6 +45,16 @@ class ServingContainer:
         return SimpleNamespace(pid=self.container.pid())
 
     def logs(self) -> list[dict]:
+        """The JSON lines so far. The log reaches its file through the engine's attach stream, a moment after the
+        response: wait until it has been quiet for 0.2 s (at most 3 s)."""
+        size, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + 3
+        while time.monotonic() < deadline:
+            now = self.log_path.stat().st_size
+            if now != size:
+                size, quiet_since = now, time.monotonic()
+            elif time.monotonic() - quiet_since >= 0.2:
+                break
+            time.sleep(0.05)
         return self.container.json_lines()
 
 
@@ -58,10 +68,10 @@ def server(docker_engine, kit_image_local, gcs_server, tiny_model_dir, tmp_path_
     model = tmp_path_factory.mktemp("served") / "merged"  # shaped like the trainer's merged/: weights, tokenizer, template
     shutil.copytree(tiny_model_dir, model)
     save_template(model, LAB_TEMPLATE)
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp:  # the `gcs` fixture is per test; this bucket lives as long as the module
         mp.setenv("STORAGE_EMULATOR_HOST", f"http://{gcs_server}")
         storage.client.cache_clear()
-        gcs_lib.Client(project="test-project", credentials=AnonymousCredentials()).create_bucket("acme-models")
+        bucket = gcs_lib.Client(project="test-project", credentials=AnonymousCredentials()).create_bucket(MODEL_URI.split("/")[2])
         storage.upload_dir(model, MODEL_URI)
         storage.client.cache_clear()
     spec = container_spec(DeployOptions(), kit_image_local, MODEL_URI, accelerators=1)
@@ -78,6 +88,9 @@ def server(docker_engine, kit_image_local, gcs_server, tiny_model_dir, tmp_path_
         yield ServingContainer(c, f"http://127.0.0.1:{port}")
     finally:
         c.kill()
+        for blob in bucket.list_blobs():
+            blob.delete()
+        bucket.delete()
 
 
 def _black_box(module) -> dict:
