@@ -74,10 +74,14 @@ image: $(STAMP) ## build and push the kit image with Cloud Build, unless its con
 image-local: $(STAMP) ## build the kit image here with Docker: same Dockerfile, a Debian-made base and CPU torch (docs/images.md)
 	$(BIN)/python image/local.py
 
-deploy: $(STAMP) ## deploy runs/latest to the Vertex endpoint (RUN=runs/ID, GATE=0.7, FORCE=1, DRY_RUN=1, IMAGE=..., ENGINE=kit|vllm)
+deploy: $(STAMP) ## deploy runs/latest to the Vertex endpoint (RUN=runs/ID, GATE=0.7, FORCE=1, DRY_RUN=1, IMAGE=..., ENGINE=kit|vllm, IDLE_MINUTES=30 scale to zero, SPOT=1)
 	$(BIN)/llmops deploy $(if $(RUN),--run $(RUN)) $(if $(GATE),--gate $(GATE)) $(if $(filter 1,$(FORCE)),--force) $(if $(IMAGE),--image $(IMAGE)) \
-	  $(if $(ENGINE),--engine $(ENGINE)) \
+	  $(if $(ENGINE),--engine $(ENGINE)) $(if $(IDLE_MINUTES),--idle-minutes $(IDLE_MINUTES)) $(if $(filter 1,$(SPOT)),--spot) \
 	  $(if $(filter 1,$(DRY_RUN)),--dry-run) $(if $(MIN_REPLICAS),--min-replicas $(MIN_REPLICAS)) $(if $(MAX_REPLICAS),--max-replicas $(MAX_REPLICAS))
+
+.PHONY: prices
+prices: $(STAMP) ## what each machine costs per hour on each surface (common/prices.yaml); REFRESH=1 reads today's list prices from the Cloud Billing Catalog API (REGION=...)
+	$(BIN)/llmops prices $(if $(filter 1,$(REFRESH)),--refresh) $(if $(REGION),--region $(REGION))
 
 bench: $(STAMP) ## the kit's training recipe vs the lab's on the embedded default (BUDGET=330 training seconds per arm: both whole recipes)
 	$(BIN)/python benchmarks/train_bench.py --budget $(or $(BUDGET),330)

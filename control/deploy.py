@@ -39,6 +39,10 @@ DEPLOY_TIMEOUT_S = 3600  # a 7B model's first deploy copies ~14 GB and loads it 
 VLLM_IMAGE = "us-docker.pkg.dev/vertex-ai/vertex-vision-model-garden-dockers/pytorch-vllm-serve:20250801_0916_RC01"
 VLLM_PREDICT_ROUTE, VLLM_HEALTH_ROUTE = "/generate", "/ping"
 Engine = Literal["kit", "vllm"]
+# DedicatedResources.scaleToZeroSpec.idleScaledownPeriod (aiplatform v1beta1 only): "[MinValue=300] (5 minutes)
+# [MaxValue=28800] (8 hours)". A model scaled to zero bills nothing; its first request after that waits for a cold start.
+MIN_IDLE_MINUTES, MAX_IDLE_MINUTES = 5, 480
+SERVE_BENCH = Path("benchmarks/results/serve.json")  # `make bench-serve`: the throughput a price per 1,000 predictions uses
 
 
 class DeployError(KitError, RuntimeError):
@@ -56,6 +60,16 @@ class DeployOptions:
     accuracy_gate: float = 0.7
     force: bool = False
     max_model_len: int = 4096  # vLLM: the longest prompt + answer it reserves KV cache for
+    idle_minutes: int | None = None  # scale to zero after this many minutes without traffic (aiplatform v1beta1); None: always on
+    spot: bool = False  # Spot VMs for the replicas: cheaper, can be reclaimed (Vertex brings them back)
+
+    def __post_init__(self) -> None:
+        if self.idle_minutes is not None and (isinstance(self.idle_minutes, bool) or not isinstance(self.idle_minutes, int)
+                                              or not MIN_IDLE_MINUTES <= self.idle_minutes <= MAX_IDLE_MINUTES):
+            raise DeployError(f"idle minutes must be a whole number from {MIN_IDLE_MINUTES} to {MAX_IDLE_MINUTES} (Vertex's "
+                              f"scale-to-zero limits), got {self.idle_minutes!r}: IDLE_MINUTES=30, or leave it out for an always-on replica")
+        if not isinstance(self.spot, bool):
+            raise DeployError(f"spot must be true or false, got {self.spot!r}")
 
 
 def _accuracy_label(acc: float) -> str:
@@ -129,10 +143,69 @@ def plan(opts: DeployOptions, stack: StackOutputs, current_accuracy: float | Non
         model["artifactUri"] = model_uri  # vLLM reads --model itself; no copy for it
     upload = {"model": model, **({"parentModel": parent_model} if parent_model else {})}
     deployed = {"displayName": f"{MODEL_DISPLAY_NAME}-{run.run_id.lower()}", "serviceAccount": stack.serving_service_account,
-                "dedicatedResources": {"machineSpec": m.machine_spec(), "minReplicaCount": opts.min_replicas, "maxReplicaCount": opts.max_replicas}}
+                "dedicatedResources": dedicated_resources(opts, m)}
     endpoint = stack.endpoint_name
     return {"upload": upload, "deploy": {"deployedModel": deployed, "trafficSplit": {"0": 100}}, "endpoint": endpoint,
-            "run_id": run.run_id, "accuracy": run.accuracy, "artifact_uri": model_uri}
+            "run_id": run.run_id, "accuracy": run.accuracy, "artifact_uri": model_uri,
+            "api_version": "v1beta1" if opts.idle_minutes else "v1", "price": serving_price(opts, stack.region)}
+
+
+def dedicated_resources(opts: DeployOptions, m: catalog.Machine) -> dict:
+    """DedicatedResources: always-on replicas (v1), or replicas that scale to zero when idle (scaleToZeroSpec: v1beta1)."""
+    resources = {"machineSpec": m.machine_spec(), "minReplicaCount": opts.min_replicas, "maxReplicaCount": opts.max_replicas}
+    if opts.idle_minutes:
+        # 0 replicas when idle; one at once so the first prediction after the deploy does not wait for a cold start.
+        resources |= {"minReplicaCount": 0, "initialReplicaCount": 1,
+                      "scaleToZeroSpec": {"idleScaledownPeriod": f"{opts.idle_minutes * 60}s"}}
+    if opts.spot:
+        resources["spot"] = True
+    return resources
+
+
+def _measured_rps() -> tuple[float, str] | None:
+    """The best requests/s `make bench-serve` measured, and where: the basis of a price per 1,000 predictions."""
+    try:
+        bench = json.loads(SERVE_BENCH.read_text(encoding="utf-8"))
+        best = max(bench["rows"], key=lambda r: r["rps"])
+        rps = float(best["rps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not rps > 0 or rps != rps or rps == float("inf"):
+        return None
+    where = f"{rps:g} req/s measured by `make bench-serve` ({SERVE_BENCH}: {bench.get('engine', '?')}, concurrency {best.get('concurrency')}"
+    return rps, where + (f", on {bench['cpu_threads']} CPU threads: a GPU replica serves faster, so this is an upper bound)"
+                         if bench.get("cpu_threads") and not bench.get("gpu") else ")")
+
+
+def serving_price(opts: DeployOptions, region: str) -> dict:
+    """What the deployment bills: per replica-hour, while idle, for a day left idle, per 1,000 predictions; from the price file."""
+    hour = catalog.hourly(opts.machine_type, "serving", spot=opts.spot, region=region)
+    idle_hour = 0.0 if opts.idle_minutes else hour * opts.min_replicas
+    price = {"machine_type": opts.machine_type, "spot": opts.spot, "usd_per_replica_hour": round(hour, 4),
+             "idle_usd_per_hour": round(idle_hour, 4), "idle_day_usd": round(idle_hour * 24, 2), "idle_minutes": opts.idle_minutes,
+             "prices": catalog.price_source()}
+    measured = _measured_rps()
+    if measured:
+        rps, where = measured
+        price |= {"usd_per_1000_predictions": round(hour / (rps * 3600) * 1000, 5), "throughput": where}
+    return price
+
+
+def price_lines(price: dict) -> list[str]:
+    """The price statement `make deploy` prints before it deploys."""
+    kind = "Spot" if price["spot"] else "on-demand"
+    src = price["prices"]
+    lines = [f"serving price: {price['machine_type']} ({kind}) on a Vertex endpoint bills ${price['usd_per_replica_hour']:.4f} per replica-hour "
+             f"({src['file']} of {src['as_of']})"]
+    if price["idle_minutes"]:
+        lines.append(f"  idle: $0/h: scales to zero after {price['idle_minutes']} min without requests; the next request waits for "
+                     "a replica to start (minutes)")
+    else:
+        lines.append(f"  idle: ${price['idle_usd_per_hour']:.4f}/h, ${price['idle_day_usd']:.2f} a day left idle, "
+                     f"${price['idle_usd_per_hour'] * 730:,.0f} a month: IDLE_MINUTES=30 scales it to zero when unused")
+    if "usd_per_1000_predictions" in price:
+        lines.append(f"  per 1,000 predictions: ${price['usd_per_1000_predictions']:.5f} at {price['throughput']}")
+    return lines
 
 
 # -- talking to Vertex -----------------------------------------------------------------------------------------------
@@ -180,9 +253,13 @@ def deploy(opts: DeployOptions, stack: StackOutputs, dry_run: bool = False, *, l
         deployed, current, parent = [], None, None
     if dry_run:
         p = plan(opts, stack, current, _image(opts, stack, build=False), parent)
+        for line in price_lines(p["price"]):
+            log(line)
         print(json.dumps({"upload": p["upload"], "deploy": p["deploy"], "endpoint": p["endpoint"]}, indent=2, sort_keys=True))
         return p
     p = plan(opts, stack, current, _image(opts, stack, build=True, log=log), parent)
+    for line in price_lines(p["price"]):
+        log(line)
     _ensure_artifact(opts.run_dir, p["artifact_uri"], log)
     _upload_and_deploy(endpoints, models, stack, p, deployed, log)
     return p
@@ -205,8 +282,15 @@ def _upload_and_deploy(endpoints, models, stack: StackOutputs, p: dict, previous
     log(f"uploaded {version} from {p['artifact_uri']}")
     body = json.loads(json.dumps(p["deploy"]))
     body["deployedModel"]["model"] = version
-    request = DeployModelRequest.from_json(json.dumps({"endpoint": p["endpoint"], **body}))
-    endpoints.deploy_model(request=request).result(timeout=DEPLOY_TIMEOUT_S)
+    if p["api_version"] == "v1beta1":  # scaleToZeroSpec is in v1beta1 only
+        from google.cloud import aiplatform_v1beta1
+
+        request = aiplatform_v1beta1.DeployModelRequest.from_json(json.dumps({"endpoint": p["endpoint"], **body}))
+        beta = aiplatform_v1beta1.EndpointServiceClient(**gcp.client_kwargs("aiplatform", stack.region))
+        beta.deploy_model(request=request).result(timeout=DEPLOY_TIMEOUT_S)
+    else:
+        request = DeployModelRequest.from_json(json.dumps({"endpoint": p["endpoint"], **body}))
+        endpoints.deploy_model(request=request).result(timeout=DEPLOY_TIMEOUT_S)
     log(f"deployed to {p['endpoint']} with 100% of traffic")
     for old in previous:  # only now that the new version serves, one after another
         endpoints.undeploy_model(endpoint=p["endpoint"], deployed_model_id=old.id).result(timeout=DEPLOY_TIMEOUT_S)

@@ -149,8 +149,9 @@ def test_dry_run_without_credentials_prints_what_it_can(tmp_path, capsys, monkey
     logs = []
     deploy(DeployOptions(run_dir=_run(tmp_path, 0.9)), STACK, dry_run=True, log=logs.append)
     assert json.loads(capsys.readouterr().out)["upload"]["model"]["displayName"] == "llmops-kit-text-to-sql"
-    assert logs == ["no Google credentials on this machine: run `gcloud auth application-default login`. Dry run: printing "
-                    "the requests without checking the deployed model's accuracy"]
+    assert logs[0] == ("no Google credentials on this machine: run `gcloud auth application-default login`. Dry run: printing "
+                       "the requests without checking the deployed model's accuracy")
+    assert logs[1].startswith("serving price: ")
 
 
 def test_compares_against_the_deployed_version_not_the_default_one(endpoint_with_old_model, tmp_path):
@@ -168,3 +169,71 @@ def test_a_vertex_runs_model_is_deployed_from_where_the_job_wrote_it(endpoint_wi
     upload = _posts(endpoint_with_old_model)[0][1]
     assert upload["model"]["artifactUri"] == "gs://acme-models/runs/R42/model/merged"
     assert [b.name for b in models_bucket.list_blobs()] == ["runs/R42/model/merged/config.json"], "nothing uploaded again"
+
+
+# -- scale to zero, Spot, and the price `make deploy` states -------------------------------------------------------
+
+def _dry(tmp_path, capsys, **kw) -> tuple[dict, list[str]]:
+    logs: list[str] = []
+    p = deploy(DeployOptions(run_dir=_run(tmp_path, 0.9), **kw), STACK, dry_run=True, log=logs.append)
+    capsys.readouterr()
+    return p, logs
+
+
+def test_scale_to_zero_is_a_deploy_request_the_v1beta1_document_accepts(endpoint_with_old_model, tmp_path, capsys):
+    from tests.standins import discovery
+
+    p, logs = _dry(tmp_path, capsys, idle_minutes=30, spot=True)
+    resources = p["deploy"]["deployedModel"]["dedicatedResources"]
+    assert resources["minReplicaCount"] == 0 and resources["initialReplicaCount"] == 1 and resources["spot"] is True
+    assert resources["scaleToZeroSpec"] == {"idleScaledownPeriod": "1800s"} and p["api_version"] == "v1beta1"
+    beta = discovery.api("aiplatform", "v1beta1")
+    body = {**p["deploy"], "deployedModel": {**p["deploy"]["deployedModel"], "model": f"{P}/models/9@2"}}
+    beta.check_request(beta.method("aiplatform.projects.locations.endpoints.deployModel"), body)  # no error: Vertex would accept it
+    with pytest.raises(discovery.ApiError, match="Unknown name"):  # and v1 would not: it must go through v1beta1
+        v1 = discovery.api("aiplatform", "v1")
+        v1.check_request(v1.method("aiplatform.projects.locations.endpoints.deployModel"), body)
+    from google.cloud import aiplatform_v1beta1
+
+    sent = aiplatform_v1beta1.DeployModelRequest.from_json(json.dumps({"endpoint": p["endpoint"], **body}))
+    assert sent.deployed_model.dedicated_resources.scale_to_zero_spec.idle_scaledown_period.total_seconds() == 1800
+    assert any("idle: $0/h: scales to zero after 30 min" in line for line in logs)
+
+
+def test_an_always_on_replica_states_its_idle_price_from_the_price_file(endpoint_with_old_model, tmp_path, capsys):
+    from common import catalog
+
+    p, logs = _dry(tmp_path, capsys)
+    hour = catalog.hourly("g2-standard-12", "serving")
+    assert p["api_version"] == "v1" and "spot" not in p["deploy"]["deployedModel"]["dedicatedResources"]
+    assert p["price"]["usd_per_replica_hour"] == round(hour, 4) and p["price"]["idle_day_usd"] == round(hour * 24, 2)
+    assert 1.10 < hour < 1.20, "about $1.15 a node-hour (issue 26), not a training price"
+    at = next(i for i, line in enumerate(logs) if line.startswith("serving price: "))
+    assert logs[at].startswith(f"serving price: g2-standard-12 (on-demand) on a Vertex endpoint bills ${hour:.4f} per replica-hour "
+                              f"(common/prices.yaml of {catalog.price_source()['as_of']})")
+    assert f"${round(hour, 4) * 24:.2f} a day left idle" in logs[at + 1] and "IDLE_MINUTES=30" in logs[at + 1]
+    rps = max(r["rps"] for r in json.loads(open("benchmarks/results/serve.json").read())["rows"])
+    assert p["price"]["usd_per_1000_predictions"] == round(hour / (rps * 3600) * 1000, 5)
+    spot, _ = _dry(tmp_path, capsys, spot=True)
+    assert spot["price"]["usd_per_replica_hour"] == round(catalog.hourly("g2-standard-12", "serving", spot=True), 4) < round(hour, 4)
+
+
+@pytest.mark.parametrize("idle", [4, 481, 30.5, True, float("nan")])
+def test_idle_minutes_outside_vertexs_limits_are_refused(tmp_path, idle):
+    with pytest.raises(DeployError, match="idle minutes must be a whole number from 5 to 480"):
+        DeployOptions(run_dir=tmp_path, idle_minutes=idle)
+
+
+def test_make_deploy_passes_idle_minutes_and_spot(endpoint_with_old_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from control.cli import app
+
+    stack = tmp_path / "stack.json"
+    stack.write_text(json.dumps({k: v for k, v in STACK.__dict__.items() if v is not None}))
+    result = CliRunner().invoke(app, ["deploy", "--run", str(_run(tmp_path, 0.9)), "--image", IMAGE, "--idle-minutes", "15", "--spot",
+                                      "--dry-run", "--stack-file", str(stack)])
+    assert result.exit_code == 0, result.output
+    assert '"idleScaledownPeriod": "900s"' in result.output and '"spot": true' in result.output
+    bad = CliRunner().invoke(app, ["deploy", "--idle-minutes", "2", "--dry-run", "--stack-file", str(stack)], env={"COLUMNS": "300"})
+    assert bad.exit_code == 2 and "Invalid value for '--idle-minutes'" in bad.output and "greater than or equal to 5" in bad.output
