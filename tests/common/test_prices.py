@@ -90,3 +90,24 @@ def test_a_price_file_that_is_not_yaml_is_an_error(tmp_path, monkeypatch):
 def test_a_written_price_file_reads_back_the_same():
     p = prices.load()
     assert prices.parse(prices.dump(p), "x") == p
+
+
+def test_the_readmes_cost_section_is_what_the_price_file_computes(repo_root):
+    """Each figure in the README's lab table is recomputed here: a price change that leaves the README behind fails."""
+    section = (repo_root / "README.md").read_text().split("## Cost\n")[1].split("\n## ")[0]
+    src = catalog.price_source()
+    assert f"us-central1 list prices of {src['as_of']}" in section
+    hour = {(m, s, spot): catalog.hourly(m, s, spot=spot) for m in ("g2-standard-24", "g2-standard-12") for s in prices.SURFACES
+            for spot in (False, True)}
+    expected = [
+        f"| ${hour['g2-standard-24', 'runtime', False]:.4f} (${hour['g2-standard-24', 'runtime', True]:.4f}) | 2 hours: "
+        f"${2 * hour['g2-standard-24', 'runtime', False]:.2f} |",
+        f"| ${hour['g2-standard-24', 'training', False]:.4f} (${hour['g2-standard-24', 'training', True]:.4f}) | 1 hour: "
+        f"${hour['g2-standard-24', 'training', False]:.2f} (${hour['g2-standard-24', 'training', True]:.2f} with `SPOT=1`) |",
+        f"| ${hour['g2-standard-12', 'serving', False]:.4f} (${hour['g2-standard-12', 'serving', True]:.4f}) | a day left idle: "
+        f"${24 * hour['g2-standard-12', 'serving', False]:.2f} always on",
+        f"about ${730 * hour['g2-standard-12', 'serving', False]:,.0f} a\nmonth",
+    ]
+    for figure in expected:
+        assert figure in section, figure
+    assert "3.11" not in section
