@@ -127,10 +127,6 @@ def render_markdown(r: dict) -> str:
             lines.append(f"| {m} (${p['usd_per_hour']:.4f}/h) | ${p['on_demand_usd']:.4f} | ${p['spot_usd']:.4f} |")
         src = cost["prices"]
         lines += ["", f"Prices: {src.get('file', 'the price file')} of {src['as_of']} ({src['currency']}). Source: {src['source']}", ""]
-        if cost.get("billed"):
-            b = cost["billed"]
-            lines += [f"Billed (Cloud Billing export, read {b['read_at']}): ${b['usd']:.4f} {b['currency']}"
-                      f" in {b['rows']} rows; estimated ${b['estimated_usd']:.4f}.", ""]
     if tuned.get("samples"):
         lines += ["## Sample predictions (held-out)", ""]
         for s in tuned["samples"]:
