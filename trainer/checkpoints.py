@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import random
 import re
 import shutil
 import socket
@@ -141,3 +142,23 @@ class CheckpointStore:
                 storage.delete_prefix(layout.join(self.root, name))
             else:
                 shutil.rmtree(Path(self.root) / name, ignore_errors=True)
+
+
+def capture_rng() -> dict:
+    """Every random stream a training step draws from in this process (LoRA dropout draws from the device's)."""
+    import numpy as np
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng(state: dict) -> None:
+    """Put back what capture_rng took: a resumed run draws the same dropout masks as an uninterrupted one."""
+    import numpy as np
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+

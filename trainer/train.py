@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from trainer.checkpoints import CheckpointStore
+from trainer.checkpoints import CheckpointStore, capture_rng, restore_rng
 from trainer.config import TrainingConfig
 from trainer.data import IGNORE, Tokenized, collate, step_batches
 from trainer.progress import StepProgress
@@ -156,8 +156,8 @@ def _optimizer(model, cfg: TrainingConfig, n_steps: int):
     return params, optimizer, scheduler
 
 
-def _resume(loop: _Loop, store: CheckpointStore, log: Callable[[str], None]) -> None:
-    """Restore the newest complete checkpoint into the loop, if there is one."""
+def _resume(loop: _Loop, store: CheckpointStore, log: Callable[[str], None], rank: int = 0) -> None:
+    """Restore the newest complete checkpoint into the loop, if there is one; this rank gets its own random state."""
     newest = store.load_newest(log)
     if newest is None:
         return
@@ -168,7 +168,11 @@ def _resume(loop: _Loop, store: CheckpointStore, log: Callable[[str], None]) -> 
     loop.model.load_state_dict(state["trainable"], strict=False)
     loop.optimizer.load_state_dict(state["optimizer"])
     loop.scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
+    rng = state["rng"]
+    if isinstance(rng, torch.Tensor):  # a checkpoint from before per-rank states: the CPU generator only
+        torch.set_rng_state(rng)
+    else:  # one state per rank; resumed on another number of ranks, the extra ranks take rank 0's
+        restore_rng(rng[rank] if rank < len(rng) else rng[0])
     loop.start_step, loop.history, loop.eval_history = state["step"], state["history"], state["eval_history"]
     log(f"  resuming from checkpoint at step {loop.start_step}/{loop.n_steps}")
 
@@ -211,11 +215,20 @@ def _optimizer_step(loop: _Loop, acc, step_items: list[Tokenized], cfg: Training
 
 
 def _checkpoint(loop: _Loop, acc, store: CheckpointStore, done: int) -> None:
+    """Every rank's random state is gathered (a collective: all ranks call this); rank 0 writes the checkpoint."""
+    if acc.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        rng = gather_object([capture_rng()])
+    else:
+        rng = [capture_rng()]
+    if not acc.is_main_process:
+        return
     store.save(done, {
         "trainable": _trainable_state(acc.unwrap_model(loop.model)),
         "optimizer": loop.optimizer.state_dict(),
         "scheduler": loop.scheduler.state_dict(),
-        "rng": torch.get_rng_state(),
+        "rng": rng,  # one per rank, in rank order
         "step": done,
         "history": loop.history,
         "eval_history": loop.eval_history,
@@ -244,7 +257,7 @@ def train(
     n_steps = total_steps(len(train_items), cfg)
     params, optimizer, scheduler = _optimizer(model, cfg, n_steps)
     loop = _Loop(model, optimizer, scheduler, params, n_steps)
-    _resume(loop, store, log)
+    _resume(loop, store, log, acc.process_index)
     loop.model, loop.optimizer = acc.prepare(loop.model, loop.optimizer)
     eval_subset, schedule, world = list(eval_items[:64]), {}, acc.num_processes
     loop.model.train()
@@ -258,7 +271,7 @@ def train(
                 loop.eval_history.append((done, round(eval_loss(loop.model, eval_subset, cfg, tokenizer.pad_token_id, acc.device), 5)))
             progress.update(done, loop.history[-1][1], loop.tokens * world / max(time.monotonic() - t0, 1e-9),
                             loop.eval_history[-1][1] if loop.eval_history else None)
-            if done % cfg.checkpoint_every == 0 and done < n_steps and acc.is_main_process:
+            if done % cfg.checkpoint_every == 0 and done < n_steps:
                 _checkpoint(loop, acc, store, done)
             acc.wait_for_everyone()
             if done == drill:  # after the checkpoint of this step is complete: what a resumed run starts from
