@@ -71,7 +71,7 @@ def test_deploy_refuses_a_gate_that_is_not_a_fraction(gate, tmp_path):
 def test_a_report_whose_accuracy_is_not_a_fraction_is_never_deployed(accuracy, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "report.json").write_text('{"run_id": "r1", "status": "succeeded", "tuned_eval": {"execution_accuracy": %s}}' % accuracy)
+    (run / "report.json").write_text(f'{{"run_id": "r1", "status": "succeeded", "tuned_eval": {{"execution_accuracy": {accuracy}}}}}')
     result = runner.invoke(app, ["deploy", "--run", str(run), "--dry-run", "--stack-file", _stack_file(tmp_path)])
     _user_error(result, "report.json", "tuned_eval.execution_accuracy")
 
