@@ -280,7 +280,8 @@ def deploy(
 def predict(
     use_endpoint: Annotated[bool, typer.Option("--endpoint", help="ask the stack's Vertex endpoint instead of the local server")] = False,
     url: Annotated[str, typer.Option(help="the local server's predict route")] = "http://127.0.0.1:8080/predict",
-    question: Annotated[str | None, typer.Option(help="default: the lab's example question")] = None,
+    question: Annotated[str | None, typer.Option(help="default: a held-out question from the bundled sample, then the lab's "
+                                                      "(the endpoint: the lab's)")] = None,
     context: Annotated[str | None, typer.Option(help="CREATE TABLE statements the question is about")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, max=512)] = 100,
     stack_file: StackOpt = DEFAULT_STACK,
@@ -290,9 +291,9 @@ def predict(
 
     if (question is None) != (context is None):
         _fail("give both --question and --context, or neither for the lab's example")
-    asked = {"question": question, "context": context} if question is not None else p.LAB_QUESTION
+    asked = {"question": question, "context": context} if question is not None else None
     if use_endpoint:
-        engine, sql = p.endpoint(_stack(stack_file), asked, max_tokens)
+        engine, sql = p.endpoint(_stack(stack_file), asked or p.LAB_QUESTION, max_tokens)
         _log(f"answered by the {engine} engine")
     else:
         sql = p.local(url, asked, max_tokens)

@@ -47,9 +47,9 @@ class PredictError(KitError, RuntimeError):
 
 
 def local(url: str = "http://127.0.0.1:8080/predict", question: dict | None = None, max_tokens: int = 100) -> str:
-    """The SQL the local server answers to `question`. Without one (the CLI passes LAB_QUESTION itself when no
-    --question is given) every example is asked, each answer under a line saying what the question is for."""
-    if question is None or question is LAB_QUESTION:
+    """The SQL the local server answers to `question`. Without one every example is asked, each answer under a line
+    saying what the question is for."""
+    if question is None:
         return examples(url, max_tokens)
     return _ask_local(url, question, max_tokens)
 
