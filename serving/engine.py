@@ -74,7 +74,8 @@ class Item:
 
 
 @dataclass(frozen=True)
-class Prediction:
+class Completion:
+    """What the engine produced for one prompt; the app answers with schema.Prediction, its wire form (without ttft_s)."""
     text: str
     prompt_tokens: int
     completion_tokens: int
@@ -189,7 +190,7 @@ class Engine:
                 watched.append(s)
         return ends, tuple(watched)
 
-    async def generate(self, item: Item) -> Prediction:
+    async def generate(self, item: Item) -> Completion:
         """Generate for one item as part of the running batch; cancelled with the request if it is.
 
         If a generation step fails, every request in it fails; each is retried once, one retry at a time, so the
@@ -204,7 +205,7 @@ class Engine:
             async with self._retry_lock[1]:
                 return await self._generate_once(item)
 
-    async def _generate_once(self, item: Item) -> Prediction:
+    async def _generate_once(self, item: Item) -> Completion:
         manager = self._manager(item.params.sampling)
         done: asyncio.Future = asyncio.get_running_loop().create_future()
         rid = uuid.uuid4().hex
@@ -259,8 +260,8 @@ class Engine:
         with router._lock:
             router.result_handlers.pop(rid, None)
 
-    def _prediction(self, item: Item, text: str, n_tokens: int, finish: str, ttft: float | None) -> Prediction:
-        return Prediction(extract_sql(text) if item.sql_only else text, len(item.prompt_ids), n_tokens, finish, ttft)
+    def _prediction(self, item: Item, text: str, n_tokens: int, finish: str, ttft: float | None) -> Completion:
+        return Completion(extract_sql(text) if item.sql_only else text, len(item.prompt_ids), n_tokens, finish, ttft)
 
 
 def _isolate_step_failures(manager) -> None:

@@ -97,7 +97,7 @@ def test_a_failing_request_fails_alone_with_json_and_the_status_is_recorded(tmp_
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
-    from serving.engine import EngineError, Prediction
+    from serving.engine import Completion, EngineError
     from serving.settings import Settings
 
     class Engine:
@@ -112,7 +112,7 @@ def test_a_failing_request_fails_alone_with_json_and_the_status_is_recorded(tmp_
         async def generate(self, item):
             if item.prompt == "boom":
                 raise EngineError("the kernel fell over")
-            return Prediction("fine", len(item.prompt_ids), 1, "stop")
+            return Completion("fine", len(item.prompt_ids), 1, "stop")
 
     with TestClient(create_app(Settings(), load_engine=lambda s: Engine())) as client:
         while client.get("/health").status_code != 200:

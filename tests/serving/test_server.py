@@ -155,12 +155,12 @@ class _SlowEngine:
     async def generate(self, item):
         import asyncio
 
-        from serving.engine import Prediction
+        from serving.engine import Completion
 
         self.started.set()
         while not self.release.is_set():
             await asyncio.sleep(0.01)
-        return Prediction("ok", len(item.prompt_ids), 1, "stop")
+        return Completion("ok", len(item.prompt_ids), 1, "stop")
 
 
 def test_health_is_503_while_loading_then_200(served_model_dir):
