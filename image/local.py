@@ -272,10 +272,12 @@ def ensure_local_base(engine: Engine, log: Log = _say) -> str:
 
 def ca_bundle() -> Path | None:
     """The CA bundle this machine trusts for the package registries (what pip's `cert` and SSL_CERT_FILE name)."""
-    for candidate in (os.environ.get("PIP_CERT"), os.environ.get("SSL_CERT_FILE"), os.environ.get("REQUESTS_CA_BUNDLE"),
-                      _pip_config("global.cert"), "/etc/ssl/certs/ca-certificates.crt"):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
+    candidates = (lambda: os.environ.get("PIP_CERT"), lambda: os.environ.get("SSL_CERT_FILE"), lambda: os.environ.get("REQUESTS_CA_BUNDLE"),
+                  lambda: _pip_config("global.cert"), lambda: "/etc/ssl/certs/ca-certificates.crt")
+    for candidate in candidates:  # in order, and pip (slow to start) only when the environment names none
+        path = candidate()
+        if path and Path(path).is_file():
+            return Path(path)
     return None
 
 
@@ -301,12 +303,15 @@ PYTORCH_CPU_FIND_LINKS = "https://download.pytorch.org/whl/cpu/torch/"
 def cpu_torch_wheel(root: Path = REPO) -> Path | None:
     """This machine's CPU build of the pinned torch for CPython 3.11 (LLMOPS_TORCH_WHEELS, else pip's find-links)."""
     version = pinned_torch(root)
-    folders = [os.environ.get("LLMOPS_TORCH_WHEELS"), os.environ.get("PIP_FIND_LINKS"), _pip_config("global.find-links")]
-    dirs = [Path(d) for f in folders if f for d in f.split() if not d.startswith(("http:", "https:")) and Path(d).is_dir()]
-    for d in dirs:
-        wheels = sorted(d.glob(f"torch-{version}+cpu-cp311-cp311-*linux*_x86_64.whl"))
-        if wheels:
-            return wheels[-1]
+    folders = (lambda: os.environ.get("LLMOPS_TORCH_WHEELS"), lambda: os.environ.get("PIP_FIND_LINKS"),
+               lambda: _pip_config("global.find-links"))
+    for folder in folders:
+        for d in (folder() or "").split():
+            if d.startswith(("http:", "https:")) or not Path(d).is_dir():
+                continue
+            wheels = sorted(Path(d).glob(f"torch-{version}+cpu-cp311-cp311-*linux*_x86_64.whl"))
+            if wheels:
+                return wheels[-1]
     return None
 
 
