@@ -96,3 +96,12 @@ def test_the_local_tag_follows_the_source_and_the_build_args(repo_root, tmp_path
     assert local.kit_tag(local.LocalBuild(base="llmops-kit-base:b", torch_wheel=None, ca=None), copy) != first
     (copy / "serving" / "__main__.py").write_text((copy / "serving" / "__main__.py").read_text() + "\n# changed\n")
     assert local.kit_tag(setup, copy) != first
+
+
+def test_no_engine_is_said_with_its_reason(monkeypatch):
+    """What the fixtures skip with (or fail with, under LLMOPS_REQUIRE_ENGINE=1): why no engine can run here."""
+    import pytest
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(local.EngineUnavailable, match=r"DOCKER_HOST=unix:///nonexistent/docker.sock does not answer|no docker client"):
+        local.ensure_engine(log=lambda m: None)

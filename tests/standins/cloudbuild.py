@@ -68,7 +68,7 @@ class ArtifactRegistryStandIn(DiscoveryStandIn):
 
     def stop(self) -> None:
         super().stop()
-        if self.images:  # the URIs are tags of images the engine keeps (their layers are the local build's)
+        if self.images and self.engine:  # the URIs are tags of images the engine keeps (their layers are the local build's)
             self.engine.run("rmi", *self.images, check=False)
 
 
@@ -151,14 +151,15 @@ def _docker_build_step(step: dict) -> tuple[str, str, str]:
 
 
 @pytest.fixture
-def registry(docker_engine):
-    standin = ArtifactRegistryStandIn(docker_engine).start()
+def registry():
+    standin = ArtifactRegistryStandIn().start()  # an engine only once something builds into it (cloud_build)
     yield standin
     standin.stop()
 
 
 @pytest.fixture
 def cloud_build(registry, gcs, tmp_path, docker_engine, local_build):
+    registry.engine = docker_engine
     standin = CloudBuildStandIn(registry, gcs, tmp_path, docker_engine, local_build).start()
     yield standin
     standin.stop()
