@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trainer.config import ConfigError, RunConfig, load_config
+from trainer.config import ConfigError, load_config
 from trainer.data import DataError, read_jsonl
 
 CASES = 300  # per property; stated in the closing note
@@ -51,4 +52,35 @@ def test_any_overrides_give_a_config_or_a_config_error(overrides):
     except ConfigError as e:
         assert str(e)
     else:
-        assert isinstance(cfg, RunConfig)
+        dumped = cfg.model_dump()
+        keys = [item.split("=", 1)[0].strip().split(".") for item in overrides]
+        for i, item in enumerate(overrides):
+            if any(k[: len(keys[i])] == keys[i] or keys[i][: len(k)] == k for k in keys[i + 1 :]):
+                continue  # a later override of the same key, or of a section around or inside it, decides
+            raw = item.split("=", 1)[1]
+            node = dumped
+            for k in keys[i]:
+                node = node[k]
+            assert _reflects(node, "" if raw == "" else yaml.safe_load(raw)), (item, node)
+        assert load_config(inline=yaml.safe_dump(dumped)) == cfg, "the config round-trips through YAML"
+
+
+def _reflects(actual, given) -> bool:
+    """Whether the validated value is the override's YAML value: a section holds every key given, a number given for a
+    text setting is that text, a number is equal in value (2 for a float setting is 2.0, 2.0 for an int setting 2)."""
+    if isinstance(given, dict):
+        return isinstance(actual, dict) and all(k in actual and _reflects(actual[k], v) for k, v in given.items())
+    if isinstance(given, list):
+        return isinstance(actual, list) and len(actual) == len(given) and all(map(_reflects, actual, given))
+    if isinstance(actual, bool) and not isinstance(given, bool):  # pydantic's lax bool: 0/1, "y", "off", ... (not 2, not "maybe")
+        return given in (0, 1) and actual == bool(given) if _number(given) else str(given).lower() in _BOOL_TEXT[actual]
+    if _number(given):
+        return actual == str(given) if isinstance(actual, str) else _number(actual) and actual == given
+    return type(actual) is type(given) and actual == given
+
+
+_BOOL_TEXT = {True: {"1", "on", "t", "true", "y", "yes"}, False: {"0", "off", "f", "false", "n", "no"}}
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
