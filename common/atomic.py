@@ -69,7 +69,12 @@ def atomic_dir(target: str | Path, keep_existing: bool = False) -> Iterator[Path
         if target.exists():  # a folder cannot be renamed over a non-empty one: move the old one aside first
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
             os.replace(target, old / "x")
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (keep_existing and target.exists()):  # another process won the race since the check: keep theirs
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

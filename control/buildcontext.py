@@ -27,6 +27,8 @@ class Rule:
 
 
 def _regex(pattern: str) -> re.Pattern:
+    """The pattern as moby/patternmatcher compiles it: `[...]` classes pass through to the regexp as they are (so
+    `[^a-c]` negates and `[!a-c]` is a class holding '!'), a backslash escapes the next character."""
     out, i = [], 0
     while i < len(pattern):
         c = pattern[i]
@@ -42,8 +44,14 @@ def _regex(pattern: str) -> re.Pattern:
         elif c == "?":
             out.append("[^/]")
             i += 1
+        elif c == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+        elif c in ".+()|{}$":  # moby escapes these; every other character reaches the regexp as it is
+            out.append("\\" + c)
+            i += 1
         else:
-            out.append(re.escape(c))
+            out.append(c)
             i += 1
     return re.compile("".join(out))
 
@@ -74,11 +82,10 @@ def excluded(path: str, rules: list[Rule]) -> bool:
 def context_files(root: Path, ignore_file: str = ".dockerignore") -> list[str]:
     """Relative paths of the files a `docker build` of `root` would receive, sorted."""
     rules = parse((root / ignore_file).read_text(encoding="utf-8")) if (root / ignore_file).is_file() else []
-    # The literal head of each re-include pattern (None: it starts with a wildcard and could match anywhere).
-    heads = [re.split(r"[*?\[]", r.pattern.lstrip("!").strip("/"))[0] or None for r in rules if r.include]
+    reincluded = [r.pattern.lstrip("!").strip("/").split("/") for r in rules if r.include]
 
     def may_hold_included(folder: str) -> bool:
-        return not excluded(folder, rules) or any(h is None or h == folder or h.startswith(folder + "/") for h in heads)
+        return not excluded(folder, rules) or any(_may_lead_to(folder.split("/"), parts) for parts in reincluded)
 
     files = []
     for folder, dirs, names in os.walk(root):
@@ -88,6 +95,16 @@ def context_files(root: Path, ignore_file: str = ".dockerignore") -> list[str]:
         dirs[:] = sorted(d for d in dirs if d not in ALWAYS_SKIPPED and may_hold_included(prefix + d))
         files += [prefix + n for n in names if not excluded(prefix + n, rules)]
     return sorted(files)
+
+
+def _may_lead_to(folder: list[str], pattern: list[str]) -> bool:
+    """Whether a re-include pattern could match something under this folder: its first segments match the folder's."""
+    for i, name in enumerate(folder):
+        if i >= len(pattern) or "**" in pattern[i]:
+            return True
+        if not _regex(pattern[i]).fullmatch(name):
+            return False
+    return True
 
 
 def content_hash(root: Path, files: list[str]) -> str:

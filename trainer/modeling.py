@@ -20,7 +20,10 @@ class ModelError(KitError, ValueError):
 def resolve_model_dir(base: str, cache_dir: Path | None = None, log=print) -> str:
     """A local dir for embedded and gs:// models; HF ids are returned as they are."""
     if base.startswith(EMBEDDED_PREFIX):
-        return str(resolve_embedded(base, log))
+        try:
+            return str(resolve_embedded(base, log))
+        except ValueError as e:  # an embedded id that does not exist: the user's setting, named
+            raise ModelError(f"model.base: {e}") from None
     if base.startswith("gs://"):
         from common import storage
 

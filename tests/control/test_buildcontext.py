@@ -150,26 +150,20 @@ def test_pruning_folders_never_changes_the_answer(tmp_path, ignore):
     assert context_files(root) == [f for f in _all_files(root) if not excluded(f, rules)]
 
 
-@pytest.mark.xfail(strict=True, reason="context_files prunes an excluded folder unless a re-include pattern's literal head names "
-                   "it, so `!docs*/keep.md` never reaches docs-old/ although excluded() (and the last-match rule) include "
-                   "docs-old/keep.md. BuildKit (tonistiigi/fsutil filter.go) walks every excluded folder when an exception "
-                   "has a wildcard and sends it; only the legacy builder drops it.")
 def test_pruning_respects_a_wildcard_in_a_reincluded_folder_name(tmp_path):
     root = _tree(tmp_path, ["docs-old/keep.md", "docs-old/drop.md", "top.txt"], ignore="*\n!docs*/keep.md\n")
     assert excluded("docs-old/keep.md", parse("*\n!docs*/keep.md")) is False
     assert context_files(root) == ["docs-old/keep.md"]
 
 
-@pytest.mark.xfail(strict=True, reason="Docker matches with Go's filepath.Match, whose [...] character classes the parser escapes "
-                   "as literal brackets: `file[12].txt` excludes nothing here, but file1.txt and file2.txt in Docker")
-def test_character_classes_follow_go_filepath_match():
-    rules = parse("file[12].txt\nlog[!a-c].txt\n")
+def test_character_classes_pass_through_as_moby_patternmatcher_compiles_them():
+    """Classes reach the regexp as written: `[^a-c]` negates; `[!a-c]` is a class holding '!' (not a shell negation)."""
+    rules = parse("file[12].txt\nlog[^a-c].txt\nbang[!a].txt\n")
     assert excluded("file1.txt", rules) and excluded("file2.txt", rules) and not excluded("file3.txt", rules)
     assert excluded("logd.txt", rules) and not excluded("logb.txt", rules)
+    assert excluded("bang!.txt", rules) and excluded("banga.txt", rules) and not excluded("bangb.txt", rules)
 
 
-@pytest.mark.xfail(strict=True, reason="Docker (Go's filepath.Match) reads `\\*` as a literal star; here the backslash is a "
-                   "literal character and the star still a wildcard, so `star\\*.txt` does not exclude `star*.txt`")
 def test_a_backslash_escapes_a_wildcard():
     rules = parse("star\\*.txt\n")
     assert excluded("star*.txt", rules) and not excluded("stary.txt", rules)
@@ -287,7 +281,6 @@ def test_the_listing_matches_a_real_docker_build(tmp_path, ignore):
     assert buildcontext.ALWAYS_SKIPPED == {".git"}
 
 
-@pytest.mark.xfail(strict=True, reason="character classes and backslash escapes: see test_character_classes_follow_go_filepath_match")
 def test_character_classes_and_escapes_match_a_real_docker_build(tmp_path):
     why = _docker_available()
     if why:

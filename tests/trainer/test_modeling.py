@@ -61,9 +61,6 @@ def test_a_local_folder_wins_over_a_hub_id_of_the_same_name(tiny_model_dir, tmp_
         resolve_model_dir("org/model")
 
 
-@pytest.mark.xfail(strict=True, reason="an unknown embedded id raises a bare ValueError from trainer/embedded/tinybase.py, not a "
-                   "ModelError (KitError): `llmops train --set model.base=embedded:tiny-sql-llama-v2` ends in a traceback "
-                   "instead of the CLI's one-line error")
 def test_an_unknown_embedded_id_is_a_model_error():
     with pytest.raises(KitError, match="embedded:tiny-sql-llama"):
         resolve_model_dir("embedded:tiny-sql-llama-v2")

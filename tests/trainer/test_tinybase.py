@@ -46,3 +46,22 @@ def test_grouped_query_attention_is_refused():
     model = LlamaForCausalLM(LlamaConfig(vocab_size=100, **cfg))
     with pytest.raises(ValueError, match="value head per attention head"):
         tinybase.init_copy_heads(model)
+
+
+def test_ranks_that_start_together_build_the_base_once_and_all_load_it(tmp_path):
+    """torchrun's ranks in a fresh container resolve the embedded base at the same moment: none may load a folder
+    another is still moving into place (a rank failed with "Unrecognized model ... model_type" before the lock)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from trainer.embedded.tinybase import resolve_embedded, EMBEDDED_ID\n"
+            "from transformers import AutoConfig\n"
+            "print(AutoConfig.from_pretrained(resolve_embedded(EMBEDDED_ID, log=lambda m: print('BUILT'))).model_type)\n")
+    env = {**os.environ, "LLMOPS_CACHE": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-1500:] for _, err in outs]
+    assert all(out.strip().endswith("llama") for out, _ in outs)
+    assert sum(out.count("BUILT") for out, _ in outs) == 1, "built once; the others waited for it"

@@ -12,6 +12,7 @@ docs/embedded-default.md.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -143,7 +144,13 @@ def resolve_embedded(model_id: str, log=print) -> Path:
     if model_id != EMBEDDED_ID:
         raise ValueError(f"unknown embedded model {model_id!r}; the only one is {EMBEDDED_ID!r}")
     out = cache_root() / f"tiny-sql-llama-{_fingerprint()}"
-    if not (out / "config.json").is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        build_tiny_base(out, log)
+    if (out / "config.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time: torchrun's ranks start together in a fresh container, and a rank must not load the
+    # folder while another is still moving it into place. The others wait here, then find it built.
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "config.json").is_file():
+            build_tiny_base(out, log)
     return out
