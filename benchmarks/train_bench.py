@@ -5,8 +5,11 @@
 Baseline: the lab's recipe as the notebook ran it: HF Trainer, labels = input_ids (the loss covers
 the prompt), DataCollatorForSeq2Seq padding (multiple of 8), group_by_length, LoRA r=16/alpha=16/
 dropout 0.05 on q/k/v/o, lr 3e-4, no warmup, 32 x 4 examples a step, the lab's prompt, fp32 (CPU).
-Kit: `trainer.train` with configs/default.yaml. Each arm runs in its own process (so peak RSS is
-its own), alternating baseline/kit. Held-out execution accuracy is measured every --eval-every
+Kit: `trainer.train` with configs/default.yaml. SFT (`--arms sft kit`): TRL's SFTTrainer configured as
+well as the kit is (the same tokens: prompt masked, answer + EOS; packing best-fit-decreasing and
+padding-free; the same LoRA model, learning rate, cosine schedule, warmup, steps, batch and seed), to
+tell the recipe's gains from the loop's. Each arm runs in its own process (so peak RSS is its own),
+alternating in the order given. Held-out execution accuracy is measured every --eval-every
 seconds of training time (evaluation time is not counted) on the same 50 rows, within the same
 --budget of training seconds. Writes benchmarks/results/train.json and prints a table.
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 EVAL_ROWS = 50
+OVERRIDES: list[str] = []  # --set section.key=value for the kit and SFT arms (a larger shape); the lab's arm is fixed
 
 
 class _BudgetSpent(Exception):
@@ -53,6 +57,12 @@ class Clock:
         if t >= self.budget:
             raise _BudgetSpent
 
+    def finish(self, model) -> None:
+        """The accuracy where training ended, if the last evaluation was before it (a recipe that ends within budget)."""
+        t = self.train_seconds()
+        if not self.curve or self.curve[-1][0] < round(t, 1):
+            self.curve.append((round(t, 1), self.evaluate(model)))
+
 
 def _data(cfg):
     from trainer.data import load_examples, split_examples
@@ -73,6 +83,21 @@ def _scorer(tokenizer, held, template):
     return score
 
 
+def _budget_callback(clock: Clock, counted: dict):
+    """A transformers TrainerCallback that counts steps, evaluates on the clock and stops the Trainer at the budget."""
+    from transformers import TrainerCallback
+
+    class Budget(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            counted["steps"] = state.global_step
+            try:
+                clock.tick(model)
+            except _BudgetSpent:
+                control.should_training_stop = True
+
+    return Budget()
+
+
 def run_kit(budget: float, every: float) -> dict:
     import tempfile
 
@@ -84,7 +109,7 @@ def run_kit(budget: float, every: float) -> dict:
     from trainer.modeling import attach_lora, count_parameters, load_model, load_tokenizer, resolve_model_dir
     from trainer.train import train
 
-    cfg = load_config(REPO / "configs" / "default.yaml")
+    cfg = load_config(REPO / "configs" / "default.yaml", OVERRIDES)
     torch.manual_seed(cfg.training.seed)
     base = resolve_model_dir(cfg.model.base, log=lambda m: None)
     tok = load_tokenizer(base, cfg.model)
@@ -107,6 +132,7 @@ def run_kit(budget: float, every: float) -> dict:
         except _BudgetSpent:
             pass
     t = clock.train_seconds()
+    clock.finish(model)
     tokens = counted["steps"] * per_step * mean_len
     trainable, total = count_parameters(model)
     return {"arm": "kit", "steps": counted["steps"], "train_seconds": round(t, 1), "tokens_per_s": round(tokens / t, 1),
@@ -114,10 +140,65 @@ def run_kit(budget: float, every: float) -> dict:
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "trainable_params": trainable, "params": total}
 
 
+def run_sft(budget: float, every: float, attention: str = "sdpa", packed: bool = True) -> dict:
+    """TRL's SFTTrainer on the kit's recipe and the kit's own tokens (pre-tokenized: TRL skips its tokenizer).
+
+    Packed and padding-free, rows only stay apart under flash or flex attention (they read position_ids); on a CPU
+    neither trains (flex has no CPU backward), so `packed` with sdpa lets packed rows attend to each other: a speed
+    reference only. Unpacked (padded, as the kit's loop without packing) is the correct SFTTrainer run on a CPU."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from trainer.config import load_config
+    from trainer.data import IGNORE, tokenize_examples
+    from trainer.modeling import attach_lora, count_parameters, load_model, load_tokenizer, resolve_model_dir
+
+    cfg = load_config(REPO / "configs" / "default.yaml", OVERRIDES)
+    t = cfg.training
+    torch.manual_seed(t.seed)
+    base = resolve_model_dir(cfg.model.base, log=lambda m: None)
+    tok = load_tokenizer(base, cfg.model)
+    model = load_model(base, cfg.model, for_training=True)
+    model.config._attn_implementation = attention  # sdpa: packed rows see each other (no flash-attn on CPU); flex: they do not
+    model = attach_lora(model, cfg.lora, t)
+    train_rows, held = _data(cfg)
+    items, _ = tokenize_examples(tok, cfg.data.prompt_template, train_rows, t.max_length)
+    data = Dataset.from_list([{"input_ids": it.input_ids, "completion_mask": [int(x != IGNORE) for x in it.labels]} for it in items])
+    clock = Clock(budget, every, _scorer(tok, held, cfg.data.prompt_template))
+    counted = {"steps": 0}
+
+    mean_len = sum(len(i.input_ids) for i in items) / len(items)
+    mean_ans = sum(i.answer_tokens for i in items) / len(items)
+    # A packed batch counts rows of up to max_length tokens, not examples: as many rows as the kit's step has tokens.
+    rows_per_step = max(1, round(t.batch_size * mean_len / t.max_length)) if packed else t.batch_size
+    args = SFTConfig(output_dir=str(REPO / ".cache" / "bench-sft"), per_device_train_batch_size=rows_per_step,
+                     gradient_accumulation_steps=t.gradient_accumulation, learning_rate=t.learning_rate, lr_scheduler_type=t.scheduler,
+                     warmup_steps=round(t.warmup_ratio * t.max_steps), max_steps=t.max_steps, max_length=t.max_length,
+                     packing=packed, packing_strategy="bfd", padding_free=packed, completion_only_loss=True,
+                     max_grad_norm=t.max_grad_norm, weight_decay=0.0, seed=t.seed,
+                     logging_steps=10_000, save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0,
+                     include_num_input_tokens_seen=True)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+    trainer.add_callback(_budget_callback(clock, counted))
+    trainer.train()
+    seconds = clock.train_seconds()
+    clock.finish(model)
+    # Real tokens: packed rows hold no padding (TRL's count); padded batches are counted by their examples.
+    tokens = trainer.state.num_input_tokens_seen if packed else counted["steps"] * t.batch_size * t.gradient_accumulation * mean_len
+    trainable, total = count_parameters(model)
+    return {"arm": f"sft-{'packed-' if packed else ''}{attention}", "steps": counted["steps"], "train_seconds": round(seconds, 1),
+            "rows_per_step": rows_per_step,
+            "tokens_per_step": round(tokens / max(counted["steps"], 1), 1), "kit_tokens_per_step": round(t.batch_size * mean_len, 1),
+            "tokens_per_s": round(tokens / seconds, 1), "answer_tokens_per_s": round(tokens * mean_ans / mean_len / seconds, 1),
+            "curve": clock.curve, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "trainable_params": trainable, "params": total}
+
+
 def run_baseline(budget: float, every: float) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from common.prompts import LAB_TEMPLATE, render_prompt
     from trainer.config import load_config
@@ -150,22 +231,15 @@ def run_baseline(budget: float, every: float) -> dict:
     clock = Clock(budget, every, _scorer(tok, held, LAB_TEMPLATE))
     counted = {"steps": 0}
 
-    class Budget(TrainerCallback):
-        def on_step_end(self, args, state, control, model=None, **kw):
-            counted["steps"] = state.global_step
-            try:
-                clock.tick(model)
-            except _BudgetSpent:
-                control.should_training_stop = True
-
     args = TrainingArguments(output_dir=str(REPO / ".cache" / "bench-baseline"), per_device_train_batch_size=32, gradient_accumulation_steps=4,
                              learning_rate=3e-4, warmup_steps=0, max_steps=80, train_sampling_strategy="group_by_length", logging_steps=10_000,
                              save_strategy="no", report_to=[], use_cpu=True, seed=0, dataloader_num_workers=0)
     trainer = Trainer(model=model, args=args, train_dataset=data,
                       data_collator=DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt", padding=True))
-    trainer.add_callback(Budget())
+    trainer.add_callback(_budget_callback(clock, counted))
     trainer.train()
     t = clock.train_seconds()
+    clock.finish(model)
     lengths = [len(r["input_ids"]) for r in data.rows]
     ans = [len(tok(r.answer, add_special_tokens=False).input_ids) + 1 for r in train_rows]
     examples = counted["steps"] * 128
@@ -175,6 +249,10 @@ def run_baseline(budget: float, every: float) -> dict:
             "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "params": sum(p.numel() for p in model.parameters())}
+
+
+ARMS = {"baseline": run_baseline, "kit": run_kit, "sft": lambda b, e: run_sft(b, e, "sdpa", packed=False),
+        "sft-packed-sdpa": lambda b, e: run_sft(b, e, "sdpa"), "sft-packed-flex": lambda b, e: run_sft(b, e, "flex_attention")}
 
 
 def time_to_reach(curve: list, target: float) -> float | None:
@@ -202,18 +280,25 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", type=float, default=330.0, help="training seconds per arm (330: long enough for both whole recipes on 2 cores)")
     p.add_argument("--eval-every", type=float, default=45.0)
-    p.add_argument("--rounds", type=int, default=1, help="baseline/kit pairs, alternating")
-    p.add_argument("--arm", choices=["baseline", "kit"], help=argparse.SUPPRESS)  # a child process runs one arm
+    p.add_argument("--rounds", type=int, default=1, help="rounds of the arms, alternating")
+    p.add_argument("--arms", nargs="+", default=["baseline", "kit"], choices=sorted(ARMS),
+                   help="which arms, in order; the first is the baseline the last is compared with (sft*: TRL's SFTTrainer; "
+                        "sft-packed-flex needs a GPU)")
+    p.add_argument("--arm", choices=sorted(ARMS), help=argparse.SUPPRESS)  # a child process runs one arm
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "train.json"))
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   help="a config override for the kit and SFT arms, e.g. training.batch_size=64 (a larger shape)")
     args = p.parse_args(argv)
+    OVERRIDES[:] = args.overrides
     if args.arm:
-        result = (run_kit if args.arm == "kit" else run_baseline)(args.budget, args.eval_every)
+        result = ARMS[args.arm](args.budget, args.eval_every)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
     runs = []
     for _ in range(args.rounds):
-        for arm in ("baseline", "kit"):
-            proc = subprocess.run([sys.executable, __file__, "--arm", arm, "--budget", str(args.budget), "--eval-every", str(args.eval_every)],
+        for arm in args.arms:
+            proc = subprocess.run([sys.executable, __file__, "--arm", arm, "--budget", str(args.budget), "--eval-every", str(args.eval_every),
+                                   *(f"--set={o}" for o in args.overrides)],
                                   capture_output=True, text=True, cwd=REPO)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
@@ -221,15 +306,15 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             runs.append(json.loads(line[len("RESULT "):]))
             print(f"{arm}: {runs[-1]['steps']} steps, curve {runs[-1]['curve']}", flush=True)
-    baseline, kit = runs[-2], runs[-1]
+    baseline, kit = runs[-len(args.arms)], runs[-1]
     summary = compare(baseline, kit)
     print(f"\n{'':10} {'steps':>6} {'tok/s':>8} {'answer tok/s':>13} {'peak RSS MiB':>13} {'final acc':>10}")
-    for r in (baseline, kit):
+    for r in runs[-len(args.arms):]:
         print(f"{r['arm']:10} {r['steps']:>6} {r['tokens_per_s']:>8} {r['answer_tokens_per_s']:>13} "
               f"{r['peak_rss_bytes'] / 2**20:>13.0f} {r['curve'][-1][1] if r['curve'] else '-':>10}")
     print(json.dumps(summary, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"budget_s": args.budget, "runs": runs, "summary": summary}, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps({"budget_s": args.budget, "overrides": args.overrides, "runs": runs, "summary": summary}, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 

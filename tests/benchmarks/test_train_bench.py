@@ -37,3 +37,14 @@ def test_clock_excludes_evaluation_and_stops_at_the_budget():
     time.sleep(0.05)
     with pytest.raises(train_bench._BudgetSpent):
         clock.tick(None)
+
+
+def test_a_recipe_that_ends_within_budget_is_scored_where_it_ended():
+    calls = []
+    clock = train_bench.Clock(budget=100, every=50, evaluate=lambda m: calls.append(m) or 0.7)
+    import time
+
+    clock.curve.append((0.0, 0.1))  # the last evaluation, made before training ended
+    time.sleep(0.2)
+    clock.finish("model")
+    assert clock.curve[-1][1] == 0.7 and calls == ["model"]
