@@ -75,7 +75,8 @@ def rest_session(service: str):
         return requests.Session(), url.rstrip("/")
     from google.auth.transport.requests import AuthorizedSession
 
-    return AuthorizedSession(credentials(service)), f"https://{url}"
+    base = url if url.startswith("https://") else f"https://{url}"  # an override may name its scheme (a private endpoint)
+    return AuthorizedSession(credentials(service)), base.rstrip("/")
 
 
 def job_client(region: str):

@@ -143,3 +143,10 @@ def test_a_host_override_is_reached_over_https(monkeypatch, fake_adc):
     monkeypatch.setenv("LLMOPS_SERVICEUSAGE_ENDPOINT", "serviceusage.private.example.test")
     session, base = gcp.rest_session("serviceusage")
     assert base == "https://serviceusage.private.example.test" and not gcp.is_local("serviceusage")
+
+
+def test_an_override_that_names_https_is_not_given_a_second_scheme(monkeypatch, fake_adc):
+    """`LLMOPS_SERVICEUSAGE_ENDPOINT=https://...` became `https://https://...` (found by tests/control/test_gcp.py)."""
+    monkeypatch.setenv("LLMOPS_SERVICEUSAGE_ENDPOINT", "https://serviceusage.private.example.test/")
+    _, base = gcp.rest_session("serviceusage")
+    assert base == "https://serviceusage.private.example.test"
