@@ -216,12 +216,9 @@ def _optimizer_step(loop: _Loop, acc, step_items: list[Tokenized], cfg: Training
 
 def _checkpoint(loop: _Loop, acc, store: CheckpointStore, done: int) -> None:
     """Every rank's random state is gathered (a collective: all ranks call this); rank 0 writes the checkpoint."""
-    if acc.num_processes > 1:
-        from accelerate.utils import gather_object
+    from accelerate.utils import gather_object
 
-        rng = gather_object([capture_rng()])
-    else:
-        rng = [capture_rng()]
+    rng = gather_object([capture_rng()])  # one process: the list as it is
     if not acc.is_main_process:
         return
     store.save(done, {
