@@ -12,7 +12,7 @@ import math
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,7 +22,7 @@ from common.errors import KitError
 PRICES_FILE = Path(__file__).with_name("prices.yaml")
 PRICES_ENV = "LLMOPS_PRICES"
 Surface = Literal["compute", "training", "serving", "runtime", "notebook"]
-SURFACES: tuple[str, ...] = ("compute", "training", "serving", "runtime", "notebook")
+SURFACES: tuple[str, ...] = get_args(Surface)
 
 
 class PriceError(KitError, ValueError):
