@@ -15,12 +15,13 @@ Two engines serve the same merged model:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from common import catalog, layout
+from common import catalog, layout, prices
 from common.errors import KitError
 from control import gcp
 from control.image import ensure_image, kit_image
@@ -170,7 +171,7 @@ def _measured_rps() -> tuple[float, str] | None:
         rps = float(best["rps"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not rps > 0 or rps != rps or rps == float("inf"):
+    if not (math.isfinite(rps) and rps > 0):
         return None
     where = f"{rps:g} req/s measured by `make bench-serve` ({SERVE_BENCH}: {bench.get('engine', '?')}, concurrency {best.get('concurrency')}"
     return rps, where + (f", on {bench['cpu_threads']} CPU threads: a GPU replica serves faster, so this is an upper bound)"
@@ -202,7 +203,8 @@ def price_lines(price: dict) -> list[str]:
                      "a replica to start (minutes)")
     else:
         lines.append(f"  idle: ${price['idle_usd_per_hour']:.4f}/h, ${price['idle_day_usd']:.2f} a day left idle, "
-                     f"${price['idle_usd_per_hour'] * 730:,.0f} a month: IDLE_MINUTES=30 scales it to zero when unused")
+                     f"${price['idle_usd_per_hour'] * prices.load().hours_per_month:,.0f} a month: IDLE_MINUTES=30 scales it to zero "
+                     "when unused")
     if "usd_per_1000_predictions" in price:
         lines.append(f"  per 1,000 predictions: ${price['usd_per_1000_predictions']:.5f} at {price['throughput']}")
     return lines
@@ -251,15 +253,12 @@ def deploy(opts: DeployOptions, stack: StackOutputs, dry_run: bool = False, *, l
             raise
         log(f"{e}. Dry run: printing the requests without checking the deployed model's accuracy")
         deployed, current, parent = [], None, None
-    if dry_run:
-        p = plan(opts, stack, current, _image(opts, stack, build=False), parent)
-        for line in price_lines(p["price"]):
-            log(line)
-        print(json.dumps({"upload": p["upload"], "deploy": p["deploy"], "endpoint": p["endpoint"]}, indent=2, sort_keys=True))
-        return p
-    p = plan(opts, stack, current, _image(opts, stack, build=True, log=log), parent)
+    p = plan(opts, stack, current, _image(opts, stack, build=not dry_run, log=log), parent)
     for line in price_lines(p["price"]):
         log(line)
+    if dry_run:
+        print(json.dumps({"upload": p["upload"], "deploy": p["deploy"], "endpoint": p["endpoint"]}, indent=2, sort_keys=True))
+        return p
     _ensure_artifact(opts.run_dir, p["artifact_uri"], log)
     _upload_and_deploy(endpoints, models, stack, p, deployed, log)
     return p
