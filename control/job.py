@@ -53,10 +53,10 @@ class LaunchOptions:
             layout.check_run_id(self.run_id)  # it names the job's gs:// folders and its run-id label
         except ValueError as e:
             raise LaunchError(str(e)) from None
-        for name, low in (("timeout_hours", 0), ("expected_hours", 0), ("max_cost_usd", -1e-12), ("max_queued_minutes", 0)):
+        for name, zero_ok in (("timeout_hours", False), ("expected_hours", False), ("max_cost_usd", True), ("max_queued_minutes", False)):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not math.isfinite(value) or value <= low):
-                raise LaunchError(f"{name} must be a finite number above {max(low, 0):g}, got {value!r}")
+            if value is not None and (isinstance(value, bool) or not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok)):
+                raise LaunchError(f"{name} must be a finite number {'of 0 or more' if zero_ok else 'above 0'}, got {value!r}")
 
 
 def job_labels(opts: LaunchOptions, stack_labels: dict[str, str]) -> dict[str, str]:

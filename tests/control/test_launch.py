@@ -261,3 +261,13 @@ def test_cli_dry_run_with_a_stack_file(tmp_path, repo_root):
     assert f"estimated cost: 0.50 h x 1 x g2-standard-24 = ${catalog.hourly('g2-standard-24') / 2:.2f} on-demand" in result.output
     bad = CliRunner().invoke(app, ["launch", "-c", config, "--dry-run", "--stack-file", str(tmp_path / "none.json")])
     assert bad.exit_code == 2 and "pulumi stack output --json" in bad.output
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [("max_cost_usd", float("nan"), "of 0 or more"), ("max_cost_usd", -1.0, "of 0 or more"),
+                                                      ("expected_hours", 0.0, "above 0"), ("timeout_hours", True, "above 0"),
+                                                      ("max_queued_minutes", float("inf"), "above 0"), ("run_id", "../x", "run id")])
+def test_launch_options_refuse_numbers_and_run_ids_the_cap_and_the_layout_cannot_use(field, value, says):
+    """The options are checked where they are made, whoever makes them (the CLI checks its own flags first)."""
+    with pytest.raises(jobs.LaunchError, match=says):
+        jobs.LaunchOptions(**{"run_id": "r1", field: value})
+    assert jobs.LaunchOptions(run_id="r1", max_cost_usd=0.0).max_cost_usd == 0.0  # a zero cap is a cap
