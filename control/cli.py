@@ -370,19 +370,13 @@ def budget_guard(
     stack = _stack(stack_file)
     guard_dir = Path(__file__).resolve().parents[1] / "infra" / "budget_guard"
     # The guard names its own variables (infra/budget_guard/settings.py; infra builds its environment with it too).
-    # Loaded from its file: control may not import the guard's modules (tests/test_architecture.py).
-    import importlib.util
+    from common.modules import load_file
 
-    spec = importlib.util.spec_from_file_location("budget_guard_settings", guard_dir / "settings.py")
-    guard_settings = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = guard_settings  # pydantic resolves the settings' annotations through sys.modules
-    spec.loader.exec_module(guard_settings)
-    thresholds = sorted(stack.budget_thresholds)
+    guard_settings = load_file(guard_dir / "settings.py", "budget_guard_settings")
     try:
         guard_env = guard_settings.environment(
             project=stack.project, region=stack.region, dry_run=dry_run, label_selector=stack.labels,
-            notify_thresholds=thresholds[:-1], enforce_threshold=thresholds[-1] if thresholds else None,
-            runtime_template=stack.runtime_template_id, budget_currency=stack.budget_currency,
+            **guard_settings.thresholds(stack.budget_thresholds), runtime_template=stack.runtime_template_id, budget_currency=stack.budget_currency,
             budget_name=stack.budget_name, billing_account=stack.billing_account,
             state_path=str(layout.scratch("budget-guard", "state.json").resolve()))
     except guard_settings.SettingsError as e:

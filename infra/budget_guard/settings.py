@@ -154,6 +154,13 @@ def _env_value(value):
     return value
 
 
+def thresholds(budget_thresholds: list[float]) -> dict:
+    """A budget's thresholds as the guard takes them: it announces each one below the highest and enforces at the
+    highest (infra and `make budget-guard` both configure it from the stack's list with this)."""
+    top = max(budget_thresholds, default=None)
+    return {"notify_thresholds": [t for t in budget_thresholds if t < top] if top is not None else [], "enforce_threshold": top}
+
+
 def environment(**settings) -> dict:
     """The guard's environment for these settings (keywords are GuardSettings fields; None leaves one unset).
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -13,6 +11,7 @@ from types import ModuleType
 import pulumi
 import pulumi_gcp as gcp
 
+from common.modules import load_file
 from kit_infra.config import StackConfig
 from kit_infra.options import children_of
 
@@ -44,11 +43,7 @@ def guard_settings() -> ModuleType:
     Loaded from the file, not imported: the guard is deployed alone and imports none of the kit, and kit_infra imports
     none of the guard (tests/test_architecture.py); the guard's source is something infra ships, and reads.
     """
-    spec = importlib.util.spec_from_file_location("budget_guard_settings", SOURCE_DIR / "settings.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # pydantic resolves the settings' annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_file(SOURCE_DIR / "settings.py", "budget_guard_settings")
 
 
 def environment(cfg: StackConfig, *, state_bucket: pulumi.Input[str], runtime_template: pulumi.Input[str],
@@ -58,8 +53,7 @@ def environment(cfg: StackConfig, *, state_bucket: pulumi.Input[str], runtime_te
         project=cfg.project,
         region=cfg.region,
         state_bucket=state_bucket,
-        notify_thresholds=[t for t in cfg.budget_thresholds if t < max(cfg.budget_thresholds)],
-        enforce_threshold=max(cfg.budget_thresholds),
+        **guard_settings().thresholds(cfg.budget_thresholds),
         dry_run=cfg.guard_dry_run,
         label_selector=cfg.labels,
         runtime_template=runtime_template,  # the kit's runtimes are the ones made from its template
