@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from trainer.sqlmetric import execute
 from trainer.sqlmetric.schema import SchemaError, parse_schema
-from trainer.sqlmetric.suites import Suite, Unscorable, distil, matches
-from trainer.sqlmetric.values import build_database, columns_of, literal_uses
+from trainer.sqlmetric.suites import Suite, Unscorable, distil, literal_suite, matches
 
 
 @dataclass(frozen=True)
@@ -48,14 +47,7 @@ class Scorer:
         return found
 
     def _build(self, gold: str, context: str) -> Suite | str:
-        try:
-            return distil(gold, parse_schema(context), min_databases=self.databases, timeout_s=self.timeout_s)
-        except SchemaError as e:
-            return f"context: {e}"
-        except Unscorable as e:
-            return str(e)
-        except Exception as e:  # one row's data must fail only that row; the reason is reported
-            return f"{type(e).__name__} while building its test suite: {e}"
+        return _suite_or_why(lambda: distil(gold, parse_schema(context), min_databases=self.databases, timeout_s=self.timeout_s))
 
     def score(self, predicted: str, gold: str, context: str) -> RowScore:
         """Execution match on the suite, and exact match."""
@@ -71,21 +63,25 @@ class Scorer:
         return RowScore(correct, exact, suite=suite)
 
     def check(self, gold: str, context: str) -> str | None:
-        """Why the row could not be scored (its context or gold query does not run), or None; cheap, not cached."""
-        try:
-            tables = parse_schema(context)
-            conn = build_database(tables, literal_uses([gold], columns_of(tables)), seed=0)
-        except SchemaError as e:
-            return f"context: {e}"
-        except Exception as e:  # as in _build
-            return f"{type(e).__name__} while building its database: {e}"
-        try:
-            execute.run(conn, gold, self.timeout_s)
-        except execute.QueryFailed as e:
-            return f"the gold query does not run on its context ({e})"
-        finally:
-            conn.close()
+        """Why the row could not be scored (its context or gold query does not run), or None; cheap (one database of the
+        gold query's literals), not cached."""
+        found = _suite_or_why(lambda: literal_suite(gold, parse_schema(context), 1, self.timeout_s))
+        if isinstance(found, str):
+            return found
+        found.close()
         return None
+
+
+def _suite_or_why(build: Callable[[], Suite]) -> Suite | str:
+    """The suite `build` makes, or why the row's own context or gold query cannot give one."""
+    try:
+        return build()
+    except SchemaError as e:
+        return f"context: {e}"
+    except Unscorable as e:
+        return str(e)
+    except Exception as e:  # one row's data must fail only that row; the reason is reported
+        return f"{type(e).__name__} while building its test suite: {e}"
 
 
 def normalise_sql(sql: str) -> str:

@@ -63,7 +63,7 @@ def distil(gold: str, tables: list[Table], min_databases: int = 2, max_candidate
     """The gold query's suite; Unscorable if the gold query does not run on its own context."""
     tree = parse(gold)
     if tree is None:
-        return _literal_suite(gold, tables, min_databases, timeout_s)
+        return literal_suite(gold, tables, min_databases, timeout_s)
     near = neighbours(tree, tables)
     uses = suite_uses(tree, [t for t in (parse(s) for s in near) if t is not None], columns_of(tables))
     ordered = tree.args.get("order") is not None
@@ -96,8 +96,9 @@ def distil(gold: str, tables: list[Table], min_databases: int = 2, max_candidate
     return Suite(tables, gold, tree, kept, kept_results, len(valid), len(valid) - len(remaining), gold_nonempty, ordered)
 
 
-def _literal_suite(gold: str, tables: list[Table], count: int, timeout_s: float) -> Suite:
-    """For a gold query sqlglot cannot read: random databases seeded with its literals."""
+def literal_suite(gold: str, tables: list[Table], count: int, timeout_s: float) -> Suite:
+    """Databases seeded with the gold query's literals (for a gold query sqlglot cannot read; one is the cheap check
+    that the gold query runs on its context); Unscorable if it does not."""
     uses = literal_uses([gold], columns_of(tables))
     ordered = "order by" in gold.lower()
     databases = [build_database(tables, uses, seed) for seed in range(count)]
