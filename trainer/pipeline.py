@@ -38,8 +38,6 @@ from trainer.report import cost_section, hardware, write_report
 from trainer.sqlmetric import Scorer
 
 Log = Callable[[str], None]
-__all__ = ["RunError", "Inputs", "load_inputs", "check_base", "check_base_resumable", "run_training", "run_pipeline",
-           "evaluate_model_dir", "merge_run"]
 
 
 def _quiet(_msg: str) -> None:
