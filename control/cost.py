@@ -351,9 +351,13 @@ def record_billed(est: Estimate, billed: dict, log: Callable[[str], None]) -> No
     from common import storage
 
     if est.local is not None:
+        from common.atomic import atomic_write_text
+        from trainer.report import render_markdown
+
         report = json.loads(est.local.read_text(encoding="utf-8"))
         report.setdefault("cost", {})["billed"] = billed
         atomic_write_json(est.local, report)
+        atomic_write_text(est.local.with_name(layout.REPORT_MD), render_markdown(report))  # report.md says it too
     if est.remote is not None:
         try:
             text = storage.read_text(est.remote)

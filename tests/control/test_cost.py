@@ -136,6 +136,7 @@ def test_the_report_gains_cost_billed_locally_and_in_the_bucket(bigquery, stack_
     from trainer.report import read_report
 
     assert read_report(tmp_path / "runs" / "r1")["cost"]["billed"] == billed, "the report's own reader accepts it"
+    assert f"Billed by Google: 2.30 USD after 0.00 of credits (4 line items of {TABLE}" in (tmp_path / "runs" / "r1" / "report.md").read_text()
 
 
 def test_each_line_goes_to_its_surface(bigquery, stack_file, tmp_path):
