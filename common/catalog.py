@@ -56,6 +56,7 @@ class _GpuQuotas(_Strict):
     compute: str
     compute_spot: str
     vertex_training: str
+    vertex_training_spot: str  # Spot (preemptible) custom training: a quota of its own
     vertex_serving: str
 
 
@@ -171,7 +172,7 @@ def gpu_quotas(accelerator: str) -> dict[str, str] | None:
     return catalog()["gpu_quotas"].get(accelerator)
 
 
-def training_quota_name(accelerator: str | None) -> str:
+def training_quota_name(accelerator: str | None, spot: bool = False) -> str:
     """The Vertex custom-training quota a job on this accelerator waits for, as the console and `make doctor` name it."""
-    metric = (gpu_quotas(accelerator) or {}).get("vertex_training") if accelerator else None
-    return metric.rsplit("/", 1)[-1] if metric else f"the custom-training quota for {accelerator or 'this machine'}"
+    metric = (gpu_quotas(accelerator) or {}).get("vertex_training_spot" if spot else "vertex_training") if accelerator else None
+    return metric.rsplit("/", 1)[-1] if metric else f"the {'Spot ' if spot else ''}custom-training quota for {accelerator or 'this machine'}"

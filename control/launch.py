@@ -43,7 +43,7 @@ def launch(opts: jobs.LaunchOptions, stack: StackOutputs, dry_run: bool = False,
         return result
     except jobs.QueuedTooLong as e:
         client.cancel_custom_job(name=name)
-        quota = catalog.training_quota_name(catalog.machine(opts.machine_type).accelerator_type)
+        quota = catalog.training_quota_name(catalog.machine(opts.machine_type).accelerator_type, opts.spot)
         log(f"{e}: cancelled it, so it cannot start unwatched later. The project probably has no GPU quota for it: "
             f"`make doctor` checks {quota} in {stack.region}; request quota, or try another region "
             "or machine (MACHINE=...), or wait longer (--max-queued-minutes).")

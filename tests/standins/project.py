@@ -28,6 +28,7 @@ class ProjectState:
     compute_quota: dict[str, float] = field(default_factory=lambda: {"NVIDIA_L4_GPUS": 8, "PREEMPTIBLE_NVIDIA_L4_GPUS": 8, "CPUS": 24})
     vertex_quota: dict[str, int] = field(default_factory=lambda: {
         "aiplatform.googleapis.com/custom_model_training_nvidia_l4_gpus": 4,
+        "aiplatform.googleapis.com/custom_model_training_preemptible_nvidia_l4_gpus": 4,
         "aiplatform.googleapis.com/custom_model_serving_nvidia_l4_gpus": 2})
 
 
