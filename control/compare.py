@@ -95,7 +95,7 @@ def resolve(refs: list[str], runs_dir: Path = Path(layout.RUNS), stack: StackOut
         if row.status == ledger.UNREADABLE:
             raise CompareError(f"run {row.id} cannot be compared: {row.error}")
         if not row.report:
-            raise CompareError(f"run {row.id} has no report yet ({row.location}); compare it when it has written one")
+            raise CompareError(f"run {row.id} has no report yet ({row.status}: {row.location}); compare it once it has written one")
         if row.id in {r.id for r in rows}:
             raise CompareError(f"run {row.id} is named twice")
         rows.append(row)
@@ -361,7 +361,7 @@ def show(refs: list[str], out: Path | None, runs_dir: Path, stack: StackOutputs 
 
     console = Console()
     if not console.is_terminal:
-        console = Console(width=200)
+        console = Console(width=1000)
     for t in tables(c):
         console.print(t)
     for note in c.notes:

@@ -214,6 +214,7 @@ def remote_rows(models_bucket: str) -> list[RunRow]:
 class Job:
     """A kit CustomJob, as far as the ledger needs it."""
 
+    name: str  # projects/.../customJobs/<id>
     run_id: str
     state: str  # JOB_STATE_*
     machine_type: str | None
@@ -232,7 +233,7 @@ def vertex_jobs(stack: StackOutputs) -> dict[str, Job]:
             continue
         pools = list(j.job_spec.worker_pool_specs)
         created = j.create_time.isoformat() if j.create_time else None
-        job = Job(run_id, j.state.name, pools[0].machine_spec.machine_type if pools else None, created)
+        job = Job(j.name, run_id, j.state.name, pools[0].machine_spec.machine_type if pools else None, created)
         if run_id not in jobs or (created or "") > (jobs[run_id].created or ""):  # a relaunch under the same id: the newest
             jobs[run_id] = job
     return jobs
@@ -310,7 +311,7 @@ def _with_jobs(by_id: dict[str, RunRow], jobs: dict[str, Job]) -> dict[str, RunR
         row = out.get(run_id)
         if row is None:
             out[run_id] = RunRow(id=run_id, status=JOB_STATUS.get(job.state, job.state.lower()), started_at=job.created,
-                                 where=job.machine_type, location=f"Vertex CustomJob ({job.state}), no report yet")
+                                 where=job.machine_type, location=job.name)
         elif row.status in UNFINISHED and job.state in JOB_ENDED:
             out[run_id] = replace(row, status="interrupted",
                                    error=row.error or f"its Vertex job ended {job.state} while the report said {row.status}")
@@ -449,7 +450,7 @@ def show(runs_dir: Path, stack: StackOutputs | None, statuses: Iterable[str] = (
 
     console = Console()
     if not console.is_terminal:  # piped or captured: wide enough for every column rather than 80 folded ones
-        console = Console(width=220)
+        console = Console(width=1000)
     where = f"{runs_dir}/" + (f" and gs://{stack.models_bucket}/{layout.RUNS}/" if stack else " (no stack file: local runs only)")
     if not found.rows:
         echo(f"no runs yet in {where}: `make train` makes one")

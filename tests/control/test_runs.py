@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from common import layout
 from control.cli import app
+from control.compare import CompareError, resolve
 from control.runs import ledger
 from control.stack import StackOutputs
 from tests.control.run_folders import four_runs, report, timeline
@@ -160,7 +161,10 @@ def test_the_ledger_reads_the_bucket_the_jobs_and_the_endpoint(runs_dir, cloud, 
     assert v.location == "gs://acme-models/runs/r-vertex/model" and v.gpu_peak_bytes == 18 * 2**30
     assert by["r-stuck"].status == "interrupted" and "its Vertex job ended JOB_STATE_CANCELLED while the report said running" in \
         by["r-stuck"].error
-    assert (by["r-queued"].status, by["r-queued"].where) == ("queued", "g2-standard-24"), "a job with no report yet is a row"
+    assert (by["r-queued"].status, by["r-queued"].where, by["r-queued"].location) == ("queued", "g2-standard-24", f"{P}/customJobs/3"), \
+        "a job with no report yet is a row"
+    with pytest.raises(CompareError, match=f"run r-queued has no report yet \\(queued: {P}/customJobs/3\\)"):
+        resolve(["r-big", "r-queued"], runs_dir, STACK)
     assert "theirs" not in by, "only the stack's jobs (its labels)"
     assert by["r-bad"].status == "unreadable" and "gs://acme-models/runs/r-bad/model/report.json" in by["r-bad"].error
     assert by["r-big"].deployed is False and by["r-bad"].deployed is None
@@ -189,3 +193,18 @@ def test_a_cloud_source_that_cannot_be_read_is_a_note_and_the_local_runs_still_s
     assert len(found.notes) == 3 and found.notes[0].startswith("runs in gs://acme-models/runs/ not listed (NotFound")
     assert "Vertex jobs not read" in found.notes[1] and f"endpoint {P}/endpoints/123 not read" in found.notes[2]
     assert all(r.deployed is None for r in found.rows)
+
+
+def test_the_command_with_a_stack_file_shows_vertex_runs_billed_and_deployed(runs_dir, cloud, tmp_path):
+    from dataclasses import asdict
+
+    stack_file = tmp_path / "stack.json"
+    stack_file.write_text(json.dumps(asdict(STACK)))
+    result = runner.invoke(app, ["runs", "--runs-dir", str(runs_dir), "--stack-file", str(stack_file)])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "r-vertex" in line)
+    for cell in ("g2-standard-24", "90.0%", "60.0 min", "1.5 GiB (GPU 18.0 GiB)", f"$5.1200 billed (${vertex_report_cost():.4f} est.)", "yes"):
+        assert cell in row, (cell, row)
+    assert row.rstrip(" │").endswith("yes") and next(line for line in result.output.splitlines() if "r-big" in line).rstrip(" │").endswith("no")
+    assert "and gs://acme-models/runs/" in result.output and "note: r-bad: unreadable: gs://acme-models/runs/r-bad/model/report.json" in \
+        result.output.replace("\n", "")
