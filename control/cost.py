@@ -224,14 +224,18 @@ def _estimate(run_id: str, report: dict, local: Path | None, remote: str | None)
     return Estimate(run_id, float(cost["usd"]), str(cost.get("surface") or "training"), local, remote or _remote_report(report))
 
 
-def estimates(runs_dir: Path, stack: StackOutputs, run_id: str | None, log: Callable[[str], None]) -> dict[str, Estimate]:
-    """Every run's estimate: its local report, else the models bucket's copy (a Vertex run not fetched here)."""
+def estimates(runs_dir: Path, stack: StackOutputs, billed_ids: set[str], since: datetime | None,
+              log: Callable[[str], None]) -> dict[str, Estimate]:
+    """The estimates to compare: every run with line items (its local report, else the models bucket's copy: a Vertex
+    run not fetched here), and local runs written since the window opened (billed or not yet)."""
     from trainer.report import ReportError, read_report
 
     out: dict[str, Estimate] = {}
-    paths = [runs_dir / run_id / layout.REPORT_JSON] if run_id else sorted(runs_dir.glob(f"*/{layout.REPORT_JSON}"))
-    for path in paths:
-        if not path.is_file() or path.parent.is_symlink():  # runs/latest points at a run listed under its own id
+    for path in sorted(runs_dir.glob(f"*/{layout.REPORT_JSON}")):
+        if path.parent.is_symlink():  # runs/latest points at a run listed under its own id
+            continue
+        recent = since is not None and datetime.fromtimestamp(path.stat().st_mtime, timezone.utc) >= since
+        if path.parent.name not in billed_ids and not recent:
             continue
         try:
             report = read_report(path.parent)
@@ -240,41 +244,32 @@ def estimates(runs_dir: Path, stack: StackOutputs, run_id: str | None, log: Call
             continue
         if (found := _estimate(report["run_id"], report, path, None)) is not None:
             out[found.run_id] = found
-    for rid, report, uri in _bucket_reports(stack.models_bucket, run_id, skip=set(out), log=log):
+    for rid, report, uri in _bucket_reports(stack.models_bucket, sorted(billed_ids - set(out)), log):
         if (found := _estimate(rid, report, None, uri)) is not None:
             out[rid] = found
     return out
 
 
-def _bucket_reports(models_bucket: str, run_id: str | None, skip: set[str], log):
-    """(run id, report, uri) for the models bucket's run reports not already read locally."""
+def _bucket_reports(models_bucket: str, run_ids: list[str], log):
+    """(run id, report, uri) for these runs' reports in the models bucket, where a Vertex run writes it."""
     from google.api_core.exceptions import GoogleAPIError
 
     from common import storage
 
-    base = f"gs://{models_bucket.removeprefix('gs://')}/runs"
-    try:
-        if run_id:
-            ids = [run_id]
-        else:
-            suffix = f"/{layout.VERTEX_MODEL_SUBDIR}/{layout.REPORT_JSON}"
-            ids = sorted({n[: -len(suffix)] for n in storage.list_names(base) if n.endswith(suffix) and n.count("/") == 2})
-        for rid in ids:
-            if rid in skip:
-                continue
-            uri = layout.join(layout.vertex_run_dir(models_bucket, rid), layout.REPORT_JSON)
+    for rid in run_ids:
+        uri = layout.join(layout.vertex_run_dir(models_bucket, rid), layout.REPORT_JSON)
+        try:
             text = storage.read_text(uri)
-            if text is None:
-                continue
-            try:
-                report = json.loads(text)
-            except ValueError:
-                log(f"note: {uri} is not JSON; its estimate is left out")
-                continue
-            if isinstance(report, dict) and report.get("run_id") == rid:
-                yield rid, report, uri
-    except (storage.StorageError, GoogleAPIError, OSError) as e:
-        log(f"note: the models bucket's reports could not be read ({e}); estimates are from local reports only")
+        except (storage.StorageError, GoogleAPIError, OSError) as e:
+            log(f"note: {uri} could not be read ({e}); run {rid} is shown without an estimate")
+            continue
+        try:
+            report = json.loads(text) if text is not None else None
+        except ValueError:
+            log(f"note: {uri} is not JSON; run {rid} is shown without an estimate")
+            continue
+        if isinstance(report, dict) and report.get("run_id") == rid:
+            yield rid, report, uri
 
 
 # -- the comparison ------------------------------------------------------------------------------------------------
@@ -400,7 +395,8 @@ def run(stack: StackOutputs, run_id: str | None = None, since: str | None = None
     newest = newest_export(bq, table_id, max_bytes)
     lines = billed_lines(bq, table_id, labels, stack.project, window, max_bytes)
     info = (lambda _m: None) if as_json else log
-    found = estimates(runs_dir, stack, run_id, info)
+    billed_ids = {line.run_id for line in lines if line.run_id} | ({run_id} if run_id else set())
+    found = estimates(runs_dir, stack, billed_ids, window.since, info)
     result = {"table": table_id, "project": stack.project, "stack": stack.stack, "labels": labels, "window": window.describe(),
               "export_through": _iso(newest), "export_delay_hours": None if newest is None else round((now - newest).total_seconds() / 3600, 1),
               "queried_at": _iso(now), **compare(lines, found, window)}

@@ -156,6 +156,22 @@ def test_each_line_goes_to_its_surface(bigquery, stack_file, tmp_path):
     assert out["other"] == ["BigQuery: Analysis"], "what fell outside the kit's surfaces is named"
 
 
+def test_a_run_not_in_the_export_yet_shows_its_estimate_and_no_difference(bigquery, stack_file, tmp_path):
+    import os
+    import time
+
+    waiting = _local_run(tmp_path, "r9", 600)
+    _local_run(tmp_path, "r0", 600)
+    long_ago = time.time() - 90 * 86400
+    os.utime(tmp_path / "runs" / "r0" / "report.json", (long_ago, long_ago))  # before the 30-day window
+    bigquery.add_table(TABLE, [])
+    out = json.loads(_cost(stack_file, "--json").output)
+    assert list(out["runs"]) == ["r9"]
+    assert out["runs"]["r9"]["estimated_usd"] == waiting["cost"]["usd"] and out["runs"]["r9"]["line_items"] == 0
+    assert out["runs"]["r9"]["difference_usd"] is None and out["runs"]["r9"]["reconciled"] is None, "not billed yet is not a gap"
+    assert out["export_through"] is None and "the export table is empty" in _cost(stack_file).output
+
+
 def test_a_missing_table_says_which_and_how_to_switch_the_export_on(bigquery, stack_file):
     result = _cost(stack_file)
     assert result.exit_code == 2
