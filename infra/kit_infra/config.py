@@ -20,6 +20,9 @@ NAMESPACE = "llmops-kit"
 MAX_IDLE_MINUTES = 24 * 60  # Colab Enterprise allows idle shutdown between 10 minutes and 24 hours
 MIN_IDLE_MINUTES = 10
 MAX_BUDGET_CHANNELS = 5  # Cloud Billing budgets take at most 5 monitoring notification channels
+# The idle-endpoint alert (kit_infra/monitoring.py): hours a deployed replica may serve nothing before it is reported. An
+# always-on g2-standard-12 replica bills about $28 a day, so a day is the longest wait worth allowing.
+IDLE_ENDPOINT_HOURS = (1, 24)
 KNOWN_ACCELERATORS = {"NVIDIA_L4", "NVIDIA_TESLA_T4", "NVIDIA_TESLA_A100", "NVIDIA_A100_80GB", "NVIDIA_H100_80GB", "NVIDIA_TESLA_V100"}
 # Names built from the project and stack, with their limits: GCS bucket names are at most 63 characters,
 # service-account ids 6-30. The longest suffix of each is what the stack name must leave room for.
@@ -99,6 +102,7 @@ class StackConfig:
     endpoint_log_sampling_rate: float
     hf_token: pulumi.Output | None  # secret; never a plain value
     github: GithubAccess | None = None  # keyless CI access; None: the stack has none
+    idle_endpoint_hours: int = 6  # alert when a deployed replica has served nothing for this long
 
     @property
     def labels(self) -> dict[str, str]:
@@ -307,6 +311,7 @@ def validate(raw: dict, stack: str, hf_token=None, webhook_is_secret: bool = Fal
         checkpoint_retention_days=_int(raw, "checkpointRetentionDays", 7, 1, 3650),
         prediction_log_retention_days=_int(raw, "predictionLogRetentionDays", 30, 1, 3650),
         endpoint_log_sampling_rate=sampling, hf_token=hf_token, github=_github(raw),
+        idle_endpoint_hours=_int(raw, "idleEndpointHours", 6, *IDLE_ENDPOINT_HOURS),
     )
 
 
@@ -314,7 +319,8 @@ _KEYS = ("billingAccount", "budgetAmount", "budgetCurrency", "budgetThresholds",
          "runtimeAcceleratorType", "runtimeAcceleratorCount", "runtimeDiskType", "idleShutdownMinutes", "allowNoIdleShutdown",
          "createRuntime", "allowRuntimeReplacement",
          "runtimeUser", "runtimeUsers", "guardDryRun", "guardWebhookUrl", "stagingRetentionDays", "checkpointRetentionDays",
-         "predictionLogRetentionDays", "endpointLogSamplingRate", "githubRepository", "githubRepositoryId", "githubRepositoryOwnerId")
+         "predictionLogRetentionDays", "endpointLogSamplingRate", "githubRepository", "githubRepositoryId", "githubRepositoryOwnerId",
+         "idleEndpointHours")
 
 
 def load() -> StackConfig:

@@ -7,8 +7,10 @@ import json
 import pulumi
 import pulumi_gcp as gcp
 
+from common import catalog, prices
 from kit_infra.config import StackConfig
 from kit_infra.options import children_of
+from kit_infra.serving import endpoint_id
 
 ENDPOINT = 'resource.type="aiplatform.googleapis.com/Endpoint"'
 TRAINING = 'resource.type="cloudml_job"'
@@ -25,6 +27,42 @@ def _chart(title: str, metric_filter: str, aligner: str = "ALIGN_MEAN", reducer:
         agg["crossSeriesReducer"] = reducer
     return {"title": title, "xyChart": {"dataSets": [{"timeSeriesQuery": {"timeSeriesFilter": {
         "filter": metric_filter, "aggregation": agg}}, "plotType": "LINE"}]}}
+
+
+def _promql(metric: str) -> str:
+    """A Cloud Monitoring metric as PromQL names it: the first `/` becomes `:`, every other `.` and `/` a `_`."""
+    domain, path = metric.split("/", 1)
+    return f'{domain.replace(".", "_")}:{path.replace("/", "_")}{{monitored_resource="aiplatform.googleapis.com/Endpoint"'
+
+
+def idle_endpoint_query(endpoint: str) -> str:
+    """PromQL: the endpoint has a replica up and served no prediction in the last 5 minutes.
+
+    A metric-absence condition cannot say this: it never fires for an endpoint that has never served (Monitoring needs
+    one data point first) and waits at most 23.5 h. Here a missing prediction_count series counts as zero (`unless`
+    keeps the replicas side when the other has nothing), and the condition's duration turns "5 minutes" into N hours.
+    prediction_count is a DELTA metric (each point counts the predictions of its interval), so sum_over_time is the
+    number served; replicas is a GAUGE, smoothed over 10 minutes so one late sample does not restart the count.
+    """
+    replicas = _promql("aiplatform.googleapis.com/prediction/online/replicas") + f', endpoint_id="{endpoint}"}}'
+    served = _promql("aiplatform.googleapis.com/prediction/online/prediction_count") + f', endpoint_id="{endpoint}"}}'
+    return (f"sum by (endpoint_id) (max_over_time({replicas}[10m])) > 0 unless on (endpoint_id) "
+            f"sum by (endpoint_id) (sum_over_time({served}[5m])) > 0")
+
+
+def idle_endpoint_documentation(stack: str, hours: int, region: str) -> str:
+    """What the notification says: what an idle replica costs (the price file) and how to stop paying for it."""
+    machine = catalog.catalog()["serving"]["machine_type"]
+    try:
+        hour = catalog.hourly(machine, "serving", region=region)
+        price = (f"bills ${hour:.2f}/h on demand (~${hour * prices.load().hours_per_month:,.0f} a month; "
+                 f"{catalog.price_source()['file']} of {catalog.price_source()['as_of']})")
+    except prices.PriceError:  # a region the price file lacks must not stop `pulumi up`: the alert matters more
+        price = f"bills its full hourly price (`llmops prices --refresh --region {region}` shows it)"
+    return (f"The llmops-kit {stack} endpoint has had a replica up and served no prediction for {hours} hours. A "
+            f"{machine} replica {price}, used or not.\n\n"
+            "`make doctor` lists the replicas and their cost since deploy. `make deploy IDLE_MINUTES=30` redeploys with "
+            "scale-to-zero (no bill while idle); or undeploy the model from the endpoint.")
 
 
 def dashboard_json(stack: str, app_label: str) -> str:
@@ -62,6 +100,20 @@ class Monitoring(pulumi.ComponentResource):
             f"{name}-runtime-idle", cfg, channel_names, "GPU runtime idle", "runtime CPU under 5% for 60 minutes",
             f'metric.type="compute.googleapis.com/instance/cpu/utilization" {_runtime_vms(cfg.labels["app"])}',
             "COMPARISON_LT", 0.05, "3600s", alignment="300s", aligner="ALIGN_MEAN",
+        )
+        # An always-on replica that serves nothing bills as much as a busy one: the most expensive thing left running.
+        self.endpoint_idle = gcp.monitoring.AlertPolicy(
+            f"{name}-endpoint-idle", project=cfg.project, display_name=f"llmops-kit {cfg.stack}: endpoint idle", combiner="OR",
+            notification_channels=channel_names, user_labels=cfg.labels_for("monitoring"), severity="WARNING",
+            conditions=[gcp.monitoring.AlertPolicyConditionArgs(
+                display_name=f"a replica up and no prediction for {cfg.idle_endpoint_hours} hours",
+                condition_prometheus_query_language=gcp.monitoring.AlertPolicyConditionConditionPrometheusQueryLanguageArgs(
+                    query=idle_endpoint_query(endpoint_id(cfg.project, cfg.stack)), duration=f"{cfg.idle_endpoint_hours * 3600}s",
+                    evaluation_interval="60s"),
+            )],
+            documentation=gcp.monitoring.AlertPolicyDocumentationArgs(
+                content=idle_endpoint_documentation(cfg.stack, cfg.idle_endpoint_hours, cfg.region), mime_type="text/markdown"),
+            opts=child,
         )
         self.register_outputs({})
 
