@@ -263,8 +263,6 @@ class BigQueryStandIn(DiscoveryStandIn):
     @staticmethod
     def _parameters(tree: exp.Expression, parameters: list[dict], mode: str | None) -> dict:
         used = {p.name for p in tree.find_all(exp.Parameter)}
-        if used and mode != "NAMED":
-            raise _invalid("Query parameters are named (@name): parameterMode must be NAMED")
         given = {}
         for p in parameters:
             kind = (p.get("parameterType") or {}).get("type")
@@ -276,6 +274,8 @@ class BigQueryStandIn(DiscoveryStandIn):
         missing = sorted(used - set(given))
         if missing:
             raise _invalid(f"Query parameter '{missing[0]}' not found")
+        if used and mode != "NAMED":
+            raise _invalid("Query parameters are named (@name): parameterMode must be NAMED")
         for p in list(tree.find_all(exp.Parameter)):
             p.replace(exp.Placeholder(this=p.name))
         return given
