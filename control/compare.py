@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,8 +78,9 @@ class Comparison:
 
 # -- which runs -----------------------------------------------------------------------------------------------------
 
-def resolve(refs: list[str], runs_dir: Path = Path(layout.RUNS), stack: StackOutputs | None = None) -> list[RunRow]:
+def resolve(refs: Sequence[str | Path], runs_dir: Path = Path(layout.RUNS), stack: StackOutputs | None = None) -> list[RunRow]:
     """Each ref (a run id, or a run folder such as runs/latest) as its ledger row; CompareError naming what is wrong."""
+    refs = [str(ref) for ref in refs]
     if not refs:
         raise CompareError("name at least one run to compare (`llmops runs` lists them)")
     local = {r.id: r for r in ledger.local_rows(runs_dir)}
@@ -297,7 +299,7 @@ def default_out(rows: list[RunRow], runs_dir: Path = Path(layout.RUNS)) -> Path:
     return runs_dir / f"compare-{ids}.png"
 
 
-def compare(refs: list[str], out: Path | None = None, runs_dir: Path = Path(layout.RUNS), stack: StackOutputs | None = None,
+def compare(refs: Sequence[str | Path], out: Path | None = None, runs_dir: Path = Path(layout.RUNS), stack: StackOutputs | None = None,
             save: bool = True) -> Comparison:
     """Compare runs (ids or run folders): rows, config differences, and the plot saved to `out` (default_out when None);
     with save=False the PNG is not written (the notebook and tests can draw `figure(c.rows, c.colours)` themselves)."""
@@ -348,7 +350,7 @@ def tables(c: Comparison) -> list:
     return [side, diff]
 
 
-def show(refs: list[str], out: Path | None, runs_dir: Path, stack: StackOutputs | None, as_json: bool = False,
+def show(refs: Sequence[str | Path], out: Path | None, runs_dir: Path, stack: StackOutputs | None, as_json: bool = False,
          echo=print) -> Comparison:
     """`llmops compare`: the tables (or JSON), the notes, and where the plot is."""
     import json

@@ -192,22 +192,27 @@ def _named(message: str, path: Path | str) -> str:
 def remote_rows(models_bucket: str) -> list[RunRow]:
     """The runs in the models bucket: `runs/<id>/model/report.json` (Vertex runs) and `runs/<id>/report.json`
     (a local run whose output.runs_dir is the bucket's runs/)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     root = layout.join(f"gs://{models_bucket.removeprefix('gs://')}", layout.RUNS)
-    rows = []
+    folders = []
     for name in sorted(storage.list_names(root)):
         parts = name.split("/")
-        if parts[-1] != layout.REPORT_JSON or parts[1:-1] not in ([], [layout.VERTEX_MODEL_SUBDIR]):
-            continue  # a model shard, a checkpoint, anything that is not a run's report
-        folder = layout.join(root, *parts[:-1])
+        if parts[-1] == layout.REPORT_JSON and parts[1:-1] in ([], [layout.VERTEX_MODEL_SUBDIR]):  # not a shard or a checkpoint
+            folders.append((parts[0], layout.join(root, *parts[:-1])))
+
+    def read(run_id: str, folder: str) -> RunRow | None:
         uri = layout.join(folder, layout.REPORT_JSON)
         try:
             text = storage.read_text(uri)
             if text is None:  # deleted between the listing and the read
-                continue
-            rows.append(row_from_report(parse_report(text, uri), folder))
-        except (ReportError, LedgerError) as e:
-            rows.append(unreadable(parts[0], folder, _named(str(e), uri)))
-    return rows
+                return None
+            return row_from_report(parse_report(text, uri), folder)
+        except ValueError as e:  # ReportError, LedgerError, and UnicodeDecodeError from a report that is not text
+            return unreadable(run_id, folder, _named(str(e), uri))
+
+    with ThreadPoolExecutor(max_workers=storage.PARALLEL) as pool:  # one small GET per run, not one after another
+        return [row for row in pool.map(lambda f: read(*f), folders) if row is not None]
 
 
 @dataclass(frozen=True)

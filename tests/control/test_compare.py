@@ -57,7 +57,7 @@ def test_without_any_timeline_the_panels_say_so(runs_dir):
 
 def test_the_png_decodes_at_its_size_with_each_runs_colour_in_the_loss_panel(runs_dir, tmp_path):
     out = tmp_path / "plots" / "cmp.png"
-    c = compare(["r-small", "r-big", "r-failed"], out, runs_dir)
+    c = compare([runs_dir / "r-small", "r-big", "r-failed"], out, runs_dir)  # a run folder (what sweep passes) or an id
     assert c.png == out and not list(out.parent.glob("*.tmp")), "written atomically"
     image = Image.open(out)
     assert image.format == "PNG" and image.size == (1200, 800)

@@ -136,6 +136,7 @@ def cloud(gcs, vertex_standin, monkeypatch):
     stuck["process"]["host"] = "cmle-training-456"
     _put(bucket, "runs/r-stuck/model/report.json", stuck)
     _put(bucket, "runs/r-bad/model/report.json", "[]")
+    bucket.blob("runs/r-bin/model/report.json").upload_from_string(b"\xff\xfe\x00")
     for jid, run_id, state, labels in ((1, "r-vertex", "JOB_STATE_SUCCEEDED", LABELS), (2, "r-stuck", "JOB_STATE_CANCELLED", LABELS),
                                        (3, "r-queued", "JOB_STATE_PENDING", LABELS), (4, "theirs", "JOB_STATE_RUNNING", {"app": "other"})):
         vertex_standin.add("customJobs", {
@@ -154,7 +155,7 @@ def test_the_ledger_reads_the_bucket_the_jobs_and_the_endpoint(runs_dir, cloud, 
     found = ledger(runs_dir, STACK)
     assert found.notes == []
     by = {r.id: r for r in found.rows}
-    assert [r.id for r in found.rows] == ["r-queued", "r-stuck", "r-vertex", "r-big", "r-small", "r-killed", "r-failed", "r-bad"]
+    assert [r.id for r in found.rows] == ["r-queued", "r-stuck", "r-vertex", "r-big", "r-small", "r-killed", "r-failed", "r-bad", "r-bin"]
     v = by["r-vertex"]
     assert (v.status, v.where, v.tuned_accuracy, v.cost_usd, v.billed_usd, v.deployed) == \
         ("succeeded", "g2-standard-24", 0.9, vertex_report_cost(), 5.12, True)
@@ -167,6 +168,7 @@ def test_the_ledger_reads_the_bucket_the_jobs_and_the_endpoint(runs_dir, cloud, 
         resolve(["r-big", "r-queued"], runs_dir, STACK)
     assert "theirs" not in by, "only the stack's jobs (its labels)"
     assert by["r-bad"].status == "unreadable" and "gs://acme-models/runs/r-bad/model/report.json" in by["r-bad"].error
+    assert by["r-bin"].status == "unreadable" and by["r-bin"].error.startswith("gs://acme-models/runs/r-bin/model/report.json: ")
     assert by["r-big"].deployed is False and by["r-bad"].deployed is None
     assert vertex_standin.refused() == []
 
