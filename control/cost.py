@@ -423,7 +423,7 @@ def render(r: dict) -> list[str]:
     else:
         out.append(f"the export is complete through {r['export_through']} ({r['export_delay_hours']:g} h before this query): "
                    "usage after that is not billed here yet")
-    header = f"{'':<22} {'estimated':>10} {'billed':>10} {'credits':>9} {'net':>10} {'difference':>11}"
+    header = f"{'':<22} {'estimated':>10} {'cost':>10} {'credits':>9} {'billed':>10} {'difference':>11}"
     out += ["", "per run (line items labelled run-id):", header]
     for rid, t in r["runs"].items():
         out.append(_row(rid, t))
@@ -434,7 +434,8 @@ def render(r: dict) -> list[str]:
         out.append(_row(surface, t))
     if r["other"]:
         out.append("other: " + "; ".join(r["other"]))
-    out.append("billed = cost + credits (credits are negative); estimates are the runs' report.json cost.usd")
+    out.append("billed = cost + credits (credits are negative); difference = billed - estimated; estimates: each run's report.json "
+               "cost.usd; `ok`: within half a cent")
     return out
 
 
