@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,18 +80,22 @@ class Comparison:
 
 def resolve(refs: Sequence[str | Path], runs_dir: Path = Path(layout.RUNS), stack: StackOutputs | None = None) -> list[RunRow]:
     """Each ref (a run id, or a run folder such as runs/latest) as its ledger row; CompareError naming what is wrong."""
+    return _resolve(refs, runs_dir, stack).rows
+
+
+def _resolve(refs: Sequence[str | Path], runs_dir: Path, stack: StackOutputs | None) -> ledger.Ledger:
+    """The rows of `refs`, in order, and the ledger's notes. With a stack, the whole ledger is read: a run may be on Vertex
+    only, and every row learns whether it is deployed."""
     refs = [str(ref) for ref in refs]
     if not refs:
         raise CompareError("name at least one run to compare (`llmops runs` lists them)")
-    local = {r.id: r for r in ledger.local_rows(runs_dir)}
-    known = dict(local)
-    if stack is not None and any(not _is_run_dir(ref) and ref not in local for ref in refs):
-        known = {r.id: r for r in ledger.ledger(runs_dir, stack).rows}  # only when a run is not here: the bucket is slower
+    found = ledger.ledger(runs_dir, stack) if stack is not None else ledger.Ledger(ledger.local_rows(runs_dir), [])
+    known = {r.id: r for r in found.rows}
     rows: list[RunRow] = []
     for ref in refs:
         row = _local_dir_row(Path(ref)) if _is_run_dir(ref) else known.get(ref)
         if row is None:
-            there = ", ".join(r.id for r in known.values() if r.status != ledger.UNREADABLE) or "none"
+            there = ", ".join(sorted(r.id for r in known.values() if r.status != ledger.UNREADABLE)) or "none"
             where = f"{runs_dir}/" + (f" or gs://{stack.models_bucket}/{layout.RUNS}/" if stack else " (no stack file: local runs only)")
             raise CompareError(f"no run {ref!r} in {where}; the runs there are: {there}")
         if row.status == ledger.UNREADABLE:
@@ -100,8 +104,10 @@ def resolve(refs: Sequence[str | Path], runs_dir: Path = Path(layout.RUNS), stac
             raise CompareError(f"run {row.id} has no report yet ({row.status}: {row.location}); compare it once it has written one")
         if row.id in {r.id for r in rows}:
             raise CompareError(f"run {row.id} is named twice")
+        if row.deployed is None and row.id in known:  # a run folder given by path: the ledger knows whether it is deployed
+            row = replace(row, deployed=known[row.id].deployed)
         rows.append(row)
-    return rows
+    return ledger.Ledger(rows, found.notes)
 
 
 def _is_run_dir(ref: str) -> bool:
@@ -305,11 +311,12 @@ def compare(refs: Sequence[str | Path], out: Path | None = None, runs_dir: Path 
     with save=False the PNG is not written (the notebook and tests can draw `figure(c.rows, c.colours)` themselves)."""
     import matplotlib.pyplot as plt
 
-    rows = resolve(refs, runs_dir, stack)
+    found = _resolve(refs, runs_dir, stack)
+    rows = found.rows
     configs = [read_config(r) for r in rows]
     notes = [f"run {r.id}: no readable {layout.CONFIG} in {r.location}; left out of the config differences"
              for r, c in zip(rows, configs, strict=True) if c is None]
-    notes += [f"run {r.id}: no resource timeline in its report" for r in rows if timeline(r) is None]
+    notes += [f"run {r.id}: no resource timeline in its report" for r in rows if timeline(r) is None] + found.notes
     diff = config_diff(configs)
     colours = colours_for(rows)
     png = None

@@ -141,6 +141,7 @@ def test_a_vertex_run_is_compared_from_the_bucket_with_its_gpu_timeline(runs_dir
     c = compare(["r-big", "r-vertex"], runs_dir / "v.png", runs_dir, stack)
     assert c.rows[1].location == "gs://acme-models/runs/r-vertex/model" and c.rows[1].where == "g2-standard-24"
     assert c.config_diff == {"data.max_train_examples": [2000, None], "lora.r": [16, 8], "training.max_steps": [300, 200]}
+    assert "the stack has no endpoint_id: deployed is unknown" in c.notes, "the ledger's notes are the comparison's too"
     _, _, mem, util = figure(c.rows, c.colours).axes
     assert [line.get_label() for line in _lines(mem, "r-vertex")] == ["r-vertex RSS", "r-vertex GPU0", "r-vertex GPU1"]
     assert [line.get_linestyle() for line in _lines(util, "r-vertex")] == ["-", "--", "--"]

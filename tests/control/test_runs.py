@@ -166,6 +166,8 @@ def test_the_ledger_reads_the_bucket_the_jobs_and_the_endpoint(runs_dir, cloud, 
         "a job with no report yet is a row"
     with pytest.raises(CompareError, match=f"run r-queued has no report yet \\(queued: {P}/customJobs/3\\)"):
         resolve(["r-big", "r-queued"], runs_dir, STACK)
+    assert [r.deployed for r in resolve([runs_dir / "r-big", "r-vertex"], runs_dir, STACK)] == [False, True], \
+        "compare's rows, a run folder's too, say whether the endpoint serves them"
     assert "theirs" not in by, "only the stack's jobs (its labels)"
     assert by["r-bad"].status == "unreadable" and "gs://acme-models/runs/r-bad/model/report.json" in by["r-bad"].error
     assert by["r-bin"].status == "unreadable" and by["r-bin"].error.startswith("gs://acme-models/runs/r-bin/model/report.json: ")
