@@ -59,9 +59,19 @@ class Rate(_Strict):
 
 
 class SurfacePrice(_Strict):
+    """What a surface bills over Compute Engine: read from its own SKUs (`source`, `skus`), or derived (`derived`)."""
+
     label: str = Field(min_length=1)
     premium: Annotated[float, Field(ge=1, le=5, strict=True, allow_inf_nan=False)]
-    derived: str = Field(min_length=1)
+    derived: str | None = None
+    source: str | None = None
+    skus: dict[str, str] | None = None  # the rate each SKU priced (g2-core, NVIDIA_L4, ...) -> its SKU id
+
+    @model_validator(mode="after")
+    def _says_where_from(self) -> SurfacePrice:
+        if not (self.source or self.derived):
+            raise ValueError("a premium needs `source:` (the SKUs it was read from) or `derived:` (how it was computed)")
+        return self
 
 
 class PriceFile(_Strict):

@@ -9,6 +9,12 @@ geography, not a region); `category.usageType` says on-demand (`OnDemand`) or Sp
 usage type (commitments) is skipped; the description names the resource (`G2 Instance Core`, `Nvidia L4 GPU`,
 `SSD backed PD Capacity`); sole-tenancy, reservation, commitment, DWS and calendar-mode SKUs are skipped by name.
 A rate with no SKU, or more than one, keeps its old figure and is named in a warning: never a silent zero.
+
+What Vertex AI and Colab Enterprise bill over Compute Engine (the price file's `surfaces:` premiums) is read from
+Vertex AI's own SKUs (service C7E2-9256-1C43, which also bills Colab Enterprise) where they exist: each surface's
+machine (catalog.yaml's training, serving and runtime machine) is priced from the surface's core, RAM and GPU SKUs in
+the region, and divided by its Compute Engine hour. Where one of those SKUs is missing the derived premium is kept,
+with a warning naming what was not found.
 """
 
 from __future__ import annotations
@@ -21,11 +27,18 @@ from pathlib import Path
 
 from common import catalog, prices
 from common.errors import KitError
-from common.prices import PriceFile, Quote, Rate
+from common.prices import PriceFile, Quote, Rate, SurfacePrice
 from control import gcp
 
 COMPUTE_SERVICE = "6F81-5844-456A"  # Compute Engine
-VERTEX_SERVICE = "C7E2-9256-1C43"  # Vertex AI (also bills Colab Enterprise): not resolved yet, see README's Cost section
+VERTEX_SERVICE = "C7E2-9256-1C43"  # Vertex AI (also bills Colab Enterprise): the surfaces' premiums
+# How each surface's SKUs are worded in Vertex AI's catalog, before the resource (`G2 Instance Core`, `Nvidia L4 GPU`).
+# ASSUMPTIONS TO VERIFY against the live API (`llmops prices --refresh` and its warnings): these prefixes follow the
+# "Vertex AI: <what>" wording of Vertex's published SKUs but were not read from the G2 ones; a prefix that matches
+# nothing keeps the derived premium, said in a warning, never a guessed one. Spot SKUs (usageType Preemptible) are not
+# read: the premium applies to the Spot rates as to the on-demand ones.
+SURFACE_SKU_PREFIXES = {"training": "Vertex AI: Training on", "serving": "Vertex AI: Online/Batch Prediction on",
+                        "runtime": "Colab Enterprise:"}
 SKIPPED_WORDS = re.compile(r"sole tenancy|commitment|reserved|reservation|\bdws\b|dynamic workload|calendar|flex[- ]start|"
                            r"custom|extended|premium|regional|snapshot|confidential|high availability|async", re.I)
 USAGE_TYPES = {"OnDemand": "on_demand", "Preemptible": "spot"}
@@ -119,7 +132,7 @@ def unit_price(sku: dict) -> tuple[float, str, str]:
 
 @dataclass
 class Resolution:
-    rates: dict[str, Rate]
+    rates: dict  # rate key -> Rate (resolve), or surface -> SurfacePrice (premiums)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -175,6 +188,75 @@ def resolve(skus: list[dict], region: str, old: dict[str, Rate], today: str) -> 
     return Resolution(rates, warnings)
 
 
+# -- the surfaces' premiums, from Vertex AI's SKUs -------------------------------------------------------------------
+
+def _resource_words(key: str) -> str:
+    """A rate's key as its SKU names the resource: g2-core -> `G2 Instance Core`, NVIDIA_L4 -> `Nvidia L4 GPU`."""
+    family, _, part = key.partition("-")
+    if part in ("core", "ram"):
+        return f"{family.upper()} Instance {part.capitalize()}"
+    return " ".join(w.capitalize() for w in key.split("_")) + " GPU"
+
+
+def _machine_parts(machine_type: str) -> list[tuple[str, int, str]]:
+    """(rate key, quantity, unit) of one machine's hour: its vCPUs, its GiB of RAM, its GPUs."""
+    m = catalog.machine(machine_type)
+    parts = [(f"{m.family}-core", m.vcpus, "vCPU-hour"), (f"{m.family}-ram", m.memory_gb, "GiB-hour")]
+    return parts + ([(m.accelerator_type, m.accelerator_count, "GPU-hour")] if m.accelerator_type and m.accelerator_count else [])
+
+
+def premiums(skus: list[dict], region: str, rates: dict[str, Rate], old: dict[str, SurfacePrice], today: str) -> Resolution:
+    """Each surface's premium over Compute Engine, read from its SKUs in `region`; a surface with a SKU missing keeps its old one."""
+    c = catalog.catalog()
+    surfaces: dict[str, SurfacePrice] = dict(old)
+    warnings: list[str] = []
+    for surface, prefix in SURFACE_SKU_PREFIXES.items():
+        machine = c[surface]["machine_type"]  # the surface's own machine in catalog.yaml: the premium is exact for it
+        vertex_hour = compute_hour = 0.0
+        read: dict[str, str] = {}
+        missing: list[str] = []
+        for rate_key, quantity, unit in _machine_parts(machine):
+            words = f"{prefix} {_resource_words(rate_key)}"
+            pattern = re.compile("^" + r"\s+".join(map(re.escape, words.split())) + r"\b", re.I)
+            matches = [sku for sku in skus if (sku.get("category") or {}).get("usageType") == "OnDemand"
+                       and region in (sku.get("serviceRegions") or []) and pattern.search(sku.get("description", ""))
+                       and not SKIPPED_WORDS.search(sku.get("description", ""))]
+            problem = None
+            if len(matches) != 1:
+                problem = "none lists this region" if not matches else f"{len(matches)} match ({', '.join(m.get('skuId', '?') for m in matches)})"
+            else:
+                try:
+                    usd, got_unit, _ = unit_price(matches[0])
+                    if got_unit != UNITS[unit]:
+                        problem = f"{matches[0].get('skuId')} is billed per {got_unit}, not {UNITS[unit]}"
+                except ValueError as e:
+                    problem = f"{matches[0].get('skuId')} has {e}"
+            if problem or rate_key not in rates:
+                missing.append(f"{rate_key} ('{words} ...': {problem or 'no Compute Engine rate to divide by'})")
+                continue
+            read[rate_key] = matches[0]["skuId"]
+            vertex_hour += quantity * usd
+            compute_hour += quantity * rates[rate_key].on_demand.usd
+        was = old[surface]
+        premium = round(vertex_hour / compute_hour, 4) if not missing and compute_hour > 0 else None
+        reason = f"no Vertex AI SKU for {'; '.join(missing)}" if missing else ""
+        if premium is not None and not 1 <= premium <= 5:
+            reason, premium = f"its SKUs price {machine} at {premium}x Compute Engine, outside the 1-5x a premium can be", None
+        if premium is None:
+            warnings.append(f"{surface} premium in {region}: {reason or 'nothing to divide by'}; keeping {was.premium:g}x "
+                            f"({(was.source or was.derived or '').split(';')[0][:90]})")
+            continue
+        surfaces[surface] = SurfacePrice(
+            label=was.label, premium=premium, skus=read,
+            source=(f"Cloud Billing Catalog API, services/{VERTEX_SERVICE}, read {today} in {region}: the {machine} hour from "
+                    f"these SKUs ÷ its Compute Engine hour (exact for {machine}; applied to every machine on this surface)"))
+    if surfaces["runtime"] is not old["runtime"]:  # a notebook execution runs on a Colab Enterprise runtime and bills its rates
+        surfaces["notebook"] = SurfacePrice(label=old["notebook"].label, premium=surfaces["runtime"].premium,
+                                            derived=f"as runtime (read from Colab Enterprise SKUs {today}): a notebook execution "
+                                                    "runs on a Colab Enterprise runtime from the kit's template and bills its rates")
+    return Resolution(surfaces, warnings)
+
+
 def _strip_spot(description: str) -> str:
     """`Nvidia L4 GPU attached to Spot Preemptible VMs running in Americas` reads like its on-demand twin for matching."""
     return re.sub(r"^Spot Preemptible ", "", description)
@@ -186,12 +268,17 @@ def _origin(q: Quote) -> str:
 
 # -- the command ---------------------------------------------------------------------------------------------------
 
-def refreshed(current: PriceFile, region: str, resolution: Resolution, today: str) -> PriceFile:
+def refreshed(current: PriceFile, region: str, resolution: Resolution, today: str, surfaces: Resolution | None = None) -> PriceFile:
     regions = {**current.regions, region: resolution.rates}
-    source = (f"Cloud Billing Catalog API (services.skus.list, Compute Engine services/{COMPUTE_SERVICE}), list prices read {today} "
-              f"for {region}; each rate names its SKU, or where it was kept from. Vertex AI and Colab Enterprise premiums are "
-              "derived (surfaces:), not read. Previous file: " + " ".join(current.source.split())[:400])
-    return current.model_copy(update={"regions": regions, "as_of": today, "source": source})
+    read = sorted(s for s, p in (surfaces.rates if surfaces else {}).items() if p.skus)
+    source = (f"Cloud Billing Catalog API (services.skus.list, Compute Engine services/{COMPUTE_SERVICE}, Vertex AI "
+              f"services/{VERTEX_SERVICE}), list prices read {today} for {region}; each rate names its SKU, or where it was kept "
+              f"from. Surface premiums read from Vertex AI SKUs: {', '.join(read) or 'none'}; the others as surfaces: says. "
+              "Previous file: " + " ".join(current.source.split())[:400])
+    update = {"regions": regions, "as_of": today, "source": source}
+    if surfaces is not None:
+        update["surfaces"] = surfaces.rates
+    return current.model_copy(update=update)
 
 
 def machine_table(p: PriceFile, region: str) -> list[tuple[str, str, float | None, float | None]]:
@@ -233,7 +320,9 @@ def render(p: PriceFile, region: str, before: PriceFile | None = None) -> list[s
 
 def changes(before: PriceFile, after: PriceFile, region: str) -> list[str]:
     """Each rate whose figure moved, with the change in percent."""
-    out = []
+    out = [f"{surface} premium: {before.surfaces[surface].premium:g}x -> {after.surfaces[surface].premium:g}x "
+           f"({(after.surfaces[surface].premium - before.surfaces[surface].premium) / before.surfaces[surface].premium:+.1%})"
+           for surface in prices.SURFACES if abs(before.surfaces[surface].premium - after.surfaces[surface].premium) > 1e-12]
     was, now = before.regions.get(region, {}), after.regions.get(region, {})
     for key in sorted(set(was) | set(now)):
         for kind in ("on_demand", "spot"):
@@ -260,7 +349,10 @@ def run(region: str, refresh: bool, out: Path | None, log: Callable[[str], None]
     today = today or date.today().isoformat()
     skus = list(list_skus(COMPUTE_SERVICE, current.currency))
     resolution = resolve(skus, region, current.regions.get(region, {}), today)
-    new = refreshed(current, region, resolution, today)
+    vertex = list(list_skus(VERTEX_SERVICE, current.currency))
+    surfaces = premiums(vertex, region, resolution.rates, current.surfaces, today)
+    resolution.warnings += surfaces.warnings
+    new = refreshed(current, region, resolution, today, surfaces)
     for line in render(new, region, before=current):
         log(line)
     moved = changes(current, new, region)
@@ -271,6 +363,6 @@ def run(region: str, refresh: bool, out: Path | None, log: Callable[[str], None]
     from common.atomic import atomic_write_text
 
     atomic_write_text(target, prices.dump(new))
-    log(f"wrote {target} ({len(skus)} Compute Engine SKUs read); every cost the kit shows now uses it"
+    log(f"wrote {target} ({len(skus)} Compute Engine and {len(vertex)} Vertex AI SKUs read); every cost the kit shows now uses it"
         + ("" if out is None or out == prices.path() else f" once LLMOPS_PRICES={target} is set"))
     return new

@@ -1,6 +1,7 @@
 """`llmops prices --refresh` against a Cloud Billing Catalog stand-in held to the cloudbilling v1 discovery document:
 SKUs resolved by region (serviceRegions), usage type and resource; look-alikes skipped; a missing SKU kept with a
-warning; a price change shown; the written file then used by every cost the kit computes."""
+warning; a price change shown; the written file then used by every cost the kit computes; the Vertex AI and Colab
+Enterprise premiums read from Vertex AI's SKUs where they exist, kept (with a warning) where one is missing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 from common import catalog, prices
 from control import prices as refresh
 from control.cli import app
-from tests.standins.billing_catalog import COMPUTE, BillingCatalogStandIn, compute_engine_skus
+from tests.standins.billing_catalog import COMPUTE, VERTEX, BillingCatalogStandIn, compute_engine_skus, vertex_ai_skus
 
 
 @pytest.fixture
@@ -35,8 +36,9 @@ def test_refresh_resolves_each_rate_from_its_sku_in_the_region_and_pages_through
     result = _prices("--refresh", tmp_path=tmp_path)
     assert result.exit_code == 0, result.output
     assert billing_catalog.refused() == [], "every request is one the real API accepts"
-    pages = billing_catalog.calls("skus.list")
-    assert len(pages) == -(-len(billing_catalog.skus[COMPUTE]) // billing_catalog.page_size) > 1, "followed nextPageToken to the end"
+    for service in (COMPUTE, VERTEX):
+        pages = [c for c in billing_catalog.calls("skus.list") if c.params["parent"] == f"services/{service}"]
+        assert len(pages) == -(-len(billing_catalog.skus[service]) // billing_catalog.page_size) > 1, "followed nextPageToken to the end"
     written = prices.load()
     rates = written.regions["us-central1"]
     assert (rates["g2-core"].on_demand.sku, rates["g2-core"].on_demand.usd) == ("A1B2-0001-C0RE", 0.024988), "not sole tenancy, N2, custom"
@@ -125,3 +127,55 @@ def test_unit_price_reads_units_and_nanos_of_the_latest_entry():
     s = compute_engine_skus()[2]  # L4 with an older 0.6 entry
     s["pricingInfo"][-1]["pricingExpression"]["tieredRates"][0]["unitPrice"] = {"currencyCode": "USD", "units": "1", "nanos": 250000000}
     assert refresh.unit_price(s)[0] == 1.25
+
+
+# -- the surfaces' premiums, from Vertex AI's SKUs (services/C7E2-9256-1C43) ---------------------------------------
+
+def _hour(vcpus: int, ram: int, gpus: int, core: float, gib: float, l4: float) -> float:
+    return vcpus * core + ram * gib + gpus * l4
+
+
+def test_premiums_are_read_from_vertex_and_colab_skus_with_their_ids(billing_catalog, tmp_path):
+    billing_catalog.skus[VERTEX] = vertex_ai_skus(training_l4_usd=0.66)  # Vertex training's L4 above 1.15x Compute Engine's
+    result = _prices("--refresh", tmp_path=tmp_path)
+    assert result.exit_code == 0, result.output
+    surfaces = prices.load().surfaces
+    training = _hour(24, 96, 2, 0.0287362, 0.00336605, 0.66) / _hour(24, 96, 2, 0.024988, 0.002927, 0.560040)
+    assert surfaces["training"].premium == round(training, 4) != 1.15, "g2-standard-24 (the training machine) priced by its SKUs"
+    assert surfaces["training"].skus == {"g2-core": "V1A2-0001-TCOR", "g2-ram": "V1A2-0002-TRAM", "NVIDIA_L4": "V1A2-0003-TL4G"}
+    assert "services/C7E2-9256-1C43" in surfaces["training"].source and surfaces["training"].derived is None
+    assert surfaces["serving"].premium == 1.15 and surfaces["serving"].skus["NVIDIA_L4"] == "V1A2-0013-PL4G", "not the Spot twin"
+    assert surfaces["runtime"].premium == 1.2 and surfaces["runtime"].skus["g2-core"] == "C1A2-0001-RCOR"
+    assert surfaces["notebook"].premium == 1.2 and "as runtime" in surfaces["notebook"].derived
+    assert "training premium: 1.15x -> " in result.output and "premium in us-central1" not in result.output, "a change, no warning"
+    assert "read from Vertex AI SKUs: runtime, serving, training" in prices.load().source
+    assert catalog.hourly("g2-standard-24", "training") == pytest.approx(
+        _hour(24, 96, 2, 0.024988, 0.002927, 0.560040) * round(training, 4) + 200 * 0.17 / 730, abs=1e-6)
+
+
+def test_a_missing_vertex_sku_keeps_the_derived_premium_and_names_what_was_not_found(billing_catalog, tmp_path):
+    billing_catalog.skus[VERTEX] = [s for s in vertex_ai_skus() if s["skuId"] != "V1A2-0013-PL4G"]  # no online-prediction L4 SKU
+    result = _prices("--refresh", tmp_path=tmp_path)
+    assert result.exit_code == 0, result.output
+    serving = prices.load().surfaces["serving"]
+    assert serving.premium == 1.15 and serving.skus is None and "1.15 x Compute Engine" in serving.derived, "the old, still derived"
+    assert ("warning: serving premium in us-central1: no Vertex AI SKU for NVIDIA_L4 ('Vertex AI: Online/Batch Prediction on "
+            "Nvidia L4 GPU ...': none lists this region); keeping 1.15x (1.15 x Compute Engine, accelerator included") in result.output
+    assert prices.load().surfaces["training"].skus, "the other surfaces are still read"
+
+
+def test_a_region_without_vertex_skus_keeps_every_premium(billing_catalog, tmp_path):
+    result = _prices("--refresh", region="us-west2", tmp_path=tmp_path)
+    assert result.exit_code == 0, result.output
+    written, bundled = prices.load(), prices.parse(prices.PRICES_FILE.read_text(), "bundled")
+    assert {s: p.premium for s, p in written.surfaces.items()} == {s: p.premium for s, p in bundled.surfaces.items()}
+    for surface in ("training", "serving", "runtime"):
+        assert f"warning: {surface} premium in us-west2: no Vertex AI SKU for g2-core" in result.output
+    assert "premium:" not in result.output.split("changed since")[1].split("\n")[0], "nothing moved"
+
+
+def test_emea_training_premium_is_read_from_emea_skus(billing_catalog, tmp_path):
+    result = _prices("--refresh", region="europe-west4", tmp_path=tmp_path)
+    assert result.exit_code == 0, result.output
+    training = prices.load().surfaces["training"]
+    assert training.premium == 1.15 and training.skus["NVIDIA_L4"] == "V1E2-0003-TL4G" and "in europe-west4" in training.source

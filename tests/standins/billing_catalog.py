@@ -8,6 +8,12 @@ usageType), `pricingInfo` entries each with an `effectiveTime` and a `pricingExp
 regions (Americas and EMEA prices differ), their Spot twins, and the look-alikes a careless matcher would take:
 commitments, sole tenancy, a reservation-only and a DWS SKU, another family (N2), a tiered disk rate, and a
 description that names a geography that is not the region.
+
+`vertex_ai_skus()` is a slice of Vertex AI's catalog (service C7E2-9256-1C43, which also bills Colab Enterprise): the
+G2/L4 SKUs of custom training, online prediction and Colab Enterprise runtimes, with their look-alikes (Spot, another
+family, another geography, a model's per-character SKUs). Their descriptions are this stand-in's assumptions of how
+Google words them (control/prices.py says the same): a refresh against the real API that finds none keeps the derived
+premiums and says so.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from tests.standins.discovery import ApiError
 from tests.standins.server import DiscoveryStandIn
 
 COMPUTE = "6F81-5844-456A"
+VERTEX = "C7E2-9256-1C43"
+SERVICE_NAMES = {COMPUTE: "Compute Engine", VERTEX: "Vertex AI"}
 AMERICAS = ["us-central1", "us-east1", "us-east4", "us-west1", "us-west4"]
 AMERICAS_WITHOUT_L4 = [*AMERICAS, "us-west2"]  # G2 cores and RAM are sold in us-west2 here; no L4 SKU lists it
 EMEA = ["europe-west1", "europe-west4"]
@@ -27,10 +35,10 @@ def money(usd: float, currency: str = "USD") -> dict:
 
 
 def sku(sku_id: str, description: str, family: str, group: str, usage: str, regions: list[str], usd: float | list[tuple[float, float]],
-        unit: str = "h", history: list[tuple[str, float]] = ()) -> dict:
+        unit: str = "h", history: list[tuple[str, float]] = (), service: str = COMPUTE) -> dict:
     """One SKU. `usd` is a price per unit, or [(start usage, price), ...] tiers; `history` adds earlier pricingInfo entries."""
     tiers = usd if isinstance(usd, list) else [(0, usd)]
-    unit_description = {"h": "hour", "GiBy.h": "gibibyte hour", "GiBy.mo": "gibibyte month"}[unit]
+    unit_description = {"h": "hour", "GiBy.h": "gibibyte hour", "GiBy.mo": "gibibyte month", "count": "count"}[unit]
 
     def info(effective: str, tier_list) -> dict:
         return {"summary": "", "effectiveTime": effective, "currencyConversionRate": 1,
@@ -41,8 +49,8 @@ def sku(sku_id: str, description: str, family: str, group: str, usage: str, regi
                 "aggregationInfo": {"aggregationLevel": "ACCOUNT", "aggregationInterval": "DAILY", "aggregationCount": 1}}
 
     pricing = [info(t, [(0, p)]) for t, p in history] + [info("2026-10-01T07:00:00.000Z", tiers)]
-    return {"name": f"services/{COMPUTE}/skus/{sku_id}", "skuId": sku_id, "description": description,
-            "category": {"serviceDisplayName": "Compute Engine", "resourceFamily": family, "resourceGroup": group, "usageType": usage},
+    return {"name": f"services/{service}/skus/{sku_id}", "skuId": sku_id, "description": description,
+            "category": {"serviceDisplayName": SERVICE_NAMES[service], "resourceFamily": family, "resourceGroup": group, "usageType": usage},
             "serviceRegions": regions, "pricingInfo": pricing, "serviceProviderName": "Google",
             "geoTaxonomy": {"type": "MULTI_REGIONAL" if len(regions) > 1 else "REGIONAL", "regions": regions}}
 
@@ -81,6 +89,40 @@ def compute_engine_skus(l4_usd: float = 0.560040) -> list[dict]:
     ]
 
 
+def vertex_ai_skus(training_l4_usd: float = 0.644046) -> list[dict]:
+    """Vertex AI SKUs: G2 core, RAM and L4 for training and online prediction (1.15x Compute Engine's in the Americas) and
+    for Colab Enterprise runtimes (1.20x), and what must not be taken for them."""
+
+    def v(sku_id, description, group, usage, regions, usd, unit="h"):
+        return sku(sku_id, description, "Compute", group, usage, regions, usd, unit, service=VERTEX)
+
+    return [
+        v("V1A2-0001-TCOR", "Vertex AI: Training on G2 Instance Core running in Americas", "CPU", "OnDemand", AMERICAS, 0.0287362),
+        v("V1A2-0002-TRAM", "Vertex AI: Training on G2 Instance Ram running in Americas", "RAM", "OnDemand", AMERICAS, 0.00336605, "GiBy.h"),
+        v("V1A2-0003-TL4G", "Vertex AI: Training on Nvidia L4 GPU running in Americas", "GPU", "OnDemand", AMERICAS, training_l4_usd),
+        v("V1A2-0011-PCOR", "Vertex AI: Online/Batch Prediction on G2 Instance Core running in Americas", "CPU", "OnDemand", AMERICAS,
+          0.0287362),
+        v("V1A2-0012-PRAM", "Vertex AI: Online/Batch Prediction on G2 Instance Ram running in Americas", "RAM", "OnDemand", AMERICAS,
+          0.00336605, "GiBy.h"),
+        v("V1A2-0013-PL4G", "Vertex AI: Online/Batch Prediction on Nvidia L4 GPU running in Americas", "GPU", "OnDemand", AMERICAS, 0.644046),
+        v("C1A2-0001-RCOR", "Colab Enterprise: G2 Instance Core running in Americas", "CPU", "OnDemand", AMERICAS, 0.0299856),
+        v("C1A2-0002-RRAM", "Colab Enterprise: G2 Instance Ram running in Americas", "RAM", "OnDemand", AMERICAS, 0.0035124, "GiBy.h"),
+        v("C1A2-0003-RL4G", "Colab Enterprise: Nvidia L4 GPU running in Americas", "GPU", "OnDemand", AMERICAS, 0.672048),
+        # EMEA training at EMEA prices (1.15x of EMEA's Compute Engine rates); no prediction or Colab SKU lists EMEA here.
+        v("V1E2-0001-TCOR", "Vertex AI: Training on G2 Instance Core running in EMEA", "CPU", "OnDemand", EMEA, 0.0316089),
+        v("V1E2-0002-TRAM", "Vertex AI: Training on G2 Instance Ram running in EMEA", "RAM", "OnDemand", EMEA, 0.00370185, "GiBy.h"),
+        v("V1E2-0003-TL4G", "Vertex AI: Training on Nvidia L4 GPU running in EMEA", "GPU", "OnDemand", EMEA, 0.7084506),
+        # Look-alikes: Spot training, another family, and SKUs of the same service that bill no machine.
+        v("V1A2-0101-SCOR", "Vertex AI: Training on Spot Preemptible G2 Instance Core running in Americas", "CPU", "Preemptible", AMERICAS,
+          0.01724172),
+        v("V1A2-0102-SL4G", "Vertex AI: Online/Batch Prediction on Nvidia L4 GPU attached to Spot Preemptible VMs running in Americas",
+          "GPU", "Preemptible", AMERICAS, 0.3864276),
+        v("V1A2-0103-N1CR", "Vertex AI: Training on N1 Predefined Instance Core running in Americas", "CPU", "OnDemand", AMERICAS, 0.0363527),
+        v("V1A2-0104-PIPE", "Vertex AI: Pipelines run", "Pipelines", "OnDemand", AMERICAS, 0.03, "count"),
+        v("V1A2-0105-GEMI", "Gemini 2.0 Flash Input Text", "Predictions", "OnDemand", ["global"], 0.0000375, "count"),
+    ]
+
+
 class BillingCatalogStandIn(DiscoveryStandIn):
     """`services.skus.list` over `self.skus[service]`, `page_size` SKUs a page at most (whatever pageSize asks)."""
 
@@ -88,7 +130,7 @@ class BillingCatalogStandIn(DiscoveryStandIn):
 
     def __init__(self, skus: dict[str, list[dict]] | None = None, page_size: int = 7) -> None:
         super().__init__()
-        self.skus = skus if skus is not None else {COMPUTE: compute_engine_skus()}
+        self.skus = skus if skus is not None else {COMPUTE: compute_engine_skus(), VERTEX: vertex_ai_skus()}
         self.page_size = page_size
 
     def skus_list(self, params, query, body):
