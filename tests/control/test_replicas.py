@@ -101,3 +101,17 @@ def test_llmops_replicas_prints_the_table(vertex_beta_standin, tmp_path):
     assert first.startswith("llmops-kit-123 / llmops-kit-text-to-sql-r1: g2-standard-12 + 1x NVIDIA_L4 (on-demand), 1-2 replicas")
     assert first.endswith("->  `make deploy IDLE_MINUTES=30` scales to zero")
     assert total.startswith(f"running now: at least ${catalog.hourly('g2-standard-12', 'serving'):,.2f}/h")
+
+
+def test_the_docs_example_is_what_doctor_prints():
+    """docs/costs.md shows a doctor line for an always-on replica five days after its deploy: it is this code's."""
+    from pathlib import Path
+
+    from control import doctor
+
+    now = datetime(2026, 12, 6, 9, 0, tzinfo=timezone.utc)
+    r = replicas.Replicas(f"{P}/endpoints/123", "llmops-kit-dev", "1", "llmops-kit-text-to-sql-r42", f"{P}/models/9@1", "g2-standard-12",
+                          "NVIDIA_L4", 1, 1, 2, False, None, now - timedelta(days=5), catalog.hourly("g2-standard-12", "serving"))
+    _, detail, fix = replicas.describe(r, now)
+    line = doctor.Check(f"endpoint replica {r.display_name}", doctor.WARN, detail, fix).line()
+    assert f"\n    {line}\n" in (Path(__file__).resolve().parents[2] / "docs" / "costs.md").read_text(encoding="utf-8")
