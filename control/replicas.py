@@ -40,14 +40,11 @@ class Replicas:
     min_replicas: int
     max_replicas: int
     spot: bool
-    idle_scaledown_s: int | None  # scale to zero after this long without traffic; None: always on
+    scale_to_zero: bool  # scaleToZeroSpec: no replica (and no bill) while idle
+    idle_scaledown_s: int | None  # after this long without traffic; None: Vertex's default (its API does not state it)
     deployed_at: datetime | None
     usd_per_replica_hour: float | None  # None: not priceable (price_problem says why), never a silent $0
     price_problem: str | None = None
-
-    @property
-    def scale_to_zero(self) -> bool:
-        return self.idle_scaledown_s is not None
 
     @property
     def always_on(self) -> bool:
@@ -84,16 +81,16 @@ def _from_deployed(endpoint, d, region: str) -> Replicas:
     res = d.dedicated_resources
     spec = res.machine_spec
     accelerator = spec.accelerator_type.name if spec.accelerator_count else None
-    idle = res.scale_to_zero_spec.idle_scaledown_period if "scale_to_zero_spec" in res else None
+    scales = "scale_to_zero_spec" in res
+    idle = res.scale_to_zero_spec.idle_scaledown_period if scales and "idle_scaledown_period" in res.scale_to_zero_spec else None
     hourly, problem = _price(spec.machine_type, bool(res.spot), region)
     created = d.create_time if "create_time" in d else None
     return Replicas(
         endpoint=endpoint.name, endpoint_display_name=endpoint.display_name, deployed_model_id=d.id, display_name=d.display_name,
         model=f"{d.model}@{d.model_version_id}" if d.model_version_id else d.model, machine_type=spec.machine_type,
         accelerator_type=accelerator, accelerator_count=spec.accelerator_count, min_replicas=res.min_replica_count,
-        max_replicas=res.max_replica_count, spot=bool(res.spot),
-        # scaleToZeroSpec present with no period set means Vertex's default idle period (1 hour); either way it scales to zero
-        idle_scaledown_s=(int(idle.total_seconds()) if idle else 3600) if "scale_to_zero_spec" in res else None,
+        max_replicas=res.max_replica_count, spot=bool(res.spot), scale_to_zero=scales,
+        idle_scaledown_s=int(idle.total_seconds()) if idle else None,
         deployed_at=created.astimezone(timezone.utc) if created else None, usd_per_replica_hour=hourly, price_problem=problem)
 
 
@@ -128,7 +125,7 @@ def running(stack: StackOutputs) -> list[Replicas]:
     for endpoint in endpoints(stack):
         for d in endpoint.deployed_models:
             if "dedicated_resources" not in d:  # shared (deployment resource pool) or automatic resources: priced elsewhere
-                out.append(Replicas(endpoint.name, endpoint.display_name, d.id, d.display_name, d.model, "?", None, 0, 0, 0,
+                out.append(Replicas(endpoint.name, endpoint.display_name, d.id, d.display_name, d.model, "?", None, 0, 0, 0, False,
                                     False, None, None, None, "not on dedicated resources: its price is not the kit's to compute"))
                 continue
             out.append(_from_deployed(endpoint, d, stack.region))
@@ -150,8 +147,8 @@ def describe(r: Replicas, now: datetime | None = None) -> tuple[bool, str, str]:
     """(costs money while idle, one line of detail, the fix) for one deployment, as doctor and `llmops replicas` print it."""
     now = now or datetime.now(timezone.utc)
     since = f"deployed {r.deployed_at:%Y-%m-%d %H:%M} UTC" if r.deployed_at else "deploy time unknown"
-    scaling = (f"scales to zero after {r.idle_scaledown_s // 60} min idle, up to {r.max_replicas}" if r.scale_to_zero
-               else f"{r.min_replicas}-{r.max_replicas} replicas")
+    after = f"after {r.idle_scaledown_s // 60} min idle" if r.idle_scaledown_s else "when idle (Vertex's default period)"
+    scaling = f"scales to zero {after}, up to {r.max_replicas}" if r.scale_to_zero else f"{r.min_replicas}-{r.max_replicas} replicas"
     head = f"{machines(r)}, {scaling}, {since}"
     if r.usd_per_replica_hour is None:
         return r.always_on, f"{head}; not priced: {r.price_problem}", "llmops prices --refresh"

@@ -58,6 +58,13 @@ def test_scale_to_zero_and_spot_are_read_from_v1beta1_and_idle_at_zero(vertex_be
     assert not always_on and fix == "" and "scales to zero after 30 min idle" in detail and "$0/h while idle" in detail
 
 
+def test_scale_to_zero_without_a_period_is_vertexs_default_not_an_invented_one(vertex_beta_standin):
+    _endpoint(vertex_beta_standin, "123", [_deployed("2", NOW, minReplicaCount=0, scaleToZeroSpec={})])
+    (r,) = replicas.running(STACK)
+    assert r.scale_to_zero and r.idle_scaledown_s is None and not r.always_on
+    assert "scales to zero when idle (Vertex's default period)" in replicas.describe(r, NOW)[1]
+
+
 def test_every_endpoint_of_the_stack_and_no_other_stacks(vertex_beta_standin):
     _endpoint(vertex_beta_standin, "123", [_deployed("1", NOW), _deployed("3", NOW, minReplicaCount=2, maxReplicaCount=3)])
     _endpoint(vertex_beta_standin, "456", [_deployed("4", NOW)])  # a second endpoint of this stack, by its labels
@@ -111,7 +118,7 @@ def test_the_docs_example_is_what_doctor_prints():
 
     now = datetime(2026, 12, 6, 9, 0, tzinfo=timezone.utc)
     r = replicas.Replicas(f"{P}/endpoints/123", "llmops-kit-dev", "1", "llmops-kit-text-to-sql-r42", f"{P}/models/9@1", "g2-standard-12",
-                          "NVIDIA_L4", 1, 1, 2, False, None, now - timedelta(days=5), catalog.hourly("g2-standard-12", "serving"))
+                          "NVIDIA_L4", 1, 1, 2, False, False, None, now - timedelta(days=5), catalog.hourly("g2-standard-12", "serving"))
     _, detail, fix = replicas.describe(r, now)
     line = doctor.Check(f"endpoint replica {r.display_name}", doctor.WARN, detail, fix).line()
     assert f"\n    {line}\n" in (Path(__file__).resolve().parents[2] / "docs" / "costs.md").read_text(encoding="utf-8")
