@@ -132,6 +132,23 @@ def running(stack: StackOutputs) -> list[Replicas]:
     return out
 
 
+def summary(found: list[Replicas], now: datetime | None = None) -> dict:
+    """JSON-ready: each deployment with its $/h and cost-since-deploy floor, their sum, and the price file used (`llmops cost --json`)."""
+    now = now or datetime.now(timezone.utc)
+    rows = []
+    for r in found:
+        floor = r.cost_since_deploy_floor(now)
+        rows.append({"endpoint": r.endpoint, "deployed_model_id": r.deployed_model_id, "display_name": r.display_name, "model": r.model,
+                     "machine_type": r.machine_type, "accelerator_type": r.accelerator_type, "accelerator_count": r.accelerator_count,
+                     "min_replicas": r.min_replicas, "max_replicas": r.max_replicas, "spot": r.spot, "scale_to_zero": r.scale_to_zero,
+                     "idle_scaledown_s": r.idle_scaledown_s, "always_on": r.always_on,
+                     "deployed_at": r.deployed_at.isoformat() if r.deployed_at else None,
+                     "usd_per_replica_hour": r.usd_per_replica_hour, "running_usd_per_hour": r.running_usd_per_hour,
+                     "cost_since_deploy_floor_usd": None if floor is None else round(floor, 4), "price_problem": r.price_problem})
+    return {"as_of": now.isoformat(), "replicas": rows, "running_usd_per_hour": round(sum(r.running_usd_per_hour or 0.0 for r in found), 6),
+            "floor": "min replicas since createTime: replicas scaled up above the minimum are not counted", "prices": catalog.price_source()}
+
+
 # -- how it reads ----------------------------------------------------------------------------------------------------
 
 def _money(usd: float) -> str:

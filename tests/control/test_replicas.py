@@ -77,6 +77,17 @@ def test_every_endpoint_of_the_stack_and_no_other_stacks(vertex_beta_standin):
     assert filters == [['labels.app="llmops-kit" AND labels.stack="dev"']]
 
 
+def test_the_summary_llmops_cost_shows_is_json_with_the_floor_said(vertex_beta_standin):
+    _endpoint(vertex_beta_standin, "123", [_deployed("1", NOW - timedelta(hours=2), minReplicaCount=2, maxReplicaCount=3)])
+    out = json.loads(json.dumps(replicas.summary(replicas.running(STACK), NOW)))
+    hour = catalog.hourly("g2-standard-12", "serving")
+    (row,) = out["replicas"]
+    assert row["running_usd_per_hour"] == pytest.approx(2 * hour) and row["cost_since_deploy_floor_usd"] == round(4 * hour, 4)
+    assert row["deployed_at"] == "2026-12-06T10:00:00+00:00" and row["always_on"] and not row["scale_to_zero"]
+    assert out["running_usd_per_hour"] == pytest.approx(2 * hour) and "not counted" in out["floor"]
+    assert out["prices"]["as_of"] == prices.load().as_of
+
+
 def test_a_machine_outside_the_catalog_is_named_not_priced_at_zero(vertex_beta_standin):
     _endpoint(vertex_beta_standin, "123", [_deployed("1", NOW, machineSpec={"machineType": "n1-standard-4"})])
     (r,) = replicas.running(STACK)
