@@ -338,6 +338,36 @@ def _cell(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
 
 
+def _last(history: Any) -> float | None:
+    """The last loss of a [[step, loss], ...] history, or None."""
+    last = history[-1] if isinstance(history, list) and history else None
+    return last[1] if isinstance(last, list | tuple) and len(last) == 2 and isinstance(last[1], int | float) else None
+
+
+def _losses_cell(r: RunRow) -> str:
+    train = r.report.get("train") or {}
+    train_loss, held_out = _last(train.get("loss_history")), _last(train.get("eval_loss_history"))
+    if train_loss is None:
+        return "n/a"
+    return f"{train_loss:.3f}" + (f" / {held_out:.3f}" if held_out is not None else "")
+
+
+def _fraction(section: str, key: str):
+    def cell(r: RunRow) -> str:
+        value = (r.report.get(section) or {}).get(key)
+        return ledger.fmt_pct(value) if isinstance(value, int | float) else "n/a"
+    return cell
+
+
+# Beyond the ledger's columns: what tells two runs of the same recipe apart.
+EXTRA_ROWS = [
+    ("steps", lambda r: str((r.report.get("train") or {}).get("steps", "n/a"))),
+    ("final loss (train / held-out)", _losses_cell),
+    ("tuned exact match", _fraction("tuned_eval", "exact_match")),
+    ("tuned acc. on training rows", _fraction("train_split_eval", "execution_accuracy")),
+]
+
+
 def tables(c: Comparison) -> list:
     """The runs side by side (one column per run), and their config differences, as rich Tables."""
     from rich.table import Table
@@ -346,7 +376,7 @@ def tables(c: Comparison) -> list:
     side.add_column("")
     for r in c.rows:
         side.add_column(f"[{c.colours[r.id]}]■[/] {r.id}")  # the run's colour in the plot
-    for header, cell in ledger.COLUMNS[1:]:
+    for header, cell in [*ledger.COLUMNS[1:], *EXTRA_ROWS]:
         side.add_row(header, *(cell(r) for r in c.rows))
     diff = Table(title="config differences" if c.config_diff else "config differences: none (the same config.yaml)")
     diff.add_column("key")

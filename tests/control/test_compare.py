@@ -116,6 +116,7 @@ def test_the_command_prints_both_tables_and_writes_the_plot_beside_the_runs(runs
     assert not list(runs_dir.glob("*/compare-*.png")), "never inside a run folder"
     tuned = next(line for line in result.output.splitlines() if "tuned acc." in line)
     assert "60.0%" in tuned and "85.0%" in tuned
+    assert "0.600 / 0.640" in next(line for line in result.output.splitlines() if "final loss (train / held-out)" in line)
     for key in ("data.max_train_examples", "training.max_steps"):
         assert key in result.output
     assert "lora.r" not in result.output and "output.run_id" not in result.output
