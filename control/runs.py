@@ -230,6 +230,7 @@ def vertex_jobs(stack: StackOutputs) -> dict[str, Job]:
     """The stack's CustomJobs (selected by its labels, as the budget guard selects them), by their run-id label."""
     from control import gcp
 
+    # The expression infra/budget_guard/settings.py builds (a deployable control/ may not import): every label of the stack.
     flt = " AND ".join(f'labels.{k}="{v}"' for k, v in sorted(stack.labels.items()))
     jobs: dict[str, Job] = {}
     for j in gcp.job_client(stack.region).list_custom_jobs(request={"parent": stack.parent, "filter": flt}):
@@ -237,7 +238,7 @@ def vertex_jobs(stack: StackOutputs) -> dict[str, Job]:
         if not run_id:
             continue
         pools = list(j.job_spec.worker_pool_specs)
-        created = j.create_time.isoformat() if j.create_time else None
+        created = datetime.fromtimestamp(j.create_time.timestamp(), timezone.utc).isoformat(timespec="seconds") if j.create_time else None
         job = Job(j.name, run_id, j.state.name, pools[0].machine_spec.machine_type if pools else None, created)
         if run_id not in jobs or (created or "") > (jobs[run_id].created or ""):  # a relaunch under the same id: the newest
             jobs[run_id] = job

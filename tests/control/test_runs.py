@@ -164,6 +164,7 @@ def test_the_ledger_reads_the_bucket_the_jobs_and_the_endpoint(runs_dir, cloud, 
         by["r-stuck"].error
     assert (by["r-queued"].status, by["r-queued"].where, by["r-queued"].location) == ("queued", "g2-standard-24", f"{P}/customJobs/3"), \
         "a job with no report yet is a row"
+    assert by["r-queued"].started_at == "2026-12-05T07:59:00+00:00", "since its job was created"
     with pytest.raises(CompareError, match=f"run r-queued has no report yet \\(queued: {P}/customJobs/3\\)"):
         resolve(["r-big", "r-queued"], runs_dir, STACK)
     assert [r.deployed for r in resolve([runs_dir / "r-big", "r-vertex"], runs_dir, STACK)] == [False, True], \
