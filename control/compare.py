@@ -206,14 +206,13 @@ def timeline(row: RunRow) -> _Timeline | None:
 
 
 def figure(rows: list[RunRow], colours: dict[str, str] | None = None):
-    """The comparison figure (matplotlib, Agg): the caller saves or shows it. Each run's lines carry gid=<run id>."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The comparison figure: the caller saves it, or a notebook shows it. Each run's lines carry gid=<run id>.
+    A bare matplotlib Figure, not pyplot's: no global backend switched, nothing to close, a notebook's inline plots untouched."""
+    from matplotlib.figure import Figure
 
     colours = colours or colours_for(rows)
-    fig, ((acc, loss), (mem, util)) = plt.subplots(2, 2, figsize=FIGSIZE, dpi=DPI)
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    (acc, loss), (mem, util) = fig.subplots(2, 2)
     _accuracy_against_cost(acc, rows, colours)
     _losses(loss, rows, colours)
     _timelines(mem, util, rows, colours)
@@ -309,8 +308,6 @@ def compare(refs: Sequence[str | Path], out: Path | None = None, runs_dir: Path 
             save: bool = True) -> Comparison:
     """Compare runs (ids or run folders): rows, config differences, and the plot saved to `out` (default_out when None);
     with save=False the PNG is not written (the notebook and tests can draw `figure(c.rows, c.colours)` themselves)."""
-    import matplotlib.pyplot as plt
-
     found = _resolve(refs, runs_dir, stack)
     rows = found.rows
     configs = [read_config(r) for r in rows]
@@ -326,7 +323,6 @@ def compare(refs: Sequence[str | Path], out: Path | None = None, runs_dir: Path 
             raise CompareError(f"--out {png}: the plot is a PNG; name a .png file")
         fig = figure(rows, colours)
         atomic_write(png, lambda p: fig.savefig(p, format="png", dpi=DPI))
-        plt.close(fig)
     return Comparison(rows, diff, png, colours, notes)
 
 
