@@ -172,9 +172,11 @@ def test_make_sweep_and_make_check_base_pass_their_variables(repo_root):
 
     def recipe(*args):
         out = subprocess.run(["make", "-n", "-o", ".venv/.installed", *args], cwd=repo_root, capture_output=True, text=True, check=True).stdout
-        return [line for line in out.splitlines() if "llmops" in line]
+        return [" ".join(line.split()) for line in out.splitlines() if "llmops" in line]
 
     assert recipe("sweep", "SET=data.max_train_examples=500,1000 lora.r=8,16") == [
-        ".venv/bin/llmops sweep -c configs/default.yaml --set data.max_train_examples=500,1000 --set lora.r=8,16 "]
+        ".venv/bin/llmops sweep -c configs/default.yaml --set data.max_train_examples=500,1000 --set lora.r=8,16"]
+    assert recipe("sweep", "SET=data.max_train_examples=500,1000", "BACKEND=vertex", "DRY_RUN=1") == [
+        ".venv/bin/llmops sweep -c configs/default.yaml --set data.max_train_examples=500,1000 --backend vertex --dry-run"]
     assert recipe("check-base", "CANDIDATES=embedded:tiny-sql-llama,runs/latest/merged") == [
-        ".venv/bin/llmops check-base -c configs/default.yaml --candidates embedded:tiny-sql-llama,runs/latest/merged "]
+        ".venv/bin/llmops check-base -c configs/default.yaml --candidates embedded:tiny-sql-llama,runs/latest/merged"]
