@@ -166,3 +166,20 @@ def test_generate_times_each_batch_and_counts_answer_tokens_only(tiny_model, tin
     assert len(out) == 3 and [t["rows"] for t in timings] == [2, 1]
     assert all(t["seconds"] > 0 for t in timings)
     assert 0 < sum(t["new_tokens"] for t in timings) <= 3 * 5  # at most max_new_tokens a row; padding not counted
+
+
+def test_a_candidate_that_cannot_be_evaluated_is_recorded_and_the_others_still_are(tmp_path, tiny_model_dir):
+    import shutil
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # the tokenizer loads, the weights do not
+    result = runner.invoke(app, ["check-base", "--set", f"output.runs_dir={tmp_path / 'runs'}", "--set", "data.max_eval_examples=3",
+                                 "--set", "eval.max_new_tokens=4", "--candidates", f"{broken},{tiny_model_dir}"])
+    assert result.exit_code == 0, result.output
+    [folder] = (tmp_path / "runs").glob("check-base-*")
+    first, second = json.loads((folder / c.JSON_FILE).read_text())["candidates"]
+    assert "damaged or incomplete" in first["error"] and first["execution_accuracy"] is None
+    assert second["error"] is None and second["rows"] == 3
+    assert f"| {broken} | failed: ModelError" in (folder / c.MD_FILE).read_text()
