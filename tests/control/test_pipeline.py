@@ -1,0 +1,150 @@
+"""The retraining pipeline without training: kfp's compiler on the spec, the PipelineJob and Schedule requests held to the
+aiplatform v1 discovery document (and created through google-cloud-aiplatform against the stand-in), the settings'
+checks, the trail, and the local runner's conditions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from control.pipeline import command, definition, settings, submit, trail
+from control.stack import StackOutputs
+from tests.standins.vertex import VertexStandIn
+from trainer.config import load_config
+
+STACK = StackOutputs(project="acme-ml", region="us-central1", staging_bucket="acme-staging", models_bucket="acme-models",
+                     trainer_service_account="llmops-dev-trainer@acme-ml.iam.gserviceaccount.com", endpoint_id="123",
+                     serving_service_account="s@x", registry_url="us-central1-docker.pkg.dev/acme-ml/llmops-dev", stack="dev",
+                     labels={"app": "llmops-kit", "stack": "dev"})
+IMAGE = "us-central1-docker.pkg.dev/acme-ml/llmops-dev/llmops-kit:0123456789abcdef"
+
+
+def _settings(backend="vertex", **kw):
+    cfg = load_config("configs/codellama-7b.yaml")
+    return command.settings_for(cfg.model_dump_json(), STACK, backend, None, None, **kw)
+
+
+def test_the_compiled_spec_has_every_step_and_both_decisions(tmp_path):
+    spec = yaml.safe_load(open(definition.compile_to(str(tmp_path / "p.yaml"), IMAGE)))
+    assert spec["pipelineInfo"]["name"] == definition.PIPELINE_NAME
+    executors = spec["deploymentSpec"]["executors"]
+    assert {e.removeprefix("exec-") for e in executors} == {"read-data", "score-champion", "no-training", "estimate-cost", "train",
+                                                            "gate", "rejected", "canary"}
+    assert {e["container"]["image"] for e in executors.values()} == {IMAGE}  # every step on the kit image
+    conditions = sorted(t["triggerPolicy"]["condition"] for c in spec["components"].values() for t in c.get("dag", {}).get("tasks", {}).values()
+                        if "triggerPolicy" in t) + sorted(t["triggerPolicy"]["condition"] for t in spec["root"]["dag"]["tasks"].values()
+                                                          if "triggerPolicy" in t)
+    assert any("'stop'" in c for c in conditions) and any("'retrain'" in c for c in conditions)
+    assert any("'deploy'" in c for c in conditions) and any("'reject'" in c for c in conditions)
+    # the bodies call the kit, they do not re-implement it
+    assert all("from control.pipeline import steps" in " ".join(e["container"]["command"]) for e in executors.values())
+
+
+def test_pipeline_job_request_passes_the_discovery_document_and_is_created():
+    body = submit.pipeline_job_body(_settings(), STACK, IMAGE, "pipe-1")
+    standin = VertexStandIn().start()
+    try:
+        api = standin.api
+        api.check_request(api.method("aiplatform.projects.locations.pipelineJobs.create"), body)
+        import os
+
+        os.environ["LLMOPS_VERTEX_ENDPOINT"] = standin.url
+        name = submit.submit_job(body, STACK, "pipe-1")
+    finally:
+        os.environ.pop("LLMOPS_VERTEX_ENDPOINT", None)
+        standin.stop()
+    assert name == "projects/acme-ml/locations/us-central1/pipelineJobs/pipe-1"
+    sent = standin.calls("pipelineJobs.create")[0]
+    assert sent.query["pipelineJobId"] == ["pipe-1"]
+    assert sent.body["serviceAccount"] == STACK.trainer_service_account
+    assert sent.body["runtimeConfig"]["gcsOutputDirectory"] == "gs://acme-staging/pipelines"
+    assert sent.body["labels"] == {"app": "llmops-kit", "stack": "dev", "pipeline": "llmops-retrain", "run-id": "pipe-1"}
+    params = sent.body["runtimeConfig"]["parameterValues"]
+    assert settings.parse(params["settings"]).trail_root == "gs://acme-models/pipelines" and params["run_id"] == "pipe-1"
+    assert sent.body["pipelineSpec"]["root"]["inputDefinitions"]["parameters"].keys() == {"settings", "run_id"}
+
+
+def test_schedule_request_passes_the_discovery_document_and_is_created(monkeypatch, vertex_standin):
+    monkeypatch.setenv("LLMOPS_VERTEX_ENDPOINT", vertex_standin.url)
+    body = submit.schedule_body(submit.pipeline_job_body(_settings(), STACK, IMAGE, "pipe-1"), "TZ=Etc/UTC 0 6 * * 1", STACK)
+    vertex_standin.api.check_request(vertex_standin.api.method("aiplatform.projects.locations.schedules.create"), body)
+    name = submit.submit_schedule(body, STACK)
+    stored = vertex_standin.find(name)
+    job = stored["createPipelineJobRequest"]["pipelineJob"]
+    assert stored["cron"] == "TZ=Etc/UTC 0 6 * * 1" and stored["maxConcurrentRunCount"] == "1"
+    assert job["runtimeConfig"]["parameterValues"]["run_id"] == "" and "run-id" not in job["labels"]  # each run names itself
+    assert vertex_standin.refused() == []
+
+
+def test_the_pipeline_job_stand_in_refuses_a_pipeline_root_outside_cloud_storage(monkeypatch, vertex_standin):
+    from google.api_core import exceptions
+
+    monkeypatch.setenv("LLMOPS_VERTEX_ENDPOINT", vertex_standin.url)
+    body = submit.pipeline_job_body(_settings(), STACK, IMAGE, "pipe-2")
+    body["runtimeConfig"]["gcsOutputDirectory"] = "/tmp/root"
+    with pytest.raises(exceptions.BadRequest, match="gs://"):
+        submit.submit_job(body, STACK, "pipe-2")
+
+
+def test_dry_run_prints_the_request_through_the_cli(tmp_path, capsys):
+    from typer.testing import CliRunner
+
+    from control.cli import app
+
+    stack_file = tmp_path / "stack.json"
+    stack_file.write_text(json.dumps({k: v for k, v in STACK.__dict__.items() if v not in (None, [], {})} | {"labels": STACK.labels}))
+    out = CliRunner().invoke(app, ["pipeline", "--backend", "vertex", "--dry-run", "-c", "configs/codellama-7b.yaml", "--image", IMAGE,
+                                   "--stack-file", str(stack_file), "--gate", "0.75", "--canary-percent", "5"])
+    assert out.exit_code == 0, out.output
+    request = json.loads(out.output[out.output.index("{"):])
+    s = settings.parse(request["runtimeConfig"]["parameterValues"]["settings"])
+    assert (s.accuracy_gate, s.canary_percent, s.backend) == (0.75, 5, "vertex")
+    assert load_config(inline=s.run_config).model.base == "codellama/CodeLlama-7b-hf"
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("canary_percent", 100, "canary_percent"), ("backend", "kubeflow", "backend"), ("max_cost_usd", -1, "max_cost_usd"),
+    ("machine_type", "n1-imaginary-4", "machine_type"),
+])
+def test_settings_name_the_bad_field(field, value, message):
+    with pytest.raises(settings.PipelineSettingsError, match=message):
+        _settings(**{field: value})
+
+
+def test_settings_refuse_a_stack_without_an_endpoint():
+    cfg = load_config(None)
+    with pytest.raises(settings.PipelineSettingsError, match="endpoint_id"):
+        settings.build(run_config=cfg.model_dump_json(), stack={"project": "p", "region": "r"}, trail_root="/tmp", target_accuracy=0.8)
+
+
+def test_trail_names_the_failed_step_and_sums_costs(tmp_path):
+    root = str(tmp_path)
+    trail.start(root, "pipe-1", {})
+    with trail.step(root, "pipe-1", "train") as st:
+        st["cost_usd"] = 1.25
+    with pytest.raises(RuntimeError, match="boom"), trail.step(root, "pipe-1", "gate"):
+        raise RuntimeError("boom")
+    t = trail.read(root, "pipe-1")
+    assert [(s["step"], s["status"]) for s in t["steps"]] == [("train", "succeeded"), ("gate", "failed")]
+    assert t["status"] == "failed" and t["outcome"] == "failed at gate: RuntimeError: boom" and t["cost_usd"] == 1.25
+    assert "error: RuntimeError: boom" in "\n".join(trail.lines(t))
+    assert trail.runs(root) == ["pipe-1"]
+
+
+def test_kfp_local_conditions_still_need_the_shim(tmp_path):
+    """kfp 2.16's own evaluator cannot read the compiled CEL; when it can (kfp 2.17), control/pipeline/kfp_local.py can go."""
+    from kfp.local import io
+    from kfp.local.orchestrator.enhanced_dag_orchestrator import ConditionEvaluator
+
+    from control.pipeline import kfp_local
+
+    store = io.IOStore()
+    store.put_task_output("gate", "Output", "deploy")
+    cel = "inputs.parameter_values['pipelinechannel--gate-Output'] == 'deploy'"
+    if not getattr(ConditionEvaluator.evaluate_condition, "reads_cel", False):
+        assert ConditionEvaluator.evaluate_condition(cel, store) is False  # kfp's own: the shim is still needed
+    kfp_local.use()
+    assert ConditionEvaluator.evaluate_condition(cel, store) is True
+    assert ConditionEvaluator.evaluate_condition("!(" + cel + ")", store) is False
