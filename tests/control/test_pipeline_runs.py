@@ -1,0 +1,121 @@
+"""The retraining loop end to end on kfp's local runner, against the local cloud (Vertex + Cloud Monitoring stand-ins).
+
+A small random Llama learns the data below in 40 steps (0% -> 80%+ execution accuracy: every answer is `SELECT * FROM <table>`
+plus a comment that differs per row, so held-out answers are new strings with the same result). Runs in a row:
+1. nothing deployed: the base model fails, a challenger is trained, passes the gate, is canaried and promoted;
+2. the same data: the champion meets the target, nothing is trained, the run costs $0;
+3. new data (another table) with one training step: the weak challenger is rejected at the gate, the endpoint untouched;
+4. the same, forced past the gate, with a canary that fails its requests: rolled back, the champion never undeployed.
+Then steps that fail (a bad data row, a deploy the API refuses) leave the endpoint as it was and the trail names the step.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from control.pipeline import settings, submit
+from tests.standins.local_cloud import LocalCloud
+from trainer.config import load_config
+
+pytestmark = pytest.mark.slow
+
+
+def _data(path, table: str, n: int = 120):
+    rows = [{"question": f"List all rows, request {i}", "context": f"CREATE TABLE {table} (name VARCHAR)",
+             "answer": f"SELECT * FROM {table} -- request {i}"} for i in range(n)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def loop(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("loop")
+    cloud = LocalCloud().start()
+    mp = pytest.MonkeyPatch()
+    for k, v in cloud.env().items():
+        mp.setenv(k, v)
+
+    def run(data, steps: int = 40, **kw) -> dict:
+        cfg = load_config(None, [f"model.base={tiny_model_dir}", f"data.source={data}", f"training.max_steps={steps}",
+                                 "training.batch_size=16", "training.learning_rate=2e-2", "lora.modules_to_save=[embed_tokens,lm_head]",
+                                 "training.checkpoint_every=1000", "training.eval_every=1000", "data.max_eval_examples=12",
+                                 "eval.max_new_tokens=16", f"output.runs_dir={tmp / 'runs'}"])
+        s = settings.build(run_config=cfg.model_dump_json(), stack=cloud.stack(), trail_root=str(tmp / "trails"), runs_dir=str(tmp / "runs"),
+                           target_accuracy=0.7, accuracy_gate=0.5, margin=0.05, watch_seconds=1.5, poll_seconds=0.3, min_predictions=5, **kw)
+        return submit.run_local(s, pipeline_root=str(tmp / "kfp"))
+
+    yield cloud, run, tmp
+    mp.undo()
+    cloud.stop()
+
+
+def _steps(trail: dict) -> list[tuple[str, str]]:
+    return [(s["step"], s["status"]) for s in trail["steps"]]
+
+
+def _versions(cloud) -> int:
+    return sum(len(v) for v in cloud.vertex.versions.values())
+
+
+def test_the_loop_three_runs_in_a_row_and_a_forced_bad_canary(loop):
+    cloud, run, tmp = loop
+    first_data, new_data = _data(tmp / "a.jsonl", "t"), _data(tmp / "b.jsonl", "u")
+
+    # 1. nothing deployed: train, gate, canary, promote
+    one = run(first_data)
+    assert one["status"] == "succeeded", one
+    assert _steps(one) == [("read_data", "succeeded"), ("score_champion", "succeeded"), ("estimate_cost", "succeeded"),
+                           ("train", "succeeded"), ("gate", "succeeded"), ("canary", "succeeded")]
+    by = {s["step"]: s for s in one["steps"]}
+    assert by["score_champion"]["result"]["champion"] == "base model" and by["score_champion"]["result"]["execution_accuracy"] < 0.7
+    assert by["gate"]["result"]["passed"] and by["gate"]["result"]["challenger_accuracy"] >= 0.7
+    assert by["canary"]["result"]["healthy"] and one["outcome"].startswith("promoted")
+    champion = by["canary"]["result"]["deployed_id"]
+    assert cloud.serving() == {champion: 100}
+
+    # 2. the same data: the champion passes; nothing trained, $0
+    two = run(first_data)
+    assert _steps(two) == [("read_data", "succeeded"), ("score_champion", "succeeded"), ("no_training", "succeeded")]
+    assert two["cost_usd"] == 0 and "no training" in two["outcome"]
+    assert two["steps"][1]["result"]["champion"].endswith("@1") and cloud.serving() == {champion: 100} and _versions(cloud) == 1
+
+    # 3. new data the champion fails on, one training step: rejected at the gate, nothing uploaded or deployed
+    three = run(new_data, steps=1)
+    assert [s for s, _ in _steps(three)][-2:] == ["gate", "rejected"] and not three["steps"][-2]["result"]["passed"]
+    assert three["steps"][1]["result"]["execution_accuracy"] < 0.7
+    assert cloud.serving() == {champion: 100} and _versions(cloud) == 1
+
+    # 4. forced past the gate, and the canary's requests fail: rolled back; the champion served throughout
+    cloud.faulty = lambda deployed: deployed["id"] != champion
+    four = run(new_data, steps=1, force_gate=True)
+    assert four["status"] == "succeeded" and four["outcome"].startswith("rolled back")
+    verdict = four["steps"][-1]["result"]
+    assert not verdict["healthy"] and "error rate" in verdict["reason"]
+    assert cloud.serving() == {champion: 100} and _versions(cloud) == 2
+    undeployed = [r.body["deployedModelId"] for r in cloud.vertex.calls("endpoints.undeployModel")]
+    assert champion not in undeployed and verdict["deployed_id"] in undeployed
+    assert cloud.vertex.refused() == [] and cloud.monitoring.refused() == []
+
+
+def test_a_failing_step_leaves_the_endpoint_and_names_the_step(loop):
+    cloud, run, tmp = loop
+    before, versions = cloud.serving(), _versions(cloud)
+
+    bad = tmp / "bad.jsonl"
+    bad.write_text(_data(tmp / "ok.jsonl", "v").read_text() + '{"question": "no answer here"}\n')
+    failed = run(bad)
+    assert failed["status"] == "failed" and _steps(failed) == [("read_data", "failed")]
+    assert "bad.jsonl" in failed["steps"][0]["error"] and failed["outcome"].startswith("failed at read_data")
+
+    cloud.vertex.fail.add(":deployModel")  # the API refuses the canary's deploy
+    try:
+        refused = run(_data(tmp / "w.jsonl", "w"), steps=1, force_gate=True)
+    finally:
+        cloud.vertex.fail.discard(":deployModel")
+    assert refused["status"] == "failed" and _steps(refused)[-1] == ("canary", "failed")
+    assert "500" in refused["steps"][-1]["error"] or "stand-in failure" in refused["steps"][-1]["error"]
+    assert cloud.serving() == before and [d for d in cloud.vertex.find(cloud.endpoint)["deployedModels"]] == \
+        [d for d in cloud.vertex.find(cloud.endpoint)["deployedModels"] if d["id"] in before]
+    assert _versions(cloud) == versions + 1  # the version was uploaded; nothing of it serves
