@@ -1,6 +1,6 @@
 """The run layout: where a run's files live, on disk and in the models bucket. Every tool reads it from here.
 
-    runs/<run-id>/report.json report.md report.png config.yaml adapter/ merged/
+    runs/<run-id>/report.json report.md report.png config.yaml adapter/ merged/ tensorboard/
     runs/latest -> <run-id>                  the newest run that produced a model (local or on Vertex)
     runs/checkpoints/<fingerprint>/          resume state of a local run, removed when it succeeds
 
@@ -32,6 +32,7 @@ ADAPTER = "adapter"
 MERGED = "merged"
 LATEST = "latest"
 CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"  # the run's TensorBoard events (`make tensorboard` serves runs/); on Vertex also AIP_TENSORBOARD_LOG_DIR
 REPORT_FILES = (REPORT_JSON, REPORT_MD, REPORT_PNG, CONFIG)  # what the launcher brings back from a Vertex run
 
 # A run id names a folder under runs/, a gs:// prefix and the value of the `run-id` label, so it must be all three:

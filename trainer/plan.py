@@ -4,7 +4,8 @@ The edge (`trainer/task.py`, the `llmops` CLI) reads the config and the environm
 stage in trainer/pipeline.py takes the plan and nothing below it reads the environment for where to write or who
 it is. A test builds a plan by hand.
 
-    Placement.from_env()   AIP_MODEL_DIR, LLMOPS_CHECKPOINT_DIR / AIP_CHECKPOINT_DIR, RANK, WORLD_SIZE, LOCAL_RANK
+    Placement.from_env()   AIP_MODEL_DIR, LLMOPS_CHECKPOINT_DIR / AIP_CHECKPOINT_DIR, AIP_TENSORBOARD_LOG_DIR, RANK, WORLD_SIZE,
+                           LOCAL_RANK
     plan_run(cfg, where)   run id, local run folder (claimed), remote folder, checkpoint root; writability checked first
 """
 
@@ -32,6 +33,7 @@ class Placement:
 
     vertex_model_dir: str | None = None  # AIP_MODEL_DIR: the run's folder on a CustomJob
     vertex_checkpoint_dir: str | None = None  # LLMOPS_CHECKPOINT_DIR (the launcher's), else AIP_CHECKPOINT_DIR
+    vertex_tensorboard_dir: str | None = None  # AIP_TENSORBOARD_LOG_DIR: where Vertex's TensorBoard uploader reads events
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -40,6 +42,7 @@ class Placement:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Placement:
         return cls(vertex_model_dir=env.get("AIP_MODEL_DIR") or None,
                    vertex_checkpoint_dir=env.get(layout.CHECKPOINT_DIR_ENV) or env.get("AIP_CHECKPOINT_DIR") or None,
+                   vertex_tensorboard_dir=env.get("AIP_TENSORBOARD_LOG_DIR") or None,
                    rank=int(env.get("RANK", "0")), world_size=int(env.get("WORLD_SIZE", "1")), local_rank=int(env.get("LOCAL_RANK", "0")))
 
     @property
@@ -57,6 +60,11 @@ class RunPlan:
     checkpoint_root: str  # resume state: local folder or gs:// prefix
     placement: Placement = field(default_factory=Placement)
     force: bool = False  # tune even if the base model meets the target
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """The run's TensorBoard events, always local (mirrored to placement.vertex_tensorboard_dir on Vertex)."""
+        return self.run_dir / layout.TENSORBOARD
 
 
 def fingerprint(cfg: RunConfig) -> str:

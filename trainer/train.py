@@ -15,12 +15,14 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
+import psutil
 import torch
 
 from trainer.checkpoints import CheckpointStore, capture_rng, restore_rng
 from trainer.config import TrainingConfig
 from trainer.data import IGNORE, Tokenized, collate, step_batches
 from trainer.progress import StepProgress
+from trainer.tensorboard_log import GPU_ALLOCATED_MIB, LEARNING_RATE, LOSS_HELD_OUT, LOSS_TRAIN, RSS_MIB, TOKENS_PER_S, EventLog
 
 
 @dataclass
@@ -39,6 +41,9 @@ class TrainResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_process = psutil.Process()
 
 
 def peak_rss_bytes() -> int:
@@ -242,8 +247,10 @@ def train(
     log: Callable[[str], None] = print,
     accelerator=None,
     on_step: Callable[[int, object], None] | None = None,
+    events: EventLog | None = None,
 ) -> TrainResult:
-    """Train the trainable parameters of `model`; resumes from the newest checkpoint in `store`."""
+    """Train the trainable parameters of `model`; resumes from the newest checkpoint in `store`. `events` (rank 0's) gets
+    each step's loss, held-out loss, learning rate, tokens/s and memory as TensorBoard scalars."""
     from accelerate import Accelerator
 
     from trainer.distributed import FAIL_AT_STEP_ENV, fail_at_step
@@ -261,13 +268,19 @@ def train(
     t0 = time.monotonic()
     with _GpuSampler() as gpu, StepProgress(n_steps, loop.start_step, enabled=acc.is_main_process, log=log) as progress:
         for step in range(loop.start_step, n_steps):
+            lr = loop.scheduler.get_last_lr()[0]  # the rate this step uses (the scheduler moves on after it)
             loss = _optimizer_step(loop, acc, _step_items(train_items, cfg, step, schedule), cfg, tokenizer.pad_token_id)
             done = step + 1
             loop.history.append((done, round(loss.item(), 5)))
-            if eval_subset and (done % cfg.eval_every == 0 or done == n_steps):  # no held-out rows: no eval loss, not a 0
+            evaluated = bool(eval_subset) and (done % cfg.eval_every == 0 or done == n_steps)  # no held-out rows: no eval loss, not a 0
+            if evaluated:
                 loop.eval_history.append((done, round(eval_loss(loop.model, eval_subset, cfg, tokenizer.pad_token_id, acc.device), 5)))
-            progress.update(done, loop.history[-1][1], loop.tokens * world / max(time.monotonic() - t0, 1e-9),
-                            loop.eval_history[-1][1] if loop.eval_history else None)
+            tokens_per_s = loop.tokens * world / max(time.monotonic() - t0, 1e-9)
+            progress.update(done, loop.history[-1][1], tokens_per_s, loop.eval_history[-1][1] if loop.eval_history else None)
+            if events is not None and acc.is_main_process:
+                events.scalars(done, {LOSS_TRAIN: loop.history[-1][1], LOSS_HELD_OUT: loop.eval_history[-1][1] if evaluated else None,
+                                      LEARNING_RATE: lr, TOKENS_PER_S: tokens_per_s, RSS_MIB: _process.memory_info().rss / 2**20,
+                                      GPU_ALLOCATED_MIB: torch.cuda.memory_allocated() / 2**20 if torch.cuda.is_available() else None})
             if done % cfg.checkpoint_every == 0 and done < n_steps:
                 _checkpoint(loop, acc, store, done)
             acc.wait_for_everyone()
