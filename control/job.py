@@ -97,17 +97,30 @@ def custom_job_body(opts: LaunchOptions, stack: StackOutputs, image_uri: str) ->
         # A reclaimed Spot VM, or one failed worker of several, restarts the whole job: torchrun's rendezvous needs every
         # worker to start together, and the run resumes from its checkpoints in staging. (Vertex's default restarts a worker in place.)
         scheduling["restartJobOnWorkerRestart"] = True
-    return {
-        "displayName": f"llmops-train-{opts.run_id}",
-        "labels": labels,
-        "jobSpec": {
-            "workerPoolSpecs": worker_pool_specs(opts, image_uri, stack.hf_token_secret,
-                                                 layout.vertex_checkpoint_dir(stack.staging_bucket, opts.run_id)),
-            "serviceAccount": stack.trainer_service_account,
-            "baseOutputDirectory": {"outputUriPrefix": layout.vertex_base_output(stack.models_bucket, opts.run_id)},
-            "scheduling": scheduling,
-        },
+    spec = {
+        "workerPoolSpecs": worker_pool_specs(opts, image_uri, stack.hf_token_secret,
+                                             layout.vertex_checkpoint_dir(stack.staging_bucket, opts.run_id)),
+        "serviceAccount": stack.trainer_service_account,  # Vertex uploads TensorBoard logs as this account: it needs a custom one
+        # Gives the job AIP_MODEL_DIR, AIP_CHECKPOINT_DIR and AIP_TENSORBOARD_LOG_DIR (<prefix>/logs/, which the trainer writes).
+        "baseOutputDirectory": {"outputUriPrefix": layout.vertex_base_output(stack.models_bucket, opts.run_id)},
+        "scheduling": scheduling,
     }
+    if stack.tensorboard:  # a stack from before the TensorBoard instance has none: the run still writes its events under the run
+        spec["tensorboard"] = tensorboard_name(stack)
+    return {"displayName": f"llmops-train-{opts.run_id}", "labels": labels, "jobSpec": spec}
+
+
+def tensorboard_name(stack: StackOutputs) -> str:
+    """The stack's TensorBoard instance, checked: a job uploads only to an instance in its own project's region."""
+    name = stack.tensorboard or ""
+    parts = name.split("/")
+    if len(parts) != 6 or parts[0] != "projects" or parts[2] != "locations" or parts[4] != "tensorboards" or not parts[5]:
+        raise LaunchError(f"the stack's tensorboard output {name!r} is not projects/PROJECT/locations/REGION/tensorboards/ID: "
+                          "export the stack outputs again (`make stack-file`)")
+    if parts[3] != stack.region:
+        raise LaunchError(f"the stack's tensorboard {name} is in {parts[3]}, its jobs run in {stack.region}: a job uploads only to an "
+                          "instance in its own region; export the stack outputs again (`make stack-file`) after `pulumi up`")
+    return name
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ class StackOutputs:
     budget_name: Str | None = None  # billingAccounts/<account>/budgets/<id>: the budget the guard acts on
     billing_account: Str | None = None
     guard_bucket: Str | None = None
+    tensorboard: Str | None = None  # projects/P/locations/R/tensorboards/ID: the launcher attaches it to every CustomJob
 
     @property
     def parent(self) -> str:
