@@ -50,8 +50,9 @@ def pipeline_root(stack: StackOutputs) -> str:
 
 
 def service_account(stack: StackOutputs) -> str:
-    """The pipeline's own service account when the stack has one, else the trainer's (it can already train and read data)."""
-    return getattr(stack, "pipeline_service_account", None) or stack.trainer_service_account
+    """The account the steps run as: the trainer's, which already reads the data and writes the staging and models buckets.
+    (It also needs to create CustomJobs, upload models and deploy: an account of the pipeline's own is infra's next step.)"""
+    return stack.trainer_service_account
 
 
 def pipeline_job_body(s: PipelineSettings, stack: StackOutputs, image: str, run_id: str = "") -> dict:

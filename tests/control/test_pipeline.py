@@ -148,3 +148,38 @@ def test_kfp_local_conditions_still_need_the_shim(tmp_path):
     kfp_local.use()
     assert ConditionEvaluator.evaluate_condition(cel, store) is True
     assert ConditionEvaluator.evaluate_condition("!(" + cel + ")", store) is False
+
+
+def test_the_local_cloud_keeps_its_endpoint_between_runs(tmp_path, monkeypatch):
+    from control import rollout
+    from tests.standins.local_cloud import LocalCloud
+
+    upload = {"model": {"displayName": "llmops-kit-text-to-sql", "artifactUri": "/m",
+                        "containerSpec": {"imageUri": "llmops-kit:local", "ports": [{"containerPort": 8080}]}}}
+    deploy = {"deployedModel": {"displayName": "c", "dedicatedResources": {"machineSpec": {"machineType": "g2-standard-8"},
+                                                                           "minReplicaCount": 1}}}
+    for _ in range(2):  # two `make pipeline` processes, one after another
+        cloud = LocalCloud(tmp_path).start()
+        for k, v in cloud.env().items():
+            monkeypatch.setenv(k, v)
+        stack = StackOutputs(**cloud.stack())
+        endpoints, models = rollout.clients(stack)
+        new = rollout.start_canary(endpoints, models, stack, upload, deploy, 10, log=lambda m: None)
+        rollout.promote(endpoints, models, stack, new, log=lambda m: None)
+        cloud.stop()
+    cloud = LocalCloud(tmp_path).start()
+    try:
+        (deployed,) = cloud.vertex.find(cloud.endpoint)["deployedModels"]
+        assert deployed["modelVersionId"] == "2" and cloud.serving() == {deployed["id"]: 100}
+        assert [sorted(v.get("versionAliases", [])) for v in cloud.vertex.versions[deployed["model"]]] == [["previous"], ["champion"]]
+    finally:
+        cloud.stop()
+
+
+def test_make_rollback_on_an_empty_local_endpoint_says_there_is_nothing_to_roll_back(tmp_path, monkeypatch, capsys):
+    from tests.standins import local_cloud
+
+    monkeypatch.chdir(tmp_path)
+    assert local_cloud.main(["rollback"]) == 2
+    assert "nothing is deployed" in capsys.readouterr().err
+    assert "LLMOPS_VERTEX_ENDPOINT" not in __import__("os").environ  # the local cloud's endpoints do not leak out of it

@@ -94,6 +94,7 @@ class LocalCloud:
 def main(argv: list[str]) -> int:
     """Run `llmops <argv>` with the local cloud's endpoints in the environment and its stack file."""
     cloud = LocalCloud(STATE).start()
+    saved_env, saved_argv = dict(os.environ), sys.argv
     try:
         os.environ.update(cloud.env())
         stack_file = STATE / "stack.json"
@@ -107,6 +108,9 @@ def main(argv: list[str]) -> int:
             return int(e.code or 0)
         return 0
     finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.argv = saved_argv
         cloud.stop()
 
 
