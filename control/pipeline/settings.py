@@ -38,7 +38,7 @@ class PipelineSettings(BaseModel):
     image: str | None = Field(None, description="the kit image the CustomJob runs (vertex); None: the image for this source")
     canary_percent: int = Field(10, ge=1, le=99, description="the challenger's share of traffic during the watch")
     watch_seconds: float = Field(600, ge=0, description="how long the canary is watched before the verdict")
-    poll_seconds: float = Field(60, gt=0, description="how often the watch reads Cloud Monitoring")
+    poll_seconds: float = Field(60, gt=0, description="how often Cloud Monitoring (the watch) or the CustomJob (training) is read")
     max_error_rate: float = Field(0.01, ge=0, le=1, description="the challenger's errors / predictions above it: roll back")
     max_latency_ms: float = Field(5000, gt=0, description="the challenger's mean prediction latency above it: roll back")
     min_predictions: int = Field(20, ge=0, description="a canary that served fewer predictions in the watch is not promoted")

@@ -147,7 +147,7 @@ def _train_vertex(s: PipelineSettings, run_id: str) -> dict:
         from control.image import kit_image
 
         opts.image = kit_image().uri(_stack(s).registry_url or "")
-    result = launch.launch(opts, _stack(s), runs_dir=Path(s.runs_dir))
+    result = launch.launch(opts, _stack(s), runs_dir=Path(s.runs_dir), poll_s=s.poll_seconds)
     return result.get("report") or {"status": result.get("state", "unknown"), "error": f"CustomJob {result.get('job')}"}
 
 

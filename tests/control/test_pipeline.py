@@ -21,9 +21,9 @@ STACK = StackOutputs(project="acme-ml", region="us-central1", staging_bucket="ac
 IMAGE = "us-central1-docker.pkg.dev/acme-ml/llmops-dev/llmops-kit:0123456789abcdef"
 
 
-def _settings(backend="vertex", **kw):
+def _settings(backend="vertex", trail_root=None, **kw):
     cfg = load_config("configs/codellama-7b.yaml")
-    return command.settings_for(cfg.model_dump_json(), STACK, backend, None, None, **kw)
+    return command.settings_for(cfg.model_dump_json(), STACK, backend, trail_root, None, **kw)
 
 
 def test_the_compiled_spec_has_every_step_and_both_decisions(tmp_path):
@@ -183,3 +183,30 @@ def test_make_rollback_on_an_empty_local_endpoint_says_there_is_nothing_to_roll_
     assert local_cloud.main(["rollback"]) == 2
     assert "nothing is deployed" in capsys.readouterr().err
     assert "LLMOPS_VERTEX_ENDPOINT" not in __import__("os").environ  # the local cloud's endpoints do not leak out of it
+
+
+def test_on_vertex_the_train_step_submits_the_launchers_own_custom_job(vertex_standin, gcs, monkeypatch, tmp_path):
+    from control import job as jobs
+    from control.pipeline import steps
+
+    monkeypatch.setenv("LLMOPS_VERTEX_ENDPOINT", vertex_standin.url)
+    gcs.create_bucket("acme-staging")
+    models = gcs.create_bucket("acme-models")
+    models.blob("runs/pipe-7/model/report.json").upload_from_string(json.dumps(
+        {"run_id": "pipe-7", "status": "succeeded", "wall_seconds": 1800, "tuned_eval": {"execution_accuracy": 0.84},
+         "cost": {"usd": 1.18, "machine_type": "g2-standard-24"}, "output_uri": "gs://acme-models/runs/pipe-7/model"}))
+    vertex_standin.script_states("projects/acme-ml/locations/us-central1/customJobs/1",
+                                 [{"state": "JOB_STATE_RUNNING"}, {"state": "JOB_STATE_SUCCEEDED"}])
+    s = _settings(image=IMAGE, poll_seconds=0.01, runs_dir=str(tmp_path / "runs"), trail_root=str(tmp_path / "trails"))
+    trail.start(s.trail_root, "pipe-7", {})
+    assert steps.train(s, "pipe-7") == str(tmp_path / "runs" / "pipe-7")
+    (sent,) = vertex_standin.calls("customJobs.create")
+    expected = jobs.custom_job_body(steps._launch_options(s, "pipe-7"), STACK, IMAGE)  # the launcher's one builder
+    from google.cloud.aiplatform_v1 import CustomJob
+
+    assert CustomJob.from_json(json.dumps(sent.body)) == CustomJob.from_json(json.dumps(expected))
+    args = sent.body["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["args"]
+    assert args[:2] == ["--config-json", s.run_config] and "--force" in args
+    (step,) = trail.read(s.trail_root, "pipe-7")["steps"]
+    assert step["cost_usd"] == 1.18 and step["result"]["tuned_accuracy"] == 0.84
+    assert vertex_standin.refused() == []
