@@ -6,7 +6,8 @@ plus a comment that differs per row, so held-out answers are new strings with th
 2. the same data: the champion meets the target, nothing is trained, the run costs $0;
 3. new data (another table) with one training step: the weak challenger is rejected at the gate, the endpoint untouched;
 4. the same, forced past the gate, with a canary that fails its requests: rolled back, the champion never undeployed.
-Then steps that fail (a bad data row, a deploy the API refuses) leave the endpoint as it was and the trail names the step.
+5. the canary step again, its deploy refused by the API: it fails, the trail names it, the champion keeps its traffic.
+A bad data row fails the first step: the endpoint is as it was and the trail names the step.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def loop(tiny_model_dir, tmp_path_factory):
                                  "eval.max_new_tokens=16", f"output.runs_dir={tmp / 'runs'}"])
         s = settings.build(run_config=cfg.model_dump_json(), stack=cloud.stack(), trail_root=str(tmp / "trails"), runs_dir=str(tmp / "runs"),
                            target_accuracy=0.7, accuracy_gate=0.5, margin=0.05, watch_seconds=1.5, poll_seconds=0.3, min_predictions=5, **kw)
+        run.settings = s  # what the last run was given
         return submit.run_local(s, pipeline_root=str(tmp / "kfp"))
 
     yield cloud, run, tmp
@@ -98,6 +100,21 @@ def test_the_loop_three_runs_in_a_row_and_a_forced_bad_canary(loop):
     assert champion not in undeployed and verdict["deployed_id"] in undeployed
     assert cloud.vertex.refused() == [] and cloud.monitoring.refused() == []
 
+    # 5. the API refuses the canary's deploy: the canary step fails, names itself, and the champion keeps 100%
+    from control.pipeline import steps, trail
+
+    s5, challenger_dir = run.settings, [st for st in four["steps"] if st["step"] == "train"][0]["result"]["output_uri"]
+    trail.start(s5.trail_root, "deploy-refused", {})
+    cloud.vertex.fail.add(":deployModel")
+    try:
+        with pytest.raises(Exception, match="stand-in failure"):
+            steps.canary(s5, "deploy-refused", challenger_dir)
+    finally:
+        cloud.vertex.fail.discard(":deployModel")
+    refused = trail.read(s5.trail_root, "deploy-refused")
+    assert refused["status"] == "failed" and _steps(refused) == [("canary", "failed")]
+    assert cloud.serving() == {champion: 100} and _versions(cloud) == 3  # uploaded, never served
+
 
 def test_a_failing_step_leaves_the_endpoint_and_names_the_step(loop):
     cloud, run, tmp = loop
@@ -108,14 +125,5 @@ def test_a_failing_step_leaves_the_endpoint_and_names_the_step(loop):
     failed = run(bad)
     assert failed["status"] == "failed" and _steps(failed) == [("read_data", "failed")]
     assert "bad.jsonl" in failed["steps"][0]["error"] and failed["outcome"].startswith("failed at read_data")
+    assert cloud.serving() == before and _versions(cloud) == versions
 
-    cloud.vertex.fail.add(":deployModel")  # the API refuses the canary's deploy
-    try:
-        refused = run(_data(tmp / "w.jsonl", "w"), steps=1, force_gate=True)
-    finally:
-        cloud.vertex.fail.discard(":deployModel")
-    assert refused["status"] == "failed" and _steps(refused)[-1] == ("canary", "failed")
-    assert "500" in refused["steps"][-1]["error"] or "stand-in failure" in refused["steps"][-1]["error"]
-    assert cloud.serving() == before and [d for d in cloud.vertex.find(cloud.endpoint)["deployedModels"]] == \
-        [d for d in cloud.vertex.find(cloud.endpoint)["deployedModels"] if d["id"] in before]
-    assert _versions(cloud) == versions + 1  # the version was uploaded; nothing of it serves
