@@ -15,7 +15,6 @@ Every step runs inside `trail.step`, so a failure is recorded with the step's na
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from common import layout
@@ -27,12 +26,11 @@ from trainer.config import RunConfig
 from trainer.evaluate import EvalResult
 
 BASE = "base model"
+LOCAL_SERVING_IMAGE = "llmops-kit:local"
 
 
 def _stack(s: PipelineSettings) -> StackOutputs:
-    from control.stack import _SCHEMA
-
-    return _SCHEMA.validate_python(s.stack)
+    return StackOutputs(**s.stack)  # validated when the edge loaded the stack file
 
 
 def _held_out_eval(model_dir: str, cfg: RunConfig) -> EvalResult:
@@ -187,10 +185,10 @@ def canary(s: PipelineSettings, run_id: str, run_dir: str) -> str:
 
     stack = _stack(s)
     with trail.step(s.trail_root, run_id, "canary") as st:
-        opts = deploy.DeployOptions(run_dir=Path(run_dir), image=s.image or "llmops-kit:local", accuracy_gate=0.0, force=True)
-        if s.backend == "vertex" and not s.image:
-            opts = replace(opts, image=None)
-        p = deploy.plan(opts, stack, None, deploy._image(opts, stack, build=False), None)  # the gate already decided
+        # Vertex serves the kit image for this source (as `make deploy`); the local endpoint runs nothing, any name will do.
+        image = s.image or (LOCAL_SERVING_IMAGE if s.backend == "local" else None)
+        opts = deploy.DeployOptions(run_dir=Path(run_dir), image=image, accuracy_gate=0.0, force=True)  # the gate already decided
+        p = deploy.plan(opts, stack, None, deploy._image(opts, stack, build=False), None)
         if s.backend == "local":  # the local endpoint serves the run folder itself; Vertex reads the models bucket
             p["upload"]["model"]["artifactUri"] = str(Path(run_dir).resolve() / layout.MERGED)
         else:

@@ -50,9 +50,9 @@ def pipeline_root(stack: StackOutputs) -> str:
 
 
 def service_account(stack: StackOutputs) -> str:
-    """The account the steps run as: the trainer's, which already reads the data and writes the staging and models buckets.
-    (It also needs to create CustomJobs, upload models and deploy: an account of the pipeline's own is infra's next step.)"""
-    return stack.trainer_service_account
+    """The account the steps run as: the stack's pipeline account (infra/kit_infra/identity.py: the trainer's data roles,
+    Vertex AI user, monitoring viewer, may act as the trainer and serving accounts); a stack from before it, the trainer's."""
+    return stack.pipeline_service_account or stack.trainer_service_account
 
 
 def pipeline_job_body(s: PipelineSettings, stack: StackOutputs, image: str, run_id: str = "") -> dict:

@@ -210,3 +210,11 @@ def test_on_vertex_the_train_step_submits_the_launchers_own_custom_job(vertex_st
     (step,) = trail.read(s.trail_root, "pipe-7")["steps"]
     assert step["cost_usd"] == 1.18 and step["result"]["tuned_accuracy"] == 0.84
     assert vertex_standin.refused() == []
+
+
+def test_the_pipeline_runs_as_the_stacks_pipeline_account_when_it_has_one():
+    from dataclasses import replace
+
+    with_account = replace(STACK, pipeline_service_account="llmops-dev-pipeline@acme-ml.iam.gserviceaccount.com")
+    assert submit.pipeline_job_body(_settings(), with_account, IMAGE)["serviceAccount"] == with_account.pipeline_service_account
+    assert submit.pipeline_job_body(_settings(), STACK, IMAGE)["serviceAccount"] == STACK.trainer_service_account
