@@ -218,3 +218,25 @@ def test_the_pipeline_runs_as_the_stacks_pipeline_account_when_it_has_one():
     with_account = replace(STACK, pipeline_service_account="llmops-dev-pipeline@acme-ml.iam.gserviceaccount.com")
     assert submit.pipeline_job_body(_settings(), with_account, IMAGE)["serviceAccount"] == with_account.pipeline_service_account
     assert submit.pipeline_job_body(_settings(), STACK, IMAGE)["serviceAccount"] == STACK.trainer_service_account
+
+
+def test_pipeline_show_prints_the_newest_trail_and_says_when_there_is_none(tmp_path):
+    from typer.testing import CliRunner
+
+    from control.cli import app
+
+    root = str(tmp_path / "trails")
+    empty = CliRunner().invoke(app, ["pipeline-show", "--trail-root", root])
+    assert empty.exit_code == 2 and "no pipeline runs under" in empty.output
+    for run_id in ("pipe-20261201-000000", "pipe-20261202-000000"):
+        trail.start(root, run_id, {})
+        with trail.step(root, run_id, "score_champion") as st:
+            st["decision"] = f"decided in {run_id}"
+        trail.finish(root, run_id, "champion meets the target: no training ($0)")
+    out = CliRunner().invoke(app, ["pipeline-show", "--trail-root", root])
+    assert out.exit_code == 0 and "decided in pipe-20261202-000000" in out.output and "no training ($0)" in out.output
+
+
+def test_a_local_dry_run_is_refused_with_what_to_use_instead(tmp_path):
+    with pytest.raises(settings.PipelineSettingsError, match="BACKEND=vertex"):
+        command.run(_settings(backend="local", trail_root=str(tmp_path)), STACK, dry_run=True)
