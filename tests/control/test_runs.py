@@ -213,3 +213,29 @@ def test_the_command_with_a_stack_file_shows_vertex_runs_billed_and_deployed(run
     assert row.rstrip(" │").endswith("yes") and next(line for line in result.output.splitlines() if "r-big" in line).rstrip(" │").endswith("no")
     assert "and gs://acme-models/runs/" in result.output and "note: r-bad: unreadable: gs://acme-models/runs/r-bad/model/report.json" in \
         result.output.replace("\n", "")
+
+
+def test_a_real_run_reads_running_while_it_lives_and_interrupted_once_killed(tiny_model_dir, tmp_path):
+    """The seam end to end: the pipeline writes its report (status running, its pid) as it starts; the ledger asks
+    trainer.report whether that process still lives."""
+    import subprocess
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    args = ["model.base=" + str(tiny_model_dir), f"output.runs_dir={runs}", "output.run_id=r-real", "training.max_steps=100000",
+            "data.max_train_examples=40", "data.max_eval_examples=4", "eval.max_new_tokens=8"]
+    proc = subprocess.Popen([sys.executable, "-m", "control.cli", "train", *(a for arg in args for a in ("--set", arg))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not (runs / "r-real" / layout.REPORT_JSON).is_file():
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended or never wrote its report"
+            time.sleep(0.2)
+        (row,) = ledger(runs).rows
+        assert (row.id, row.status, row.base_model, row.train_rows) == ("r-real", "running", str(tiny_model_dir), 40)
+    finally:
+        proc.kill()
+        proc.wait()
+    (row,) = ledger(runs).rows
+    assert row.status == "interrupted" and f"({proc.pid}) ended while it was running" in row.error
