@@ -241,10 +241,11 @@ def _accuracy_against_cost(ax, rows: list[RunRow], colours: dict[str, str]) -> N
         ax.text(0.5, 0.5, "no accuracy with a cost", ha="center", va="center", transform=ax.transAxes, color="#666666")
     ax.scatter([], [], color="#444444", label="tuned")
     ax.scatter([], [], facecolors="none", edgecolors="#444444", label="base")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
     ax.set(ylim=(-0.05, 1.05), ylabel="execution accuracy (held-out)", title="Accuracy against cost",
            xlabel="USD (" + "; ".join(sorted(kinds)) + ")" if kinds else "USD")
-    ax.set_xlim(left=0)
+    xs = [x for x in (plotted_cost(r)[0] for r in rows) if x is not None]
+    ax.set_xlim(0, max(xs) * 1.35 if xs and max(xs) > 0 else None)  # room for the last point's label
     ax.grid(alpha=0.3)
 
 
@@ -280,6 +281,7 @@ def _timelines(mem, util, rows: list[RunRow], colours: dict[str, str]) -> None:
             at = [(s.t, g) for s in t.samples for g in s.gpus if g.index == index]
             mem.plot([x for x, _ in at], [g.mem_mib for _, g in at], "--", color=c, linewidth=1.2, label=f"{r.id} GPU{index}", gid=r.id)
             util.plot([x for x, _ in at], [g.util_pct for _, g in at], "--", color=c, linewidth=1.2, label=f"{r.id} GPU{index}", gid=r.id)
+        _stage_marks(mem, util, t, c)
     missing = [rid for rid, t in timelines.items() if t is None]
     for ax, title, ylabel in ((mem, "Memory over time (RSS solid, GPU dashed)", "MiB"),
                               (util, "Utilisation over time (CPU solid, GPU dashed)", "%")):
@@ -292,6 +294,18 @@ def _timelines(mem, util, rows: list[RunRow], colours: dict[str, str]) -> None:
                         fontsize=7, color="#666666")
         ax.set(xlabel="seconds since the run started", ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
+
+
+def _stage_marks(mem, util, t: _Timeline, colour: str) -> None:
+    """Where each stage begins (base_check, train, evaluate, merge): a dotted line on both panels, named on the memory one."""
+    from matplotlib.transforms import blended_transform_factory
+
+    at_top = blended_transform_factory(mem.transData, mem.transAxes)
+    for before, s in zip(t.samples, t.samples[1:], strict=False):
+        if s.stage and s.stage != before.stage:
+            for ax in (mem, util):
+                ax.axvline(s.t, color=colour, linestyle=":", linewidth=0.8, alpha=0.6)
+            mem.text(s.t, 0.99, s.stage, transform=at_top, rotation=90, va="top", ha="right", fontsize=6, color=colour)
 
 
 # -- the whole comparison -------------------------------------------------------------------------------------------

@@ -45,6 +45,9 @@ def test_the_figure_overlays_each_runs_loss_curves_and_its_timeline(runs_dir):
     assert list(rss.get_xdata()) == [s["t"] for s in samples] and list(rss.get_ydata()) == [s["rss_mib"] for s in samples]
     assert [line.get_ydata()[0] for line in _lines(util, "r-small")] == [samples[0]["cpu_pct"]]
     assert _lines(mem, "r-big") == [] and "no timeline: r-big, r-failed" in [t.get_text() for t in mem.texts]
+    marks = [line for line in mem.get_lines() if line.get_gid() is None]
+    assert [list(m.get_xdata()) for m in marks] == [[12.0, 12.0]] and "train" in [t.get_text() for t in mem.texts], \
+        "where the run went from its base check to training"
     labels = {t.get_text() for t in acc.texts}
     assert {"r-small", "r-big", "r-failed"} <= labels, "each point is labelled by its run"
 
