@@ -1,7 +1,10 @@
 """What the guard does to stop spend: only on the kit's own resources, in one project and region.
 
 - undeploy every deployed model from the kit's Vertex endpoints (selected by the kit's labels; the endpoints stay),
-- cancel the kit's CustomJobs that are queued, pending or running (selected by the kit's labels),
+- cancel the kit's PipelineJobs that are queued, pending or running (selected by the kit's labels: `llmops pipeline`
+  sets them), first, so that no step submits a new CustomJob after the next action listed them,
+- cancel the kit's CustomJobs that are queued, pending or running (selected by the kit's labels; a pipeline's training
+  step is one, and cancelling its pipeline does not cancel it),
 - stop the kit's running Colab Enterprise runtimes: those made from the kit's runtime template. Runtimes carry
   no kit labels and ListNotebookRuntimes cannot filter on labels; its filter takes `notebookRuntimeTemplate`,
 - stop the kit's notebook executions that are still queued or running (`make notebook-run`; they bill the same
@@ -28,6 +31,11 @@ log = logging.getLogger("budget_guard")
 _ACTIVE_JOB_STATES = {vertex.JobState.JOB_STATE_QUEUED, vertex.JobState.JOB_STATE_PENDING, vertex.JobState.JOB_STATE_RUNNING}
 _FINISHED_JOB_STATES = {vertex.JobState.JOB_STATE_CANCELLED, vertex.JobState.JOB_STATE_SUCCEEDED, vertex.JobState.JOB_STATE_FAILED,
                         vertex.JobState.JOB_STATE_EXPIRED}
+_PIPELINE = vertex.PipelineState
+_ACTIVE_PIPELINE_STATES = {_PIPELINE.PIPELINE_STATE_QUEUED, _PIPELINE.PIPELINE_STATE_PENDING, _PIPELINE.PIPELINE_STATE_RUNNING}
+_FINISHED_PIPELINE_STATES = {_PIPELINE.PIPELINE_STATE_SUCCEEDED, _PIPELINE.PIPELINE_STATE_FAILED, _PIPELINE.PIPELINE_STATE_CANCELLED}
+# A PipelineJob carries its whole compiled spec: the guard reads only what it selects and waits on.
+_PIPELINE_FIELDS = "name,state,labels"
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,7 @@ class KitResources:
             kwargs["transport"] = "rest"
         self.endpoints = vertex.EndpointServiceClient(**kwargs)
         self.jobs = vertex.JobServiceClient(**kwargs)
+        self.pipelines = vertex.PipelineServiceClient(**kwargs)
         self.notebooks = vertex.NotebookServiceClient(**kwargs)
 
     def _wait_s(self) -> float:
@@ -118,6 +127,36 @@ class KitResources:
             self.sleep(delay)
             delay = min(delay * 2, 5.0)
 
+    # -- pipeline jobs -------------------------------------------------------------------------------------------------
+
+    def cancel_pipeline_jobs(self) -> list[ActionResult]:
+        results = []
+        for job in self._kit_pipeline_jobs().values():
+            if job.state in _ACTIVE_PIPELINE_STATES | {_PIPELINE.PIPELINE_STATE_CANCELLING}:
+                results.append(self._run("cancel", job.name, lambda n=job.name, s=job.state: self._cancel_pipeline_and_wait(n, s)))
+        return results
+
+    def _kit_pipeline_jobs(self) -> dict[str, vertex.PipelineJob]:
+        request = {"parent": self.parent, "filter": self.s.label_filter(), "read_mask": {"paths": _PIPELINE_FIELDS.split(",")}}
+        return {j.name: j for j in self.pipelines.list_pipeline_jobs(request=request)
+                if self.s.matches(dict(j.labels))}  # never trust a filter alone with a destructive call
+
+    def _cancel_pipeline_and_wait(self, name: str, state: vertex.PipelineState) -> None:
+        """Cancel is asynchronous: done only when the pipeline reached a final state. The guard's role lists and cancels
+        PipelineJobs, nothing more, so it waits by listing them again."""
+        if state != _PIPELINE.PIPELINE_STATE_CANCELLING:
+            self.pipelines.cancel_pipeline_job(name=name)
+        until = self.clock() + self._wait_s()
+        delay = 0.2
+        while True:
+            job = self._kit_pipeline_jobs().get(name)
+            if job is None or job.state in _FINISHED_PIPELINE_STATES:
+                return
+            if self.clock() >= until:
+                raise TimeoutError(f"cancel requested, but the pipeline is still {job.state.name} after {self.s.action_timeout_s:.0f}s")
+            self.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
     # -- runtimes ------------------------------------------------------------------------------------------------------
 
     def stop_runtimes(self) -> list[ActionResult]:
@@ -144,12 +183,12 @@ class KitResources:
         return results
 
     def enforce(self, trigger: dict | None = None) -> list[ActionResult]:
-        """All four actions; a listing that fails is reported as a failed action of its own."""
+        """Every action, pipelines before the jobs they start; a listing that fails is reported as a failed action of its own."""
         self.trigger = trigger or {}
         self.deadline = self.clock() + self.s.enforce_budget_s
         results = []
-        for name, step in (("undeploy", self.undeploy_models), ("cancel", self.cancel_jobs), ("stop", self.stop_runtimes),
-                           ("delete", self.stop_notebook_executions)):
+        for name, step in (("undeploy", self.undeploy_models), ("cancel", self.cancel_pipeline_jobs), ("cancel", self.cancel_jobs),
+                           ("stop", self.stop_runtimes), ("delete", self.stop_notebook_executions)):
             try:
                 results += step()
             except Exception as e:

@@ -36,6 +36,9 @@ def kit_resources(vertex_standin):
     for jid, labels, state in ((10, KIT, "JOB_STATE_RUNNING"), (11, KIT, "JOB_STATE_PENDING"), (12, KIT, "JOB_STATE_SUCCEEDED"),
                                (99, {}, "JOB_STATE_RUNNING"), (98, {"app": "llmops-kit"}, "JOB_STATE_RUNNING")):
         v.add("customJobs", {"name": f"{P}/customJobs/{jid}", "displayName": f"j{jid}", "labels": labels, "state": state})
+    for pid, labels, state in (("p1", KIT, "PIPELINE_STATE_RUNNING"), ("p2", KIT, "PIPELINE_STATE_SUCCEEDED"),
+                               ("p9", {"app": "other"}, "PIPELINE_STATE_RUNNING"), ("p8", {**KIT, "stack": "prod"}, "PIPELINE_STATE_RUNNING")):
+        v.add("pipelineJobs", {"name": f"{P}/pipelineJobs/{pid}", "displayName": pid, "labels": labels, "state": state})
     v.add("notebookRuntimes", _runtime("r1", TEMPLATE, "RUNNING"))
     v.add("notebookRuntimes", _runtime("r2", TEMPLATE, "STOPPED"))
     v.add("notebookRuntimes", _runtime("r9", "someone-elses-template", "RUNNING"))
@@ -114,6 +117,11 @@ def test_enforce_stops_only_the_kits_resources(start_guard, kit_resources):
     assert "deployedModels" not in v.find(f"{P}/endpoints/1"), "both undeploys finished: each was awaited"
     assert v.targets("customJobs.cancel") == [f"{P}/customJobs/10", f"{P}/customJobs/11"]
     assert {v.find(f"{P}/customJobs/{j}")["state"] for j in (10, 11)} == {"JOB_STATE_CANCELLED"}
+    # PipelineJobs: the kit's running one, cancelled and awaited (by listing again: the role has no pipelineJobs.get).
+    assert v.targets("pipelineJobs.cancel") == [f"{P}/pipelineJobs/p1"]
+    assert v.find(f"{P}/pipelineJobs/p1")["state"] == "PIPELINE_STATE_CANCELLED"
+    assert {v.find(f"{P}/pipelineJobs/{p}")["state"] for p in ("p8", "p9")} == {"PIPELINE_STATE_RUNNING"}
+    assert v.calls("pipelineJobs.get") == []
     assert v.targets("notebookRuntimes.stop") == [f"{P}/notebookRuntimes/r1"]
     assert v.find(f"{P}/notebookRuntimes/r1")["runtimeState"] == "STOPPED" and v.find(f"{P}/notebookRuntimes/r9")["runtimeState"] == "RUNNING"
     # Notebook executions: no cancel in the API and no label filter on its list; the kit's running one is deleted.
@@ -122,12 +130,15 @@ def test_enforce_stops_only_the_kits_resources(start_guard, kit_resources):
     label_filter = 'labels.app="llmops-kit" AND labels.stack="dev"'
     assert [r.query["filter"] for r in v.calls("endpoints.list")] == [[label_filter]]
     assert [r.query["filter"] for r in v.calls("customJobs.list")] == [[label_filter]]
+    pipeline_lists = v.calls("pipelineJobs.list")
+    assert len(pipeline_lists) == 2 and all(r.query["filter"] == [label_filter] for r in pipeline_lists)
+    assert all(r.query["readMask"] == ["name,state,labels"] for r in pipeline_lists), "never the compiled specs"
     assert [r.query["filter"] for r in v.calls("notebookRuntimes.list")] == [[f'notebookRuntimeTemplate="{TEMPLATE}" AND runtimeState=RUNNING']]
     assert v.refused() == [], "every request the guard sent is one Vertex accepts"
     assert not [e for e in guard.logs() if e["severity"] == "ERROR"]
     actions = [e for e in guard.logs() if e.get("action")]
     assert {e["resource"] for e in actions} == {f"{P}/endpoints/1/deployedModels/m1", f"{P}/endpoints/1/deployedModels/m2",
-                                                f"{P}/customJobs/10", f"{P}/customJobs/11", f"{P}/notebookRuntimes/r1",
+                                                f"{P}/customJobs/10", f"{P}/customJobs/11", f"{P}/pipelineJobs/p1", f"{P}/notebookRuntimes/r1",
                                                 f"{P}/notebookExecutionJobs/ne1"}
     assert all(e["cost"] == 120.0 and e["ratio"] == 1.2 for e in actions), "each action names the spend that triggered it"
     assert any(e.get("event") == "enforce" and e["cost"] == 120.0 for e in guard.logs())
@@ -205,7 +216,7 @@ def test_dry_run_logs_and_does_nothing(start_guard, kit_resources):
     assert guard.alert(cost=150.0, alert=1.0) == 200
     assert _mutations(kit_resources) == []
     would = [e for e in guard.logs() if e["message"].startswith("dry run: would")]
-    assert {e["action"] for e in would} == {"undeploy", "cancel", "stop", "delete"} and len(would) == 6
+    assert {e["action"] for e in would} == {"undeploy", "cancel", "stop", "delete"} and len(would) == 7
 
 
 def test_concurrent_instances_do_not_double_act(start_guard, kit_resources, webhook):
@@ -268,7 +279,7 @@ def test_make_budget_alert_against_a_local_guard(start_guard, kit_resources, tmp
     assert "HTTP 200" in capsys.readouterr().out
     assert json.loads((tmp_path / "state.json").read_text())["state"]["dry_run_enforced"] is True
     assert _mutations(kit_resources) == []
-    assert len([e for e in guard.logs() if e["message"].startswith("dry run: would")]) == 6
+    assert len([e for e in guard.logs() if e["message"].startswith("dry run: would")]) == 7
 
 
 def test_jobs_the_launcher_submits_are_the_jobs_the_guard_cancels(start_guard, vertex_standin):
@@ -280,6 +291,42 @@ def test_jobs_the_launcher_submits_are_the_jobs_the_guard_cancels(start_guard, v
     guard = start_guard()
     assert guard.alert(cost=130.0, alert=1.0) == 200
     assert vertex_standin.targets("customJobs.cancel") == [f"{P}/customJobs/70"]
+
+
+def test_pipeline_jobs_the_kit_submits_are_the_ones_the_guard_cancels(start_guard, vertex_standin, monkeypatch):
+    """The seam: a PipelineJob `make pipeline BACKEND=vertex` submits (through google-cloud-aiplatform, to the stand-in)
+    carries the labels that select it for the guard; one that has finished is left alone (Vertex refuses to cancel it)."""
+    from control.pipeline import command, submit
+    from control.stack import StackOutputs
+    from trainer.config import load_config
+
+    monkeypatch.setenv("LLMOPS_VERTEX_ENDPOINT", vertex_standin.url)
+    stack = StackOutputs(project="test-project", region="us-central1", staging_bucket="s", models_bucket="m",
+                         trainer_service_account="t@x", stack="dev", labels=KIT, endpoint_id="1")
+    s = command.settings_for(load_config("configs/default.yaml").model_dump_json(), stack, "vertex", None, None)
+    for run_id in ("pipe-0", "pipe-1"):
+        submit.submit_job(submit.pipeline_job_body(s, stack, "registry/llmops-kit:tag", run_id), stack, run_id)
+    vertex_standin.find(f"{P}/pipelineJobs/pipe-0")["state"] = "PIPELINE_STATE_SUCCEEDED"  # pipe-1 stays PENDING, as created
+    guard = start_guard()
+    assert guard.alert(cost=130.0, alert=1.0) == 200
+    assert vertex_standin.targets("pipelineJobs.cancel") == [f"{P}/pipelineJobs/pipe-1"]
+    assert vertex_standin.find(f"{P}/pipelineJobs/pipe-1")["state"] == "PIPELINE_STATE_CANCELLED"
+    assert vertex_standin.refused() == []
+    status, answer, _ = vertex_standin.dispatch("POST", f"/v1/{P}/pipelineJobs/pipe-0:cancel", b"")
+    assert status == 400 and "PIPELINE_STATE_SUCCEEDED" in answer["error"]["message"], "the stand-in refuses what Vertex refuses"
+
+
+def test_a_pipeline_cancel_that_fails_is_retried(start_guard, kit_resources, gcs):
+    kit_resources.fail.add("pipelineJobs/p1:cancel")
+    guard = start_guard()
+    assert guard.alert(cost=120.0, alert=1.0) == 200
+    assert kit_resources.targets("customJobs.cancel") == [f"{P}/customJobs/10", f"{P}/customJobs/11"], "the other actions ran"
+    state = _state(gcs)
+    assert state["enforced"] is False and any("pipelineJobs/p1" in f for f in state["last_failures"])
+    kit_resources.fail.clear()
+    assert guard.alert(cost=121.0, alert=1.0) == 200
+    assert kit_resources.targets("pipelineJobs.cancel") == [f"{P}/pipelineJobs/p1"]
+    assert _state(gcs)["enforced"] is True
 
 
 def test_notebook_runs_the_kit_submits_are_the_ones_the_guard_stops(start_guard, vertex_standin):

@@ -56,7 +56,8 @@ DESCRIBED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
 
 _DURATION = re.compile(r"^-?\d+(\.\d{1,9})?s$")
 _INT = re.compile(r"^-?\d+$")
-_FILTER_FIELD = re.compile(r"`([A-Za-z_][\w.]*)`\s+(?:only\s+)?supports")
+# "`state` supports ..." (customJobs) and "* `state`: Supports ..." (pipelineJobs) both name a field.
+_FILTER_FIELD = re.compile(r"`([A-Za-z_][\w.]*)`:?\s+(?:only\s+)?[Ss]upports")
 _FILTER_ENUM = re.compile(r"`?(\w+)`?\s+enum:\s*\[([^\]]*)\]")
 _FILTER_TERM = re.compile(r'^\s*(?P<field>[A-Za-z_][\w.]*|labels\."[^"]+")\s*(?P<op>!=|>=|<=|=~|=|:|<|>)\s*(?P<value>"[^"]*"|[^\s()]+)\s*$')
 
