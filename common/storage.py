@@ -103,6 +103,13 @@ def list_names(uri: str) -> list[str]:
     return [b.name[len(base) :] for b in client().list_blobs(bucket, prefix=base) if not b.name.endswith("/")]
 
 
+def list_sizes(uri: str) -> dict[str, int]:
+    """Object names under a gs:// prefix (relative to it) with their sizes in bytes, from one listing."""
+    bucket, prefix = split_uri(uri)
+    base = prefix + "/" if prefix else ""
+    return {b.name[len(base) :]: int(b.size or 0) for b in client().list_blobs(bucket, prefix=base) if not b.name.endswith("/")}
+
+
 PARALLEL = 8  # objects copied at once (a 7B model is a few multi-GB shards plus small files)
 
 

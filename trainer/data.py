@@ -1,4 +1,4 @@
-"""Text-to-SQL data: load (JSONL, gs:// JSONL, HF dataset), validate, split, tokenize, pack.
+"""Text-to-SQL data: load (JSONL, gs:// JSONL, every *.jsonl under a gs:// prefix, HF dataset), validate, split, tokenize, pack.
 
 Rows have the sql-create-context fields `question`, `context`, `answer`. The loss covers
 the answer tokens only; batches are packed so no compute goes to padding, and packed
@@ -23,6 +23,9 @@ from common.prompts import render_prompt
 FIELDS = ("question", "context", "answer")
 IGNORE = -100
 MAX_FIELD_CHARS = 20_000  # a row larger than this is surely not a text-to-SQL example
+# A gs:// prefix (new data arriving as many files) is read whole into memory: more than this is a wrong prefix, not data.
+MAX_PREFIX_OBJECTS = 1_000
+MAX_PREFIX_BYTES = 1 << 30  # 1 GiB of JSONL, about a million rows of sql-create-context size
 
 
 class DataError(KitError, ValueError):
@@ -56,18 +59,19 @@ def validate_row(row: object, where: str) -> Example:
     return Example(row["question"], row["context"], row["answer"])
 
 
-def read_jsonl(path: str | Path) -> list[Example]:
-    """Read and validate a local JSONL file; blank lines are skipped."""
+def read_jsonl(path: str | Path, name: str | None = None) -> list[Example]:
+    """Read and validate a local JSONL file; blank lines are skipped. Errors name it as `name` (a gs:// copy: its URI)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"data file not found: {path}")
+        raise DataError(f"data file not found: {name or path}")
+    where = name or path
     examples = []
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                raise DataError(f"{where}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
                                 "save the file as UTF-8") from None
             if not line.strip():
                 continue
@@ -75,24 +79,49 @@ def read_jsonl(path: str | Path) -> list[Example]:
                 row = json.loads(line)
             except (json.JSONDecodeError, RecursionError) as e:
                 detail = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "nested too deeply"
-                raise DataError(f"{path}:{lineno}: not valid JSON ({detail})") from None
-            examples.append(validate_row(row, f"{path}:{lineno}"))
+                raise DataError(f"{where}:{lineno}: not valid JSON ({detail})") from None
+            examples.append(validate_row(row, f"{where}:{lineno}"))
     if not examples:
-        raise DataError(f"{path}: the dataset is empty (no rows)")
+        raise DataError(f"{where}: the dataset is empty (no rows)")
     return examples
 
 
 def load_examples(source: str, split: str = "train", cache_dir: str | Path | None = None) -> list[Example]:
-    """Load rows from a local JSONL path, a gs:// JSONL object, or a Hugging Face dataset id."""
+    """Load rows from a local JSONL path, a gs:// JSONL object, every *.jsonl object under a gs:// prefix (ending in /),
+    or a Hugging Face dataset id."""
     if source.startswith("gs://"):
         from common import storage
 
-        local = storage.download_file(source, Path(cache_dir or layout.scratch("data")))
-        return read_jsonl(local)
+        cache = Path(cache_dir or layout.scratch("data"))
+        if source.endswith("/"):
+            return _load_gcs_prefix(source, cache)
+        return read_jsonl(storage.download_file(source, cache), source)
     path = Path(source)
     if path.suffix in (".jsonl", ".json") or path.exists():
         return read_jsonl(path)
     return _load_hf_dataset(source, split)
+
+
+def _load_gcs_prefix(prefix: str, cache: Path) -> list[Example]:
+    """Every *.jsonl object under `prefix` (sub-folders too), in name order, each validated and named in its errors;
+    refused before any download above MAX_PREFIX_OBJECTS objects or MAX_PREFIX_BYTES."""
+    from common import storage
+
+    listed = storage.list_sizes(prefix)
+    names = sorted(n for n in listed if n.endswith(".jsonl"))
+    if not names:
+        others = ", ".join(sorted(listed)[:5]) or "nothing"
+        raise DataError(f"no *.jsonl objects under {prefix} (found {others})")
+    total = sum(listed[n] for n in names)
+    if len(names) > MAX_PREFIX_OBJECTS or total > MAX_PREFIX_BYTES:
+        raise DataError(f"{prefix} holds {len(names)} *.jsonl objects, {total / 2**20:.1f} MiB: more than the loader reads from one "
+                        f"prefix ({MAX_PREFIX_OBJECTS} objects, {MAX_PREFIX_BYTES / 2**20:.0f} MiB); point data.source at a "
+                        "narrower prefix")
+    base = prefix.rstrip("/") + "/"
+    examples = []
+    for name in names:
+        examples += read_jsonl(storage.download_file(base + name, cache), base + name)
+    return examples
 
 
 def _load_hf_dataset(dataset_id: str, split: str) -> list[Example]:

@@ -240,3 +240,28 @@ def test_pipeline_show_prints_the_newest_trail_and_says_when_there_is_none(tmp_p
 def test_a_local_dry_run_is_refused_with_what_to_use_instead(tmp_path):
     with pytest.raises(settings.PipelineSettingsError, match="BACKEND=vertex"):
         command.run(_settings(backend="local", trail_root=str(tmp_path)), STACK, dry_run=True)
+
+
+def test_the_data_step_reads_every_jsonl_object_under_a_gcs_prefix(gcs, tmp_path, monkeypatch, repo_root):
+    """The issue's `gs://` JSONL prefix: new data arriving as files, read whole, each object validated by the trainer's
+    loader; a bad row fails the first step, and the trail names the object and line."""
+    from control.pipeline import steps
+
+    monkeypatch.setenv("LLMOPS_SCRATCH", str(tmp_path / "scratch"))
+    bucket = gcs.create_bucket("acme-datasets")
+    lines = (repo_root / "data" / "sql_sample.jsonl").read_text().splitlines()[:60]
+    bucket.blob("new-data/2026-12-01.jsonl").upload_from_string("\n".join(lines[:40]) + "\n")
+    bucket.blob("new-data/2026-12-08.jsonl").upload_from_string("\n".join(lines[40:]) + "\n")
+    cfg = load_config("configs/default.yaml", overrides=["data.source=gs://acme-datasets/new-data/"])
+    s = command.settings_for(cfg.model_dump_json(), STACK, "vertex", str(tmp_path / "trails"), None)
+    steps.read_data(s, "pipe-1")
+    (step,) = trail.read(s.trail_root, "pipe-1")["steps"]
+    assert step["result"]["train_rows"] + step["result"]["held_out_rows"] == 60
+
+    bucket.blob("new-data/2026-12-15.jsonl").upload_from_string(lines[0] + "\n" + '{"question": "q"}\n')
+    from trainer.data import DataError
+
+    with pytest.raises(DataError, match="2026-12-15.jsonl:2"):
+        steps.read_data(s, "pipe-2")
+    (failed,) = trail.read(s.trail_root, "pipe-2")["steps"]
+    assert failed["status"] == "failed" and "gs://acme-datasets/new-data/2026-12-15.jsonl:2: missing field 'context'" in failed["error"]

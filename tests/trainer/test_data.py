@@ -137,3 +137,54 @@ def test_atomic_write_leaves_no_partial_file_and_a_readable_one(tmp_path):
         atomic_write(target, crash)
     assert target.read_text() == "v1", "a failed write keeps the previous file"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"], "no temp file left behind"
+
+
+# -- new data under a gs:// prefix ------------------------------------------------------------------------------------
+
+def _rows(n: int, tag: str) -> str:
+    return "".join(json.dumps({**ROW, "question": f"{tag} {i}?"}) + "\n" for i in range(n))
+
+
+def test_a_gcs_prefix_reads_every_jsonl_object_in_name_order(gcs, tmp_path):
+    from trainer.data import load_examples
+
+    bucket = gcs.create_bucket("acme-datasets")
+    for name, text in (("new-data/b.jsonl", _rows(2, "b")), ("new-data/a.jsonl", _rows(1, "a")), ("new-data/week2/c.jsonl", _rows(1, "c")),
+                       ("new-data/README.txt", "not data"), ("other/z.jsonl", _rows(1, "z"))):
+        bucket.blob(name).upload_from_string(text)
+    rows = load_examples("gs://acme-datasets/new-data/", cache_dir=tmp_path)
+    assert [r.question for r in rows] == ["a 0?", "b 0?", "b 1?", "c 0?"], "*.jsonl only, sub-folders too, by name, nothing outside"
+
+
+def test_a_bad_row_under_a_prefix_names_its_object_and_line(gcs, tmp_path):
+    from trainer.data import load_examples
+
+    bucket = gcs.create_bucket("acme-datasets")
+    bucket.blob("new-data/a.jsonl").upload_from_string(_rows(2, "a"))
+    bucket.blob("new-data/b.jsonl").upload_from_string(_rows(1, "b") + json.dumps({"question": "q", "context": "c"}) + "\n")
+    with pytest.raises(DataError, match=r"^gs://acme-datasets/new-data/b\.jsonl:2: missing field 'answer'"):
+        load_examples("gs://acme-datasets/new-data/", cache_dir=tmp_path)
+    bucket.blob("one.jsonl").upload_from_string("{not json\n")  # one object (no trailing /): named by its URI too
+    with pytest.raises(DataError, match=r"^gs://acme-datasets/one\.jsonl:1: not valid JSON"):
+        load_examples("gs://acme-datasets/one.jsonl", cache_dir=tmp_path)
+
+
+def test_a_prefix_without_jsonl_says_what_it_found(gcs, tmp_path):
+    from trainer.data import load_examples
+
+    gcs.create_bucket("acme-datasets").blob("new-data/rows.csv").upload_from_string("a,b\n")
+    with pytest.raises(DataError, match=r"no \*\.jsonl objects under gs://acme-datasets/new-data/ \(found rows\.csv\)"):
+        load_examples("gs://acme-datasets/new-data/", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("limit, value, message", [("MAX_PREFIX_OBJECTS", 2, "3 \\*.jsonl objects"), ("MAX_PREFIX_BYTES", 100, "MiB")])
+def test_a_prefix_over_the_limits_is_refused_before_any_download(gcs, tmp_path, monkeypatch, limit, value, message):
+    from trainer import data
+
+    bucket = gcs.create_bucket("acme-datasets")
+    for name in ("a", "b", "c"):
+        bucket.blob(f"new-data/{name}.jsonl").upload_from_string(_rows(1, name))
+    monkeypatch.setattr(data, limit, value)
+    with pytest.raises(DataError, match=f"{message}.*more than the loader reads from one prefix"):
+        data.load_examples("gs://acme-datasets/new-data/", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir()), "nothing was downloaded"
