@@ -250,7 +250,7 @@ def _accuracy_against_cost(ax, rows: list[RunRow], colours: dict[str, str]) -> N
 
 
 def _losses(ax, rows: list[RunRow], colours: dict[str, str]) -> None:
-    drawn = 0
+    drawn, lowest = 0, math.inf
     for r in rows:
         train = r.report.get("train") or {}
         c = colours[r.id]
@@ -259,9 +259,11 @@ def _losses(ax, rows: list[RunRow], colours: dict[str, str]) -> None:
             if points:
                 steps, losses = zip(*points, strict=True)
                 ax.plot(steps, losses, style, color=c, linewidth=1.8, markersize=4, label=f"{r.id} {label}", gid=r.id)
-                drawn += 1
+                drawn, lowest = drawn + 1, min(lowest, *losses)
     if drawn:
         ax.legend(fontsize=8)
+        if lowest > 0:  # losses fall by orders of magnitude: on a linear axis the runs' ends all sit on zero
+            ax.set_yscale("log")
     else:
         ax.text(0.5, 0.5, "no training in these runs", ha="center", va="center", transform=ax.transAxes, color="#666666")
     ax.set(xlabel="optimizer step", ylabel="loss (answer tokens)", title="Training loss (solid) and held-out loss (dashed)")

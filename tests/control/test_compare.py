@@ -39,6 +39,7 @@ def test_the_figure_overlays_each_runs_loss_curves_and_its_timeline(runs_dir):
         assert [list(p) for p in zip(eval_line.get_xdata(), eval_line.get_ydata(), strict=True)] == train["eval_loss_history"]
         assert train_line.get_color() == eval_line.get_color() and train_line.get_linestyle() == "-" and eval_line.get_linestyle() == "--"
     assert _lines(loss, "r-failed") == [], "a run that never trained has no curve"
+    assert loss.get_yscale() == "log", "losses fall by orders of magnitude"
     assert len({_lines(loss, r.id)[0].get_color() for r in rows[:2]}) == 2, "one colour per run"
     (rss,) = _lines(mem, "r-small")
     samples = rows[0].report["resources"]["samples"]
