@@ -52,7 +52,7 @@ class ModelConfig(_Section):
 
 
 class DataConfig(_Section):
-    source: str = Field("data/sql_sample.jsonl", description="HF dataset id, local JSONL or gs:// JSONL")
+    source: str = Field("data/sql_sample.jsonl", description="HF dataset id, local JSONL, gs:// JSONL, or gs://prefix/ (every *.jsonl under it)")
     split: str = Field("train", description="split name when source is an HF dataset id")
     eval_fraction: float = Field(0.1, gt=0, lt=1, description="share of rows held out for evaluation")
     max_eval_examples: int = Field(200, ge=1, description="cap on held-out rows evaluated (generation is slow)")
@@ -111,11 +111,24 @@ class EvalConfig(_Section):
     timeout_s: float = Field(2.0, gt=0, description="time bound for one SQL execution")
 
 
+_TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
 class OutputConfig(_Section):
     runs_dir: str = Field(layout.RUNS, description="local dir or gs:// prefix; AIP_MODEL_DIR wins when set")
     run_id: str | None = Field(None, description="default: a timestamp; lower-case letters, digits and '-' (common/layout.py)")
     checkpoint_dir: str | None = Field(None, description="default: <run>/checkpoints; AIP_CHECKPOINT_DIR wins")
     machine_type: str | None = Field(None, description="price-table machine this runs on (None: local)")
+    tags: dict[str, str] = Field(default_factory=dict, description="labels copied into the report (a sweep's id and value); "
+                                                                     "not part of the run's fingerprint")
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not _TAG_KEY.fullmatch(k)]
+        if bad:
+            raise ValueError(f"tag names {bad} are not valid: use 1-63 letters, digits, '_', '-' or '.'")
+        return v
 
     @field_validator("run_id")
     @classmethod

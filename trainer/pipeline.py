@@ -33,6 +33,7 @@ from trainer.data import Example, load_examples, split_examples, tokenize_exampl
 from trainer.evaluate import EvalResult, evaluate
 from trainer.merge import merge_adapter, write_model_card
 from trainer.modeling import attach_lora, count_parameters, load_model, load_tokenizer, resolve_model_dir
+from trainer.monitor import RunMonitor
 from trainer.plan import RunError, RunPlan, plan_for
 from trainer.report import cost_section, hardware, write_report
 from trainer.sqlmetric import Scorer
@@ -147,8 +148,9 @@ def _decision(plan: RunPlan, base_eval: dict, good_enough: bool) -> str:
 
 # -- 2. train -------------------------------------------------------------------------------------------------------
 
-def run_training(plan: RunPlan, inputs: Inputs, log: Log = print, accelerator=None) -> tuple[object, object, dict]:
-    """Attach LoRA, train (resuming if a checkpoint exists), save the adapter (rank 0). Returns (model, tokenizer, sections)."""
+def run_training(plan: RunPlan, inputs: Inputs, log: Log = print, accelerator=None, events=None) -> tuple[object, object, dict]:
+    """Attach LoRA, train (resuming if a checkpoint exists), save the adapter (rank 0). Returns (model, tokenizer, sections).
+    `events`: rank 0's TensorBoard log (trainer/tensorboard_log.py)."""
     cfg = plan.cfg
     torch.manual_seed(cfg.training.seed)
     tokenizer = load_tokenizer(inputs.base_dir, cfg.model)
@@ -163,7 +165,7 @@ def run_training(plan: RunPlan, inputs: Inputs, log: Log = print, accelerator=No
     store = CheckpointStore(plan.checkpoint_root, keep=cfg.training.keep_checkpoints)
     from trainer.train import train
 
-    result = train(model, tokenizer, train_items, eval_items, cfg.training, store, log, accelerator)
+    result = train(model, tokenizer, train_items, eval_items, cfg.training, store, log, accelerator, events=events)
     model = getattr(model, "module", model)
     if not plan.placement.is_main:
         return model, tokenizer, {}
@@ -202,10 +204,10 @@ def merge_stage(plan: RunPlan, inputs: Inputs, tuned: EvalResult, log: Log) -> d
 
 # -- 5. publish -----------------------------------------------------------------------------------------------------
 
-def publish(plan: RunPlan, report: dict, t0: float, log: Log) -> dict:
+def publish(plan: RunPlan, report: dict, t0: float, log: Log, monitor: RunMonitor | None = None) -> dict:
     """The run's last word: the report (local, then the remote folder); for a finished run `runs/latest` and no
     resume state left behind."""
-    _write_final_report(plan, report, t0)
+    _write_final_report(plan, report, t0, monitor)
     if report["status"] == "succeeded":
         layout.point_latest(plan.run_dir.parent, plan.run_id)
     if report["status"] in ("succeeded", "skipped"):  # resume state is only for an unfinished run
@@ -217,7 +219,9 @@ def publish(plan: RunPlan, report: dict, t0: float, log: Log) -> dict:
     return report
 
 
-def _write_final_report(plan: RunPlan, report: dict, t0: float) -> None:
+def _write_final_report(plan: RunPlan, report: dict, t0: float, monitor: RunMonitor | None = None) -> None:
+    if monitor is not None:  # sampling stops here: the timeline and the TensorBoard events go out with the report
+        monitor.finish(report)
     wall = time.monotonic() - t0
     report["wall_seconds"] = round(wall, 2)
     report["cost"] = cost_section(plan.cfg.output.machine_type or "local", wall)
@@ -235,31 +239,37 @@ def run_pipeline(plan: RunPlan, log: Log = print, accelerator=None) -> dict:
     if not plan.placement.is_main:
         return _worker(plan, accelerator)
     inputs = load_inputs(plan, log)
-    with CheckpointLock(plan.checkpoint_root, plan.run_id):
+    with CheckpointLock(plan.checkpoint_root, plan.run_id), RunMonitor.for_plan(plan, log) as monitor:
         atomic_write_text(plan.run_dir / layout.CONFIG, yaml.safe_dump(plan.cfg.model_dump(), sort_keys=False))
         report = _start_report(plan, inputs)
+        write_report(plan.run_dir, report)  # status running, with its pid: a run killed from here on reads as interrupted
         try:
+            monitor.stage("base_check")
             report["base_eval"], good_enough = _base_check_once(plan, inputs, log, accelerator)
             report["decision"] = _decision(plan, report["base_eval"], good_enough)
             log(report["decision"])
             if good_enough and not plan.force:
                 report["status"] = "skipped"
-                return publish(plan, report, t0, log)
+                return publish(plan, report, t0, log, monitor)
 
-            model, tokenizer, trained = run_training(plan, inputs, log, accelerator)
+            monitor.stage("train")
+            model, tokenizer, trained = run_training(plan, inputs, log, accelerator, monitor.events)
             report.update(trained)
+            monitor.stage("evaluate")
             tuned, evaluated = evaluate_tuned(model, tokenizer, plan, inputs, log)
             report.update(evaluated)
             del model
 
-            write_report(plan.run_dir, report | {"status": "merging"})  # a run killed while merging reads as interrupted
+            # A run killed while merging reads as interrupted, with its timeline so far.
+            write_report(plan.run_dir, report | {"status": "merging", "resources": monitor.sampler.timeline()})
+            monitor.stage("merge")
             report["merge"] = merge_stage(plan, inputs, tuned, log)
             report["status"] = "succeeded"
-            return publish(plan, report, t0, log)
+            return publish(plan, report, t0, log, monitor)
         except BaseException as e:
             report["status"] = "failed"
             report["error"] = f"{type(e).__name__}: {e}"
-            _write_final_report(plan, report, t0)  # what was done, where the launcher looks; nothing else is published
+            _write_final_report(plan, report, t0, monitor)  # what was done, where the launcher looks; nothing else is published
             raise
 
 
@@ -271,6 +281,7 @@ def _start_report(plan: RunPlan, inputs: Inputs) -> dict:
         "output_uri": plan.remote_dir or str(plan.run_dir),
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "base_model": plan.cfg.model.base,
+        "tags": plan.cfg.output.tags,  # e.g. the sweep this run belongs to, and its value (control/sweep.py)
         "data": {"source": plan.cfg.data.source, "train_rows": len(inputs.train), "held_out_rows": len(inputs.held_out)},
         "hardware": hardware(),
     }

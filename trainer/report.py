@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from common import catalog, layout, prices
 from common.atomic import atomic_write, atomic_write_json, atomic_write_text
 from common.errors import KitError
+from trainer.resources import draw_timeline, peaks_line
 
 
 class ReportError(KitError, ValueError):
@@ -119,10 +120,15 @@ def render_markdown(r: dict) -> str:
             lines.append(f"- final train loss {train['loss_history'][-1][1]:.3f}"
                          + (f", eval loss {train['eval_loss_history'][-1][1]:.3f}" if train.get("eval_loss_history") else ""))
         lines.append("")
+    if (resources_line := peaks_line(r.get("resources") or {})) is not None:
+        lines += ["## Resources", "", resources_line, ""]
     if cost:
         lines += ["## Cost", "", f"This run: ${cost['usd']:.4f} ({cost['machine_type']} at ${cost['usd_per_hour']:.4f}/h"
                   f" for {cost['wall_hours']:.3f} h).", "", f"| same wall time on ({cost.get('projection_basis', '')}) | on-demand | Spot |",
                   "|---|---|---|"]
+        if billed := cost.get("billed"):  # `llmops cost` adds what Google billed, once the billing export has it
+            lines[-4:-4] = [f"Billed by Google: {billed['usd']:.2f} {billed['currency']} after {billed['credits_usd']:.2f} of credits "
+                            f"({billed['rows']} line items of {billed['table']}, complete through {billed['through']}).", ""]
         for m, p in cost["projected"].items():
             lines.append(f"| {m} (${p['usd_per_hour']:.4f}/h) | ${p['on_demand_usd']:.4f} | ${p['spot_usd']:.4f} |")
         src = cost["prices"]
@@ -141,7 +147,8 @@ def plot(r: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     train = r["train"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    timeline = r.get("resources") if (r.get("resources") or {}).get("samples") else None  # reports from before it have none
+    fig, (ax1, ax2, *ax3) = plt.subplots(1, 3 if timeline else 2, figsize=(15 if timeline else 10, 4))
     if train.get("loss_history"):
         steps, losses = zip(*train["loss_history"], strict=True)
         ax1.plot(steps, losses, label="train (answer tokens)")
@@ -155,6 +162,8 @@ def plot(r: dict, path: Path) -> None:
     bars = ax2.bar(names, values, color=["#999999", "#2a7ab0"])
     ax2.bar_label(bars, labels=[f"{v:.0%}" for v in values])
     ax2.set(ylim=(0, 1), ylabel="execution accuracy (held-out)", title="Base vs tuned")
+    if timeline:
+        draw_timeline(ax3[0], timeline)
     fig.suptitle(f"run {r['run_id']}")
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
@@ -174,18 +183,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def parse_report(text: str, source: str) -> dict:
+    """A report.json's text held to what the tools rely on; ReportError naming `source` (a path or gs:// URI) otherwise.
+    Apart from read_report, so a report read from the models bucket gets the same checks."""
+    try:
+        report = json.loads(text)
+        _ReportHead.model_validate(report)
+    except ValueError as e:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
+        detail = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'the file'}: {err['msg']}" for err in e.errors()) \
+            if isinstance(e, ValidationError) else str(e)
+        raise ReportError(f"{source} is not a run report the kit wrote ({detail}); rerun the run, or point --run at another") from None
+    return report
+
+
 def read_report(run_dir: Path) -> dict:
     """A run's report.json; a run whose process died mid-way (killed, out of memory) reads as `interrupted`, and is saved so."""
     path = run_dir / layout.REPORT_JSON
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-        _ReportHead.model_validate(report)
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
-        detail = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'the file'}: {err['msg']}" for err in e.errors()) \
-            if isinstance(e, ValidationError) else str(e)
-        raise ReportError(f"{path} is not a run report the kit wrote ({detail}); rerun the run, or point --run at another") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ReportError(f"{path} is not a run report the kit wrote ({e}); rerun the run, or point --run at another") from None
+    report = parse_report(text, str(path))
     proc = report.get("process") or {}
-    if report.get("status") in UNFINISHED and proc.get("host") == socket.gethostname() and not _alive(int(proc.get("pid", 0))):
+    if report.get("status") in UNFINISHED and proc.get("host") == socket.gethostname() and not _alive(int(proc.get("pid") or 0)):
         report["error"] = report.get("error") or f"the run's process ({proc.get('pid')}) ended while it was {report['status']}"
         report["status"] = "interrupted"
         write_report(run_dir, report)

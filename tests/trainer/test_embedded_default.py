@@ -45,3 +45,19 @@ def test_a_model_that_does_the_job_skips_training(default_run, repo_root):
     assert step2["status"] == "skipped" and "no fine-tuning needed" in step2["decision"]
     assert step2["base_eval"]["execution_accuracy"] >= target > report["base_eval"]["execution_accuracy"]
     assert not (runs / "step2" / "merged").exists()
+
+
+def test_candidates_pick_the_tuned_model_without_tuning(default_run, repo_root):
+    """`check-base --candidates` on the embedded default, at its own 80% target: the untrained base fails, the tuned model
+    passes, so the choice is the tuned model with no tuning needed (trainer/candidates.py; the rest in test_candidates.py)."""
+    _, runs = default_run
+    merged = str((runs / "latest" / "merged").resolve())
+    result = CliRunner().invoke(app, ["check-base", "-c", str(repo_root / "configs" / "default.yaml"), "--set", f"output.runs_dir={runs}",
+                                      "--set", "data.max_eval_examples=50", "--candidates", f"embedded:tiny-sql-llama,{merged}"])
+    assert result.exit_code == 0, result.output
+    [folder] = runs.glob("check-base-*")
+    comparison = json.loads((folder / "candidates.json").read_text())
+    base, tuned = comparison["candidates"]
+    assert base["execution_accuracy"] <= 0.10 < 0.8 <= tuned["execution_accuracy"]
+    assert comparison["choice"]["outcome"] == "no-tuning" and comparison["choice"]["candidate"] == merged
+    assert "No tuning needed" in result.output

@@ -53,7 +53,7 @@ def test_to_dict_rounds_seconds_and_caps_the_listed_unscorable_rows():
                         suite={"rows": 4}, unscorable=rows)
     d = result.to_dict()
     assert d == {"execution_accuracy": 0.5, "exact_match": 0.25, "n": 4, "seconds": 12.35, "suite": {"rows": 4},
-                 "unscorable": 25, "unscorable_rows": rows[:20], "samples": [{"question": "q"}]}
+                 "unscorable": 25, "unscorable_rows": rows[:20], "generation": {}, "samples": [{"question": "q"}]}
 
 
 def test_to_dict_of_a_result_with_defaults():

@@ -50,6 +50,34 @@ def test_run_layout_and_report(small_run):
     assert not any((runs / "checkpoints").glob("*/step-*")), "a finished run clears its resume state"
 
 
+def test_every_run_has_a_resource_timeline_and_tensorboard_events(small_run):
+    """Sampled in the background through the stages; the events readable by tensorboard's own reader (issue 28)."""
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs, _ = small_run
+    run = (runs / "latest").resolve()
+    report = json.loads((run / "report.json").read_text())
+    timeline = report["resources"]
+    assert timeline["interval_s"] > 0 and timeline["samples"]
+    for s in timeline["samples"]:
+        assert set(s) == {"t", "stage", "rss_mib", "cpu_pct", "gpus"} and s["gpus"] == [] and s["rss_mib"] > 10  # a CPU run
+    ts = [s["t"] for s in timeline["samples"]]
+    assert ts == sorted(ts) and ts[0] == 0
+    stages = [s["stage"] for s in timeline["samples"]]
+    assert stages[0] == "start" and set(stages) <= {"start", "base_check", "train", "evaluate", "merge"}
+    assert "## Resources" in (run / "report.md").read_text() and "RSS" in (run / "report.md").read_text()
+    assert Image.open(run / "report.png").size[0] == 1500, "three panels: loss, accuracy, resources"
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss/train", "loss/held_out", "train/learning_rate", "train/tokens_per_s", "memory/rss_mib",
+            "accuracy/base_execution", "accuracy/tuned_execution", "resources/rss_mib", "resources/cpu_pct"} <= tags
+    assert [e.step for e in events.Scalars("loss/train")] == [1, 2, 3, 4]
+    assert [(e.step, round(e.value, 6)) for e in events.Scalars("accuracy/tuned_execution")] == [
+        (4, round(report["tuned_eval"]["execution_accuracy"], 6))]
+
+
 def test_merged_model_evaluates_like_the_report(small_run, tiny_model_dir):
     runs, _ = small_run
     run = (runs / "latest").resolve()
@@ -144,6 +172,7 @@ def test_vertex_output_dirs_on_gcs(tiny_model_dir, tmp_path, gcs, monkeypatch, r
     gcs.create_bucket("acme-staging")
     monkeypatch.setenv("AIP_MODEL_DIR", "gs://acme-models/runs/r1/model/")
     monkeypatch.setenv("AIP_CHECKPOINT_DIR", "gs://acme-staging/runs/r1/checkpoints/")
+    monkeypatch.setenv("AIP_TENSORBOARD_LOG_DIR", "gs://acme-models/runs/r1/logs/")  # a CustomJob with `tensorboard` set
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["train", *_small(tiny_model_dir, tmp_path / "unused"), "--set", "output.run_id=r1",
                                  "--set", f"data.source={repo_root / 'data' / 'sql_sample.jsonl'}"])
@@ -154,6 +183,8 @@ def test_vertex_output_dirs_on_gcs(tiny_model_dir, tmp_path, gcs, monkeypatch, r
     report = json.loads(gcs.bucket("acme-models").blob("runs/r1/model/report.json").download_as_bytes())
     assert report["status"] == "succeeded"
     assert not list(gcs.bucket("acme-staging").list_blobs(prefix="runs/r1/checkpoints/")), "checkpoints cleared after success"
+    assert any(b.name.startswith("runs/r1/logs/events.out.tfevents.") for b in gcs.bucket("acme-models").list_blobs(prefix="runs/r1/logs/")), \
+        "the events where Vertex's TensorBoard uploader reads them"
 
 
 def test_rows_that_cannot_be_scored_are_named_counted_and_do_not_fail_the_run(tiny_model_dir, tmp_path):
