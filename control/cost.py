@@ -400,6 +400,10 @@ def run(stack: StackOutputs, run_id: str | None = None, since: str | None = None
     result = {"table": table_id, "project": stack.project, "stack": stack.stack, "labels": labels, "window": window.describe(),
               "export_through": _iso(newest), "export_delay_hours": None if newest is None else round((now - newest).total_seconds() / 3600, 1),
               "queried_at": _iso(now), **compare(lines, found, window)}
+    # What bills right now and is not in the export yet: every replica deployed on the stack's endpoints, at its $/h.
+    from control import replicas
+
+    result["running"] = replicas.summary(replicas.running(stack), now)
     for rid, totals in result["runs"].items():
         if totals["line_items"] and rid in found:
             record_billed(found[rid], billed_record(totals, table_id, now), info)
@@ -436,6 +440,22 @@ def render(r: dict) -> list[str]:
         out.append("other: " + "; ".join(r["other"]))
     out.append("billed = cost + credits (credits are negative); difference = billed - estimated; estimates: each run's report.json "
                "cost.usd; `ok`: within half a cent")
+    out += ["", "running now (not in the export yet):", *running_lines(r["running"])]
+    return out
+
+
+def running_lines(running: dict) -> list[str]:
+    """The deployed replicas as `summary` recorded them: each one's $/h and its cost since deploy (a floor)."""
+    rows = running["replicas"]
+    if not rows:
+        return ["  no model is deployed on the stack's endpoints: they bill nothing"]
+    out = []
+    for r in rows:
+        rate = "not priced: " + r["price_problem"] if r["usd_per_replica_hour"] is None else (
+            f"{_usd(r['running_usd_per_hour'])}/h" + (" (scales to zero when idle)" if r["scale_to_zero"] else "")
+            + ("" if r["cost_since_deploy_floor_usd"] is None else f", at least {_usd(r['cost_since_deploy_floor_usd'])} since {r['deployed_at']}"))
+        out.append(f"  {r['display_name'] or r['deployed_model_id']} on {r['machine_type']}{' (Spot)' if r['spot'] else ''}: {rate}")
+    out.append(f"  together: {_usd(running['running_usd_per_hour'])}/h ({running['floor']})")
     return out
 
 

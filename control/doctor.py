@@ -34,6 +34,7 @@ class Target:
     project: str
     region: str
     stack: object | None = None  # StackOutputs, when `pulumi up` has run
+    spot: bool = False  # SPOT=1: Spot training is planned, so its quota blocks too
 
 
 class _Http:
@@ -176,7 +177,19 @@ def vertex_quota(target: Target) -> list[Check]:
                                 f"{name.split('/')[-1]} = {have:g}, one {use} {'job' if use == 'training' else 'replica'} needs {need}"
                                 + ("" if have >= need else " (with 0, jobs wait in the queue forever)"),
                                 f"request {name.split('/')[-1]} >= {need} in {target.region}: console.cloud.google.com/iam-admin/quotas"))
+        if metrics.get("vertex_training_spot") and "training" in uses:
+            checks.append(_spot_training_quota(target, accelerator, metrics["vertex_training_spot"], limits, uses["training"]))
     return checks
+
+
+def _spot_training_quota(target: Target, accelerator: str, metric: str, limits: dict[str, float], need: int) -> Check:
+    """Spot (preemptible) custom training has its own quota: with 0, a SPOT=1 job queues forever while on-demand ones run."""
+    name, have = metric.split("/")[-1], limits.get(metric, 0.0)
+    status = OK if have >= need else FAIL if target.spot else WARN
+    return Check(f"Vertex Spot training {accelerator} quota ({target.region})", status,
+                 f"{name} = {have:g}, one SPOT=1 training job needs {need}"
+                 + ("" if have >= need else " (it would wait in the queue forever)" + ("" if target.spot else "; only SPOT=1 needs it")),
+                 f"request {name} >= {need} in {target.region}: console.cloud.google.com/iam-admin/quotas")
 
 
 def stack_and_image(target: Target) -> list[Check]:
@@ -202,7 +215,34 @@ def stack_and_image(target: Target) -> list[Check]:
                            + ("is in the registry" if present else "is not built yet (the first launch builds it)"), "make image")]
 
 
-CHECKS: tuple[Callable[[Target], list[Check]], ...] = (credentials, billing, apis, compute_quota, vertex_quota, stack_and_image)
+def endpoint_replicas(target: Target) -> list[Check]:
+    """Every model deployed on the stack's endpoints, with what it bills (control/replicas.py): an always-on one warns."""
+    if target.stack is None or not getattr(target.stack, "endpoint_id", None):
+        return []  # no endpoint yet: nothing can run there
+    from control import replicas
+
+    try:
+        found = replicas.running(target.stack)
+    except replicas.ReplicasError as e:
+        return [Check("endpoint replicas", WARN, str(e), "gcloud ai endpoints list --region " + target.region)]
+    if not found:
+        return [Check("endpoint replicas", OK, "no model deployed: the endpoint bills nothing")]
+    return [Check(f"endpoint replica {r.display_name or r.deployed_model_id}", WARN if costly else OK, detail, fix)
+            for r in found for costly, detail, fix in [replicas.describe(r)]]
+
+
+def billing_export(target: Target) -> list[Check]:
+    """Cloud Billing's export to BigQuery, what `llmops cost` reads: its table exists and was written in the last 2 days."""
+    if target.stack is None:
+        return []  # no stack yet: stack_and_image says so
+    from control import cost
+
+    healthy, detail, fix = cost.export_health(target.stack)
+    return [Check("billing export", OK if healthy else WARN, detail, fix)]
+
+
+CHECKS: tuple[Callable[[Target], list[Check]], ...] = (credentials, billing, apis, compute_quota, vertex_quota, stack_and_image,
+                                                       endpoint_replicas, billing_export)
 
 
 def run(target: Target, log: Callable[[str], None] = print) -> list[Check]:

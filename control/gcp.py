@@ -20,6 +20,8 @@ ENDPOINT_ENV = {
     "compute": "LLMOPS_COMPUTE_ENDPOINT",
     "cloudbilling": "LLMOPS_CLOUDBILLING_ENDPOINT",
     "cloudresourcemanager": "LLMOPS_RESOURCEMANAGER_ENDPOINT",
+    "bigquery": "LLMOPS_BIGQUERY_ENDPOINT",
+    "monitoring": "LLMOPS_MONITORING_ENDPOINT",
 }
 FIX_CREDENTIALS = "gcloud auth application-default login"
 

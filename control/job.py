@@ -59,6 +59,15 @@ class LaunchOptions:
                 raise LaunchError(f"{name} must be a finite number {'of 0 or more' if zero_ok else 'above 0'}, got {value!r}")
 
 
+def trainer_args(cfg, force: bool = False) -> list[str]:
+    """What the job's trainer is given: the resolved run config inline (the config file is on this machine, not in the
+    image); the run id and machine are the launcher's to set. One builder for `llmops launch`, the sweep and the pipeline."""
+    import json
+
+    args = ["--config-json", json.dumps(cfg.model_dump(exclude={"output": {"run_id", "machine_type"}}), sort_keys=True)]
+    return args + (["--force"] if force else [])
+
+
 def job_labels(opts: LaunchOptions, stack_labels: dict[str, str]) -> dict[str, str]:
     """The stack's labels (the budget guard selects the kit's jobs by them) plus the run id."""
     return {**stack_labels, "run-id": opts.run_id}  # a valid label value: LaunchOptions checked it
@@ -216,7 +225,7 @@ def follow(job_name: str, machine_type: str, replicas: int, get_state: Callable[
                 noted = waited
                 log(f"  still {state.removeprefix('JOB_STATE_').lower()} after {waited / 60:.0f} min: Vertex is waiting for machines. "
                     "If it never starts, the project may lack GPU quota for custom training in this region "
-                    f"({catalog.training_quota_name(m.accelerator_type)}); `make doctor` checks it.")
+                    f"({catalog.training_quota_name(m.accelerator_type, spot)}); `make doctor` checks it.")
         sleep(poll_s)
 
 

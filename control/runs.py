@@ -98,7 +98,7 @@ class _View(_Lenient):
     cost: _Cost | None = None
     hardware: _Hardware | None = None
     error: str | None = None
-    pipeline: Any = None  # a run a pipeline started names it here (the PipelineJob); shown as where=pipeline
+    tags: dict[str, str] | None = None  # output.tags: a run a pipeline started carries `pipeline` (its pipeline run id)
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def row_from_report(report: dict, location: str) -> RunRow:
 
 
 def _where(v: _View, cost: _Cost, hw: _Hardware) -> str:
-    if v.pipeline:
+    if (v.tags or {}).get("pipeline"):
         return "pipeline"
     if cost.machine_type and cost.machine_type != "local":  # the launcher (and a Colab runtime) bill the run as its machine
         return cost.machine_type

@@ -41,12 +41,14 @@ class StackOutputs:
     runtime_template_id: Str | None = None
     runtime_machine_type: Str | None = None
     builder_service_account: Str | None = None
+    pipeline_service_account: Str | None = None  # what the retraining pipeline's steps run as (control/pipeline/)
     budget_thresholds: list[Threshold] = field(default_factory=list)
     budget_currency: Str | None = None
     budget_name: Str | None = None  # billingAccounts/<account>/budgets/<id>: the budget the guard acts on
     billing_account: Str | None = None
     guard_bucket: Str | None = None
     tensorboard: Str | None = None  # projects/P/locations/R/tensorboards/ID: the launcher attaches it to every CustomJob
+    billing_export_dataset: Str | None = None  # project.dataset Cloud Billing's BigQuery export writes to (`llmops cost`)
 
     @property
     def parent(self) -> str:

@@ -181,15 +181,11 @@ def vertex_trainer(stack, runs_dir: Path, *, dry_run: bool = False, detach: bool
                    spot: bool = False, max_cost_usd: float = 25.0, yes: bool = False):
     """A `train` for run(): each point a Vertex CustomJob through the launcher (`llmops launch`'s cost cap, kit image,
     follow, report fetched into runs/<run-id>/); with dry_run the request is printed and nothing is sent."""
-    import json
-
-    from control.job import LaunchOptions
+    from control.job import LaunchOptions, trainer_args
     from control.launch import launch
 
     def train(cfg: RunConfig, force: bool, log: Log) -> tuple[dict | None, Path | None, str | None]:
-        # As `llmops launch` passes it: the resolved config inline (tags included), the run id and machine set by the launcher.
-        args = ["--config-json", json.dumps(cfg.model_dump(exclude={"output": {"run_id", "machine_type"}}), sort_keys=True)]
-        opts = LaunchOptions(run_id=cfg.output.run_id, trainer_args=args + (["--force"] if force else []), spot=spot,
+        opts = LaunchOptions(run_id=cfg.output.run_id, trainer_args=trainer_args(cfg, force), spot=spot,
                              max_cost_usd=max_cost_usd, yes=yes, **({"machine_type": machine} if machine else {}))
         try:
             result = launch(opts, stack, dry_run=dry_run, follow=not detach, runs_dir=runs_dir, log=log)

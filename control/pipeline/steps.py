@@ -90,10 +90,18 @@ def no_training(s: PipelineSettings, run_id: str) -> None:
 
 # -- 3. cost ----------------------------------------------------------------------------------------------------------
 
-def _launch_options(s: PipelineSettings, run_id: str):
-    from control.job import LaunchOptions
+def _run_config(s: PipelineSettings, run_id: str):
+    """The challenger's run config: the pipeline's, tagged with the pipeline run it belongs to (its report says so, and
+    `llmops runs` shows it as where=pipeline)."""
+    cfg = s.cfg()
+    return cfg.model_copy(update={"output": cfg.output.model_copy(update={"tags": {**cfg.output.tags, "pipeline": run_id}})})
 
-    return LaunchOptions(run_id=run_id, trainer_args=["--config-json", s.run_config, "--force"], machine_type=s.machine_type,
+
+def _launch_options(s: PipelineSettings, run_id: str):
+    from control.job import LaunchOptions, trainer_args
+
+    # force: the champion, not the base model, was found wanting
+    return LaunchOptions(run_id=run_id, trainer_args=trainer_args(_run_config(s, run_id), force=True), machine_type=s.machine_type,
                          image=s.image, expected_hours=s.expected_hours, max_cost_usd=s.max_cost_usd)
 
 
@@ -131,7 +139,7 @@ def _train_local(s: PipelineSettings, run_id: str) -> dict:
     from trainer.pipeline import run_pipeline
     from trainer.plan import plan_run
 
-    cfg = s.cfg()
+    cfg = _run_config(s, run_id)
     cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"runs_dir": s.runs_dir, "run_id": run_id})})
     return run_pipeline(plan_run(cfg, force=True))  # force: the champion, not the base model, was found wanting
 

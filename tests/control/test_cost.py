@@ -33,7 +33,7 @@ def bigquery(monkeypatch):
 
 
 @pytest.fixture
-def stack_file(tmp_path, gcs, monkeypatch):
+def stack_file(tmp_path, gcs, monkeypatch, vertex_beta_standin):  # the endpoints `cost` reads its running replicas from
     gcs.create_bucket(MODELS)
     monkeypatch.chdir(tmp_path)  # runs/ is the working directory's
     path = tmp_path / "stack.json"
@@ -232,3 +232,21 @@ def test_doctor_says_how_to_switch_a_missing_or_stale_export_on(gcp_project, big
     line = _doctor(stack_file)
     assert line.lstrip().startswith("warn  billing export:") and expect in line, line
     assert "Billing export > BigQuery export > Standard usage cost" in line and "dataset llmops_dev_billing" in line
+
+
+def test_running_replicas_are_shown_beside_the_bill(bigquery, stack_file, vertex_beta_standin):
+    """What bills now and is not in the export yet: a replica deployed on the stack's endpoint, at the serving price."""
+    hour = catalog.hourly("g2-standard-12", "serving")
+    vertex_beta_standin.add("endpoints", {
+        "name": "projects/acme-ml/locations/us-central1/endpoints/7", "displayName": "llmops-kit-dev", "labels": {**KIT, "component": "serving"},
+        "deployedModels": [{"id": "5", "displayName": "llmops-kit-text-to-sql-r1", "model": "projects/acme-ml/locations/us-central1/models/9",
+                            "createTime": "2026-12-01T00:00:00Z",
+                            "dedicatedResources": {"machineSpec": {"machineType": "g2-standard-12", "acceleratorType": "NVIDIA_L4",
+                                                                   "acceleratorCount": 1}, "minReplicaCount": 1, "maxReplicaCount": 1}}]})
+    bigquery.add_table(TABLE, [])
+    out = json.loads(_cost(stack_file, "--json").output)
+    (row,) = out["running"]["replicas"]
+    assert (row["machine_type"], row["running_usd_per_hour"], row["always_on"]) == ("g2-standard-12", hour, True)
+    text = _cost(stack_file).output
+    assert f"llmops-kit-text-to-sql-r1 on g2-standard-12: ${hour:,.2f}/h, at least $" in text
+    assert vertex_beta_standin.refused() == []

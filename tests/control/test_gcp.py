@@ -16,6 +16,8 @@ DEFAULT_HOSTS = {
     "compute": "compute.googleapis.com",
     "cloudbilling": "cloudbilling.googleapis.com",
     "cloudresourcemanager": "cloudresourcemanager.googleapis.com",
+    "bigquery": "bigquery.googleapis.com",
+    "monitoring": "monitoring.googleapis.com",
 }
 
 

@@ -4,6 +4,7 @@ clients against the Vertex stand-in (held to the aiplatform v1 discovery documen
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from google.cloud.aiplatform_v1 import CustomJob
@@ -202,6 +203,46 @@ def test_dry_run_prints_the_request_and_sends_nothing(vertex, capsys, tmp_path):
     printed = json.loads(capsys.readouterr().out)
     assert printed == result["request"] and printed["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["imageUri"] == IMAGE
     assert vertex.requests == []
+
+
+TENSORBOARD = "projects/acme-ml/locations/us-central1/tensorboards/7612345678901234567"
+
+
+def test_the_stacks_tensorboard_is_attached_and_the_contract_accepts_it(vertex):
+    """jobSpec.tensorboard, beside the baseOutputDirectory that gives the job AIP_TENSORBOARD_LOG_DIR, and the trainer's account."""
+    stack = replace(STACK, tensorboard=TENSORBOARD)
+    body = jobs.custom_job_body(_opts(), stack, IMAGE)
+    assert body["jobSpec"]["tensorboard"] == TENSORBOARD
+    assert body["jobSpec"]["baseOutputDirectory"] == {"outputUriPrefix": "gs://acme-models/runs/r1"}
+    name = jobs.submit(body, stack)  # the real aiplatform client, REST, against the stand-in held to the discovery document
+    (create,) = vertex.calls("customJobs.create")
+    assert create.body["jobSpec"]["tensorboard"] == TENSORBOARD and vertex.refused() == []
+    assert vertex.resources[name]["jobSpec"]["tensorboard"] == TENSORBOARD
+    assert "tensorboard" not in jobs.custom_job_body(_opts(), STACK, IMAGE)["jobSpec"], "a stack from before it: no instance, no field"
+
+
+def test_a_tensorboard_in_another_region_is_refused_by_vertex_and_by_the_launcher(vertex):
+    elsewhere = TENSORBOARD.replace("us-central1", "europe-west4")
+    from google.api_core.exceptions import BadRequest
+
+    body = jobs.custom_job_body(_opts(), STACK, IMAGE)
+    body["jobSpec"]["tensorboard"] = elsewhere
+    with pytest.raises(BadRequest, match="job_spec.tensorboard"):  # what Vertex answers: the stand-in holds the rule
+        jobs.submit(body, STACK)
+    with pytest.raises(jobs.LaunchError, match="europe-west4, its jobs run in us-central1"):  # the launcher says so before sending
+        jobs.custom_job_body(_opts(), replace(STACK, tensorboard=elsewhere), IMAGE)
+    with pytest.raises(jobs.LaunchError, match="is not projects/PROJECT/locations/REGION/tensorboards/ID"):
+        jobs.custom_job_body(_opts(), replace(STACK, tensorboard="7612345678901234567"), IMAGE)
+
+
+def test_a_stack_file_with_the_tensorboard_output_loads_and_an_old_one_still_does(tmp_path):
+    outputs = {"project": "acme-ml", "region": "us-central1", "stack": "dev", "labels": {"app": "llmops-kit"}, "staging_bucket": "s",
+               "models_bucket": "m", "trainer_service_account": "t@acme-ml.iam.gserviceaccount.com"}
+    path = tmp_path / "stack.json"
+    path.write_text(json.dumps(outputs))
+    assert load_stack(path).tensorboard is None
+    path.write_text(json.dumps(outputs | {"tensorboard": TENSORBOARD}))
+    assert load_stack(path).tensorboard == TENSORBOARD
 
 
 def test_without_an_image_the_kit_image_is_built_first_then_run(vertex, cloud_build, registry, gcs, monkeypatch, tmp_path):

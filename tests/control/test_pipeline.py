@@ -40,6 +40,8 @@ def test_the_compiled_spec_has_every_step_and_both_decisions(tmp_path):
     assert any("'deploy'" in c for c in conditions) and any("'reject'" in c for c in conditions)
     # the bodies call the kit, they do not re-implement it
     assert all("from control.pipeline import steps" in " ".join(e["container"]["command"]) for e in executors.values())
+    # and nothing is installed when a step starts: kfp and the clients are in the kit image (image/pipeline-steps.in)
+    assert not [n for n, e in executors.items() if "pip install" in " ".join(e["container"]["command"])]
 
 
 def test_pipeline_job_request_passes_the_discovery_document_and_is_created():
@@ -63,6 +65,10 @@ def test_pipeline_job_request_passes_the_discovery_document_and_is_created():
     assert sent.body["labels"] == {"app": "llmops-kit", "stack": "dev", "pipeline": "llmops-retrain", "run-id": "pipe-1"}
     params = sent.body["runtimeConfig"]["parameterValues"]
     assert settings.parse(params["settings"]).trail_root == "gs://acme-models/pipelines" and params["run_id"] == "pipe-1"
+    # every component on the stack's kit image, and the steps told it: the CustomJob and the canary run the same image
+    executors = sent.body["pipelineSpec"]["deploymentSpec"]["executors"]
+    assert len(executors) == 8 and {e["container"]["image"] for e in executors.values()} == {IMAGE}
+    assert settings.parse(params["settings"]).image == IMAGE
     assert sent.body["pipelineSpec"]["root"]["inputDefinitions"]["parameters"].keys() == {"settings", "run_id"}
 
 
@@ -206,7 +212,10 @@ def test_on_vertex_the_train_step_submits_the_launchers_own_custom_job(vertex_st
 
     assert CustomJob.from_json(json.dumps(sent.body)) == CustomJob.from_json(json.dumps(expected))
     args = sent.body["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["args"]
-    assert args[:2] == ["--config-json", s.run_config] and "--force" in args
+    assert args[0] == "--config-json" and "--force" in args
+    sent_cfg = load_config(inline=args[1])  # the pipeline's run config, tagged with the pipeline run the job belongs to
+    assert sent_cfg.output.tags == {"pipeline": "pipe-7"}
+    assert sent_cfg.model_dump(exclude={"output"}) == s.cfg().model_dump(exclude={"output"})
     (step,) = trail.read(s.trail_root, "pipe-7")["steps"]
     assert step["cost_usd"] == 1.18 and step["result"]["tuned_accuracy"] == 0.84
     assert vertex_standin.refused() == []
@@ -265,3 +274,14 @@ def test_the_data_step_reads_every_jsonl_object_under_a_gcs_prefix(gcs, tmp_path
         steps.read_data(s, "pipe-2")
     (failed,) = trail.read(s.trail_root, "pipe-2")["steps"]
     assert failed["status"] == "failed" and "gs://acme-datasets/new-data/2026-12-15.jsonl:2: missing field 'context'" in failed["error"]
+
+
+def test_a_vertex_run_without_image_names_the_kit_image_of_this_source(capsys, repo_root):
+    """`make pipeline BACKEND=vertex` with no --image: the steps, the CustomJob and the canary run the kit image whose tag
+    is this source's content hash (the one `make image` builds and pushes)."""
+    from control.image import kit_image
+
+    request = command.run(_settings(), STACK, dry_run=True, log=lambda m: None)["request"]
+    uri = kit_image(repo_root).uri(STACK.registry_url)
+    assert {e["container"]["image"] for e in request["pipelineSpec"]["deploymentSpec"]["executors"].values()} == {uri}
+    assert settings.parse(request["runtimeConfig"]["parameterValues"]["settings"]).image == uri

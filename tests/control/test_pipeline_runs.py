@@ -16,6 +16,7 @@ import json
 
 import pytest
 
+from control import runs
 from control.pipeline import settings, submit
 from tests.standins.local_cloud import LocalCloud
 from trainer.config import load_config
@@ -76,6 +77,9 @@ def test_the_loop_three_runs_in_a_row_and_a_forced_bad_canary(loop):
     assert by["canary"]["result"]["healthy"] and one["outcome"].startswith("promoted")
     champion = by["canary"]["result"]["deployed_id"]
     assert cloud.serving() == {champion: 100}
+    # The challenger's run is in the ledger as the pipeline's: its report carries the pipeline run it belongs to.
+    (row,) = [r for r in runs.ledger(tmp / "runs").rows if r.id == by["train"]["result"]["run_id"]]
+    assert (row.status, row.where) == ("succeeded", "pipeline")
 
     # 2. the same data: the champion passes; nothing trained, $0
     two = run(first_data)
