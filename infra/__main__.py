@@ -4,6 +4,7 @@ import pulumi
 from kit_infra import config
 from kit_infra.agents import ServiceAgents
 from kit_infra.apis import Apis
+from kit_infra.billing_export import BillingExport, args_from
 from kit_infra.budget import Budget
 from kit_infra.ci_access import CiAccess, CiDeps
 from kit_infra.guard import BudgetGuard, GuardDeps
@@ -13,6 +14,7 @@ from kit_infra.registry import Registry
 from kit_infra.runtime import NotebookRuntime
 from kit_infra.serving import Serving
 from kit_infra.storage import Storage
+from kit_infra.tensorboard import Tensorboard
 
 cfg = config.load()
 apis = Apis("apis", cfg.project)
@@ -31,6 +33,8 @@ guard = BudgetGuard("guard", cfg, GuardDeps(
     budget=budget.budget), after_apis)
 serving = Serving("serving", cfg, after_apis)
 monitoring = Monitoring("monitoring", cfg, budget.channels, after_apis)
+billing_export = BillingExport("billing-export", args_from(cfg), cfg.stack, after_apis)  # what `llmops cost` reads
+tensorboard = Tensorboard("tensorboard", cfg, identity.accounts["trainer"], after_apis)  # training curves; the launcher attaches it
 ci = CiAccess("ci", cfg, CiDeps(  # keyless CI for GitHub Actions, opt-in: llmops-kit:githubRepository (docs/ci-cd.md)
     buckets={"staging": storage.staging, "models": storage.models}, repository=registry.repository, accounts=identity.accounts),
     after_apis) if cfg.github else None
@@ -43,6 +47,7 @@ pulumi.export("budget_thresholds", list(cfg.budget_thresholds))  # the guard not
 pulumi.export("budget_currency", cfg.budget_currency)  # `llmops doctor` compares it with the billing account's
 pulumi.export("budget_name", budget.budget.id)  # the guard acts on this budget only (make budget-guard, make budget-alert)
 pulumi.export("billing_account", cfg.billing_account)
+pulumi.export("billing_export_dataset", billing_export.dataset_ref)  # project.dataset: point the console's billing export here
 pulumi.export("labels", cfg.labels)  # what the launcher and deploy put on jobs and models; the guard selects by them
 pulumi.export("datasets_bucket", storage.datasets.name)
 pulumi.export("staging_bucket", storage.staging.name)
@@ -53,6 +58,7 @@ for role, account in identity.accounts.items():
 pulumi.export("hf_token_secret", identity.hf_token.id)
 pulumi.export("endpoint_id", serving.endpoint.name)
 pulumi.export("registry_url", registry.url)
+pulumi.export("tensorboard", tensorboard.instance.id)  # projects/.../locations/.../tensorboards/ID: a CustomJob's jobSpec.tensorboard
 pulumi.export("budget_topic", budget.topic.id)
 pulumi.export("runtime_template", runtime.template.id)
 pulumi.export("runtime_template_id", runtime.template.name)

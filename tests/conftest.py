@@ -13,7 +13,7 @@ os.environ.setdefault("NO_GCE_CHECK", "true")
 REPO = Path(__file__).resolve().parents[1]
 
 pytest_plugins = ["tests.standins.gcs", "tests.standins.vertex", "tests.standins.secretmanager", "tests.standins.cloudbuild",
-                  "tests.standins.webhook", "tests.standins.project",
+                  "tests.standins.webhook", "tests.standins.project", "tests.standins.vertex_beta",
                   "tests.container.fixtures"]  # the real kit image: engine, local base, build (docs/images.md)
 
 

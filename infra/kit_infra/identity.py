@@ -19,6 +19,8 @@ from kit_infra.storage import Storage
 GUARD_PERMISSIONS = [
     "aiplatform.endpoints.list", "aiplatform.endpoints.get", "aiplatform.endpoints.undeploy",
     "aiplatform.customJobs.list", "aiplatform.customJobs.get", "aiplatform.customJobs.cancel",
+    # PipelineJobs: no get; the guard waits for a cancel by listing again (infra/budget_guard/actions.py).
+    "aiplatform.pipelineJobs.list", "aiplatform.pipelineJobs.cancel",
     # Stopping a runtime: no "stop" permission exists; infra/iam_permissions.json says why it is `update`.
     "aiplatform.notebookRuntimes.list", "aiplatform.notebookRuntimes.get", "aiplatform.notebookRuntimes.update",
     "aiplatform.notebookExecutionJobs.list", "aiplatform.notebookExecutionJobs.delete",
@@ -38,7 +40,15 @@ ROLES: dict[str, tuple[dict[str, str], list[str]]] = {
     # what it needs): it reads the guard's source, writes build logs and pushes the function's image to the kit's
     # repository.
     "fnbuilder": ({"guard": "roles/storage.objectViewer"}, ["roles/logging.logWriter"]),
+    # Vertex AI Pipelines runs the retraining pipeline's steps as this account (control/pipeline/): it reads the new data,
+    # writes the pipeline root (staging) and the run folders and trails (models), starts the trainer's CustomJob,
+    # uploads and deploys model versions and reads the canary's prediction metrics: the trainer's data roles plus what
+    # `make deploy` and `make train BACKEND=vertex` do as a person, nothing of the guard's or the builders'.
+    "pipeline": ({"datasets": "roles/storage.objectViewer", "staging": "roles/storage.objectAdmin", "models": "roles/storage.objectAdmin"},
+                 ["roles/logging.logWriter", "roles/aiplatform.user", "roles/monitoring.viewer"]),
 }
+# The pipeline submits the trainer's CustomJob and deploys as the serving account: it may act as those two only.
+ACTS_AS = {"pipeline": ("trainer", "serving")}
 REGISTRY_WRITERS = ("builder", "fnbuilder")
 SECRET_READERS = ("trainer",)
 # What a notebook on the kit's runtime does as its user: read datasets, read and write models, read the HF token.
@@ -57,6 +67,10 @@ class Identity(pulumi.ComponentResource):
             gcp.artifactregistry.RepositoryIamMember(
                 f"{name}-{writer}-registry", project=cfg.project, location=cfg.region, repository=registry.name,
                 role="roles/artifactregistry.writer", member=self.accounts[writer].member, opts=self._child)
+        for account, targets in ACTS_AS.items():
+            for target in targets:
+                gcp.serviceaccount.IAMMember(f"{name}-{account}-actas-{target}", service_account_id=self.accounts[target].name,
+                                             role="roles/iam.serviceAccountUser", member=self.accounts[account].member, opts=self._child)
         self._guard_role()
         self.hf_token = self._hf_token()
         for member in cfg.runtime_users:

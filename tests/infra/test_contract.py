@@ -64,6 +64,10 @@ def _endpoint(i: dict) -> dict:
     return _drop(i, "project", "location", "region", "name")
 
 
+def _tensorboard(i: dict) -> dict:
+    return _drop(i, "project", "region")
+
+
 def _bucket(i: dict) -> dict:
     """pulumi-gcp flattens a few Bucket fields; the JSON API nests them."""
     body = _drop(i, "project", "forceDestroy", "uniformBucketLevelAccess", "publicAccessPrevention", "lifecycleRules")
@@ -82,10 +86,12 @@ def _bucket(i: dict) -> dict:
 
 
 def _dataset(i: dict) -> dict:
-    body = _drop(i, "project", "datasetId", "location")
+    body = _drop(i, "project", "datasetId", "location", "deleteContentsOnDestroy")  # a provider-side option, not an API field
     body["location"] = i["location"]
     body["datasetReference"] = {"projectId": "acme-ml", "datasetId": i["datasetId"]}
-    body["defaultPartitionExpirationMs"] = str(body["defaultPartitionExpirationMs"])
+    for key in ("defaultPartitionExpirationMs", "defaultTableExpirationMs"):  # int64s travel as strings in the JSON API
+        if key in body:
+            body[key] = str(body[key])
     return body
 
 
@@ -107,6 +113,7 @@ RESOURCES = [
     ("billing/budget:Budget", "billingbudgets", "v1", "GoogleCloudBillingBudgetsV1Budget", _budget),
     ("cloudfunctionsv2/function:Function", "cloudfunctions", "v2", "Function", _function),
     ("vertex/aiEndpoint:AiEndpoint", "aiplatform", "v1", "GoogleCloudAiplatformV1Endpoint", _endpoint),
+    ("vertex/aiTensorboard:AiTensorboard", "aiplatform", "v1", "GoogleCloudAiplatformV1Tensorboard", _tensorboard),
     ("storage/bucket:Bucket", "storage", "v1", "Bucket", _bucket),
     ("bigquery/dataset:Dataset", "bigquery", "v2", "Dataset", _dataset),
     ("monitoring/dashboard:Dashboard", "monitoring", "v1", "Dashboard", _dashboard),

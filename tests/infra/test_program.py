@@ -88,7 +88,8 @@ def test_iam_roles_per_account(program):
     assert _roles(mocks, "trainer") == {
         "datasets:roles/storage.objectViewer", "staging:roles/storage.objectAdmin", "models:roles/storage.objectAdmin",
         "project:roles/logging.logWriter", "project:roles/monitoring.metricWriter",
-        "llmops-dev-hf-token:roles/secretmanager.secretAccessor"}
+        "llmops-dev-hf-token:roles/secretmanager.secretAccessor",
+        "project:roles/aiplatform.tensorboardWriter"}  # project-wide: nothing narrower exists (kit_infra/tensorboard.py)
     assert _roles(mocks, "serving") == {"models:roles/storage.objectViewer", "project:roles/logging.logWriter",
                                         "project:roles/monitoring.metricWriter"}
     assert _roles(mocks, "guard") == {"guard:roles/storage.objectUser", "project:projects/acme-ml/roles/llmopsBudgetGuardDev",
@@ -121,10 +122,12 @@ def test_no_account_can_change_what_another_trusts(program):
 def test_runtime_users_get_what_a_notebook_needs():
     mocks, _ = run_program({**CONFIG, "llmops-kit:runtimeUsers": '["ana@example.com", "group:ml@example.com"]'})
     for member in ("user:ana@example.com", "group:ml@example.com"):
-        granted = {(r.inputs.get("bucket", "").replace("acme-ml-llmops-dev-", "") or r.inputs.get("secretId") or "project",
-                    r.inputs["role"]) for r in mocks.resources if r.inputs.get("member") == member}
+        granted = {(r.inputs.get("bucket", "").replace("acme-ml-llmops-dev-", "") or r.inputs.get("secretId") or r.inputs.get("datasetId")
+                    or "project", r.inputs["role"]) for r in mocks.resources if r.inputs.get("member") == member}
         assert granted == {("datasets", "roles/storage.objectViewer"), ("models", "roles/storage.objectAdmin"),
-                           ("project", "roles/aiplatform.colabEnterpriseUser"), ("llmops-dev-hf-token", "roles/secretmanager.secretAccessor")}
+                           ("project", "roles/aiplatform.colabEnterpriseUser"), ("llmops-dev-hf-token", "roles/secretmanager.secretAccessor"),
+                           # `llmops cost`: read the billing export, and run the query (kit_infra/billing_export.py)
+                           ("llmops_dev_billing", "roles/bigquery.dataViewer"), ("project", "roles/bigquery.jobUser")}
 
 
 def test_the_guard_trigger_waits_for_googles_service_agents(program):
@@ -196,6 +199,29 @@ def test_endpoint_and_registry_and_outputs(program):
     assert exports["runtime_template_id"] == "llmops-dev"
     (tpl,) = mocks.of_type("colab/runtimeTemplate:RuntimeTemplate")
     assert exports["runtime_machine_type"] == tpl.inputs["machineSpec"]["machineType"], "what `make notebook-run` prices at"
+
+
+def test_a_tensorboard_instance_for_the_runs_that_only_the_trainer_writes(program, tmp_path):
+    """The launcher attaches it to each CustomJob (jobSpec.tensorboard): in the jobs' region, labelled, exported by its full name."""
+    import json
+
+    from control.job import tensorboard_name
+    from control.stack import load_stack
+
+    mocks, exports = program
+    (tb,) = mocks.of_type("vertex/aiTensorboard:AiTensorboard")
+    assert tb.inputs["region"] == "us-central1" and tb.inputs["project"] == "acme-ml"
+    assert tb.inputs["labels"] == {"app": "llmops-kit", "stack": "dev", "component": "tensorboard"}
+    assert tb.inputs["displayName"] == "llmops-dev-runs"
+    writers = [r for r in mocks.resources if r.inputs.get("role") == "roles/aiplatform.tensorboardWriter"]
+    assert [w.inputs["member"] for w in writers] == ["serviceAccount:llmops-dev-trainer@acme-ml.iam.gserviceaccount.com"]
+    assert not [r for r in mocks.resources if str(r.inputs.get("role", "")).startswith("roles/aiplatform.tensorboard")
+                and r.inputs["role"] != "roles/aiplatform.tensorboardWriter"], "write, never admin"
+    path = tmp_path / "stack.json"
+    path.write_text(json.dumps(exports))
+    stack = load_stack(path)
+    assert stack.tensorboard == exports["tensorboard"] and stack.tensorboard.startswith("projects/acme-ml/locations/us-central1/tensorboards/")
+    assert tensorboard_name(stack) == stack.tensorboard, "what the launcher sets as jobSpec.tensorboard"
 
 
 def test_policies_hold_for_every_resource(program):
@@ -347,7 +373,7 @@ def test_monitoring_dashboard_and_alerts_route_to_the_channels(program):
         assert any(needle in t for t in titles), needle
     channels = {c.name for c in mocks.of_type("monitoring/notificationChannel:NotificationChannel")}  # each channel's `name` output
     policies = {p.inputs["displayName"]: p.inputs for p in mocks.of_type("monitoring/alertPolicy:AlertPolicy")}
-    assert set(policies) == {"llmops-kit dev: endpoint errors", "llmops-kit dev: GPU runtime idle"}
+    assert set(policies) == {"llmops-kit dev: endpoint errors", "llmops-kit dev: GPU runtime idle", "llmops-kit dev: endpoint idle"}
     for p in policies.values():
         assert set(p["notificationChannels"]) == channels
 

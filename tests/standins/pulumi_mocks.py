@@ -35,6 +35,7 @@ ID_FORMATS = {
     "gcp:colab/runtimeTemplate:RuntimeTemplate": "projects/{project}/locations/{location}/notebookRuntimeTemplates/{name}",
     "gcp:pubsub/topic:Topic": "projects/{project}/topics/{name}",
     "gcp:vertex/aiEndpoint:AiEndpoint": "projects/{project}/locations/{location}/endpoints/{name}",
+    "gcp:vertex/aiTensorboard:AiTensorboard": "projects/{project}/locations/{region}/tensorboards/7612345678901234567",  # Vertex numbers it
     "gcp:artifactregistry/repository:Repository": "projects/{project}/locations/{location}/repositories/{repositoryId}",
     "gcp:billing/budget:Budget": "billingAccounts/{billingAccount}/budgets/de72f49d-779b-4945-a127-4d6ce8def0bb",
 }
