@@ -35,17 +35,62 @@ else
 	$(BIN)/llmops train -c $(CONFIG) $(ARGS)
 endif
 
+.PHONY: pipeline pipeline-schedule pipeline-show rollback
+# The local endpoint is the Vertex + Cloud Monitoring stand-ins (tests/standins/local_cloud.py); its canary watch is short.
+PIPELINE_FLAGS = $(if $(filter 1,$(FORCE_GATE)),--force-gate) $(if $(TARGET),--target $(TARGET)) $(if $(GATE),--gate $(GATE)) \
+  $(if $(MAX_COST),--max-cost $(MAX_COST))
+pipeline: $(STAMP) ## retrain only if the serving model fails on new data, then canary (CONFIG=..., ARGS=...); BACKEND=vertex [DRY_RUN=1]: a PipelineJob
+ifeq ($(BACKEND),vertex)
+	$(BIN)/llmops pipeline --backend vertex -c $(if $(filter configs/default.yaml,$(CONFIG)),configs/codellama-7b.yaml,$(CONFIG)) \
+	  $(if $(filter 1,$(DRY_RUN)),--dry-run) $(PIPELINE_FLAGS) $(ARGS)
+else
+	$(BIN)/python -m tests.standins.local_cloud pipeline -c $(CONFIG) --watch-seconds 10 --poll-seconds 2 $(PIPELINE_FLAGS) $(ARGS)
+endif
+
+pipeline-schedule: $(STAMP) ## a Vertex AI schedule that runs the pipeline: CRON='0 6 * * 1' [DRY_RUN=1]
+	$(if $(CRON),,$(error CRON is required, e.g. make pipeline-schedule CRON='0 6 * * 1'))
+	$(BIN)/llmops pipeline --cron "$(CRON)" -c $(if $(filter configs/default.yaml,$(CONFIG)),configs/codellama-7b.yaml,$(CONFIG)) \
+	  $(if $(filter 1,$(DRY_RUN)),--dry-run) $(PIPELINE_FLAGS) $(ARGS)
+
+pipeline-show: $(STAMP) ## the newest pipeline run's decision trail (RUN=pipe-... for another)
+	$(BIN)/llmops pipeline-show $(if $(RUN),--run $(RUN))
+
+rollback: $(STAMP) ## put the previous model version back at 100% of the endpoint's traffic (BACKEND=vertex: the stack's endpoint)
+ifeq ($(BACKEND),vertex)
+	$(BIN)/llmops rollback
+else
+	$(BIN)/python -m tests.standins.local_cloud rollback
+endif
+
 cancel: $(STAMP) ## cancel a Vertex job: JOB=projects/.../customJobs/ID
 	$(BIN)/llmops cancel $(JOB)
 
-check-base: $(STAMP) ## only the base-model check
-	$(BIN)/llmops check-base -c $(CONFIG) $(ARGS)
+check-base: $(STAMP) ## only the base-model check; CANDIDATES=a,b,...: compare models on the same rows (accuracy, latency, serving cost) and pick one
+	$(BIN)/llmops check-base -c $(CONFIG) $(if $(CANDIDATES),--candidates $(CANDIDATES)) $(ARGS)
+
+.PHONY: sweep
+sweep: $(STAMP) ## one run per value, then compared: SET="data.max_train_examples=500,1000,2000" (several space-separated: their grid); BACKEND=vertex [DRY_RUN=1 SPOT=1 MACHINE=...]
+	$(if $(SET),,$(error give the values: make sweep SET="data.max_train_examples=500,1000,2000"))
+	$(BIN)/llmops sweep -c $(CONFIG) $(foreach s,$(SET),--set $(s)) $(if $(filter vertex,$(BACKEND)),--backend vertex \
+	  $(if $(filter 1,$(DRY_RUN)),--dry-run) $(if $(filter 1,$(SPOT)),--spot) $(if $(MACHINE),--machine $(MACHINE))) $(ARGS)
 
 eval: $(STAMP) ## evaluate runs/latest/merged (MODEL=dir to pick another)
 	$(BIN)/llmops eval -c $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
 report: $(STAMP) ## print the latest run's report
 	$(BIN)/llmops report $(if $(RUN),--run $(RUN))
+
+.PHONY: tensorboard
+tensorboard: $(STAMP) ## serve every local run's TensorBoard events (runs/<id>/tensorboard) on localhost:6006 (PORT=...)
+	$(BIN)/tensorboard --logdir runs --port $(or $(PORT),6006)
+
+.PHONY: runs compare
+runs: $(STAMP) ## every run in one table, local and on Vertex (STATUS=succeeded, MODEL=part of a base model, SINCE=YYYY-MM-DD, JSON=1)
+	$(BIN)/llmops runs $(if $(STATUS),--status $(STATUS)) $(if $(MODEL),--model $(MODEL)) $(if $(SINCE),--since $(SINCE)) $(if $(filter 1,$(JSON)),--json)
+
+compare: $(STAMP) ## runs side by side and a plot: RUNS="id1 id2 ..." [OUT=runs/compare.png]
+	$(if $(RUNS),,$(error name the runs: make compare RUNS="id1 id2" (make runs lists them)))
+	$(BIN)/llmops compare $(RUNS) $(if $(OUT),--out $(OUT))
 
 config: $(STAMP) ## print the resolved run config
 	$(BIN)/llmops config -c $(CONFIG) $(ARGS)
@@ -56,8 +101,8 @@ data: $(STAMP) ## regenerate the bundled sample data/sql_sample.jsonl
 serve: $(STAMP) ## serve runs/latest/merged on :8080 (MODEL_DIR=... to pick another)
 	$(if $(MODEL_DIR),MODEL_DIR=$(MODEL_DIR)) $(BIN)/python -m serving
 
-doctor: $(STAMP) ## check the Google Cloud project (credentials, billing, APIs, GPU quotas, image) before `pulumi up` and a launch
-	$(BIN)/llmops doctor $(if $(PROJECT),--project $(PROJECT))
+doctor: $(STAMP) ## check the Google Cloud project (credentials, billing, APIs, GPU quotas, image, running replicas) before `pulumi up` and a launch; SPOT=1: Spot quota blocks too
+	$(BIN)/llmops doctor $(if $(PROJECT),--project $(PROJECT)) $(if $(filter 1,$(SPOT)),--spot)
 
 notebook-clean: $(STAMP) ## strip outputs from notebooks/*.ipynb before committing
 	$(BIN)/python -c "import glob, nbformat as n; [n.write(nb, p) for p in glob.glob('notebooks/*.ipynb') for nb in [n.read(p, 4)] if [c.update(outputs=[], execution_count=None) for c in nb.cells if c.cell_type == 'code'] is not None]"
@@ -82,6 +127,10 @@ deploy: $(STAMP) ## deploy runs/latest to the Vertex endpoint (RUN=runs/ID, GATE
 .PHONY: prices
 prices: $(STAMP) ## what each machine costs per hour on each surface (common/prices.yaml); REFRESH=1 reads today's list prices from the Cloud Billing Catalog API (REGION=...)
 	$(BIN)/llmops prices $(if $(filter 1,$(REFRESH)),--refresh) $(if $(REGION),--region $(REGION))
+
+.PHONY: cost
+cost: $(STAMP) ## what Google billed vs what the kit estimated, per run and surface, from the Cloud Billing export (RUN=id, SINCE=YYYY-MM-DD, JSON=1)
+	$(BIN)/llmops cost $(if $(RUN),--run $(RUN)) $(if $(SINCE),--since $(SINCE)) $(if $(filter 1,$(JSON)),--json)
 
 bench: $(STAMP) ## the kit's training recipe vs the lab's on the embedded default (BUDGET=330 training seconds per arm: both whole recipes)
 	$(BIN)/python benchmarks/train_bench.py --budget $(or $(BUDGET),330)

@@ -118,13 +118,25 @@ def _summary(report: dict) -> None:
 
 
 @app.command("check-base")
-def check_base(config: ConfigOpt = None, overrides: SetOpt = None) -> None:
+def check_base(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    candidates: Annotated[str | None, typer.Option(help="compare these models (comma-separated, anything model.base accepts) on "
+                                                        "the same held-out rows: accuracy, latency, serving cost; pick one")] = None,
+) -> None:
     """Evaluate the base model on the held-out rows and say whether tuning is needed (exit 0 either way)."""
     from trainer.pipeline import check_base as _check
     from trainer.pipeline import load_inputs
     from trainer.plan import Placement, plan_for
 
     cfg = _config(config, overrides)
+    if candidates is not None:
+        from trainer import candidates as c
+
+        comparison, folder = c.run(cfg, candidates, _log)
+        typer.echo(c.render_markdown(comparison))
+        typer.echo(f"written to {folder / c.JSON_FILE} and {folder / c.MD_FILE}")
+        return
     plan = plan_for(cfg, Placement.from_env())
     result, good = _check(plan, load_inputs(plan, _log), _log)
     verdict = "meets" if good else "is below"
@@ -201,15 +213,11 @@ def launch(
     run_id: Annotated[str | None, typer.Option(callback=_run_id, help="default: a timestamp")] = None,
 ) -> None:
     """Run the same trainer as a Vertex AI CustomJob (`make train BACKEND=vertex`), follow it, fetch its report."""
-    import json
-
-    from control.job import LaunchOptions
+    from control.job import LaunchOptions, trainer_args
     from control.launch import launch as _launch
 
     cfg = _config(config, overrides)  # validated here, before paying for a machine
-    # The job gets the resolved config inline: the config file is on this machine, not in the image.
-    args = ["--config-json", json.dumps(cfg.model_dump(exclude={"output": {"run_id", "machine_type"}}), sort_keys=True)]
-    opts = LaunchOptions(run_id=run_id or layout.new_run_id(), trainer_args=args, replicas=replicas, spot=spot, image=image,
+    opts = LaunchOptions(run_id=run_id or layout.new_run_id(), trainer_args=trainer_args(cfg), replicas=replicas, spot=spot, image=image,
                          expected_hours=expected_hours, max_cost_usd=max_cost, yes=yes, max_queued_minutes=max_queued_minutes)
     if machine:
         opts.machine_type = machine
@@ -305,6 +313,7 @@ def doctor(
     project: Annotated[str | None, typer.Option(help="the project to check (default: the stack's, else $GOOGLE_CLOUD_PROJECT)")] = None,
     region: Annotated[str | None, typer.Option(help="default: the stack's, else common/catalog.yaml's")] = None,
     stack_file: StackOpt = DEFAULT_STACK,
+    spot: Annotated[bool, typer.Option("--spot", help="Spot training is planned (SPOT=1): its quota blocks too")] = False,
 ) -> None:
     """Check, read-only, that a project is ready for `pulumi up` and a launch (`make doctor`); exit 1 if something blocks."""
     from common import catalog
@@ -316,7 +325,7 @@ def doctor(
         _fail("which project? `llmops doctor --project my-project` (or set GOOGLE_CLOUD_PROJECT)")
     region = region or (stack.region if stack else catalog.catalog()["region"])
     _log(f"checking {project} in {region}" + (f" (stack {stack.stack})" if stack else " (no stack outputs yet)"))
-    results = d.run(d.Target(project, region, stack), log=typer.echo)
+    results = d.run(d.Target(project, region, stack, spot=spot), log=typer.echo)
     blocking = [c for c in results if c.status == d.FAIL]
     _log(f"{len(blocking)} blocking, {sum(c.status == d.WARN for c in results)} to look at" if blocking or any(c.status == d.WARN for c in results)
          else "ready")
@@ -421,6 +430,148 @@ def data(out: Annotated[Path, typer.Argument(help="where to write the JSONL")] =
     from trainer.embedded import sqlgen
 
     sqlgen.main([str(out)])
+
+
+@app.command()
+def replicas(stack_file: StackOpt = DEFAULT_STACK) -> None:
+    """What the stack's endpoints are running: each deployed model's replicas, its $/h and its cost since deploy."""
+    from control import replicas as r
+
+    for line in r.lines(r.running(_stack(stack_file))):
+        typer.echo(line)
+
+
+RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="where the local runs are")]
+
+
+@app.command()
+def runs(
+    status: Annotated[list[str] | None, typer.Option("--status", help="only runs in this status (repeatable or a,b): succeeded, "
+                                                     "failed, interrupted, running, skipped, ...")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="only runs whose base model contains this (any case)")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="only runs started on or after this date (YYYY-MM-DD, UTC)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
+    runs_dir: RunsDirOpt = Path(layout.RUNS),
+    stack_file: StackOpt = DEFAULT_STACK,
+) -> None:
+    """Every run in one table: local, and with a stack file the ones on Vertex and which is deployed (`make runs`)."""
+    from control import runs as r
+
+    r.show(runs_dir, _stack(stack_file) if stack_file.is_file() else None, status or [], model, since, as_json, echo=typer.echo)
+
+
+@app.command()
+def compare(
+    run_refs: Annotated[list[str], typer.Argument(metavar="RUN...", help="run ids (`llmops runs` lists them) or run folders")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="the plot's PNG (default: runs/compare-<ids>.png)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
+    runs_dir: RunsDirOpt = Path(layout.RUNS),
+    stack_file: StackOpt = DEFAULT_STACK,
+) -> None:
+    """Runs side by side (fields and config differences) and a plot: accuracy against cost, loss curves, resource timelines."""
+    from control import compare as c
+
+    c.show(run_refs, out, runs_dir, _stack(stack_file) if stack_file.is_file() else None, as_json, echo=typer.echo)
+
+
+@app.command()
+def sweep(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="tune even if the base model already meets the target")] = False,
+    backend: Annotated[str, typer.Option(help="local: `llmops train`'s pipeline here; vertex: one CustomJob per value")] = "local",
+    machine: Annotated[str | None, typer.Option(help="vertex: machine type from common/catalog.yaml")] = None,
+    spot: Annotated[bool, typer.Option(help="vertex: Spot VMs")] = False,
+    max_cost: Annotated[float, typer.Option(callback=_number(low=0), help="vertex: refuse a job estimated above this many USD")] = 25.0,
+    yes: Annotated[bool, typer.Option("--yes", help="vertex: launch even above --max-cost")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="vertex: print each CreateCustomJob request and stop")] = False,
+    detach: Annotated[bool, typer.Option("--detach", help="vertex: submit every job and return (compare them later)")] = False,
+    stack_file: StackOpt = DEFAULT_STACK,
+) -> None:
+    """Train once per value (`--set data.max_train_examples=500,1000,2000`; several such --sets: their grid), then compare
+    the runs: accuracy, wall time, cost per value (`make sweep SET=...`). Exit 1 if a point failed."""
+    from control import sweep as s
+
+    if backend not in ("local", "vertex"):
+        _fail(f"--backend must be local or vertex, got {backend!r}")
+    if backend == "local" and (dry_run or detach or machine or spot):
+        _fail("--dry-run, --detach, --machine and --spot are for --backend vertex")
+    planned = s.plan_sweep(config, overrides or [], claim=not dry_run)
+    _log(f"sweep {planned.id}: {len(planned.points)} runs ({planned.folder})")
+    train = s.train_point if backend == "local" else s.vertex_trainer(
+        _stack(stack_file), Path(layout.RUNS), dry_run=dry_run, detach=detach, machine=machine, spot=spot, max_cost_usd=max_cost, yes=yes)
+    summary = s.run(planned, force=force, log=_log, train=train, save=not dry_run)
+    if dry_run:
+        return
+    typer.echo(s.render_markdown(summary))
+    typer.echo(f"written to {planned.folder / s.JSON_FILE} and {planned.folder / s.MD_FILE}")
+    if any(p.get("error") for p in summary["points"]):
+        raise typer.Exit(1)
+
+
+@app.command()
+def cost(
+    run: Annotated[str | None, typer.Option("--run", help="one run's bill (its run-id label), all usage unless --since")] = None,
+    since: Annotated[str | None, typer.Option(help="usage from this date on, YYYY-MM-DD (default: the last 30 days)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
+    table: Annotated[str | None, typer.Option(help="the export table, project.dataset.table (default: the stack's dataset)")] = None,
+    max_gb: Annotated[float, typer.Option(help="refuse a query that would bill more than this many GB")] = 1.0,
+    stack_file: StackOpt = DEFAULT_STACK,
+) -> None:
+    """What Google billed the kit (Cloud Billing's BigQuery export) vs what it estimated, per run and surface (`make cost`)."""
+    from control import cost as c
+
+    c.run(_stack(stack_file), run_id=run, since=since, as_json=as_json, table=table, max_gb=max_gb, log=typer.echo)
+
+
+@app.command()
+def pipeline(
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    backend: Annotated[str, typer.Option(help="local: kfp's local runner here; vertex: a Vertex AI PipelineJob")] = "local",
+    target: Annotated[float | None, typer.Option(callback=_number(low=0, high=1), help="the serving model meets it: no retraining "
+                                                  "(default: eval.target_accuracy)")] = None,
+    gate: Annotated[float, typer.Option(callback=_number(low=0, high=1), help="a challenger below it is never deployed")] = 0.7,
+    margin: Annotated[float, typer.Option(callback=_number(low=0, high=1), help="how far a challenger may trail the champion")] = 0.02,
+    max_cost: Annotated[float, typer.Option(callback=_number(low=0), help="refuse training estimated above this many USD")] = 25.0,
+    canary_percent: Annotated[int, typer.Option(min=1, max=99, help="the challenger's traffic share while watched")] = 10,
+    watch_seconds: Annotated[float, typer.Option(callback=_number(low=0), help="how long the canary is watched")] = 600.0,
+    poll_seconds: Annotated[float, typer.Option(callback=_number(above=0), help="how often the watch reads Cloud Monitoring")] = 60.0,
+    force_gate: Annotated[bool, typer.Option("--force-gate", help="deploy a challenger the gate rejected (the watch still decides)")] = False,
+    trail_root: Annotated[str | None, typer.Option(help="where run trails go (default: runs/pipelines, or the models bucket on vertex)")] = None,
+    cron: Annotated[str | None, typer.Option(help="create a Vertex AI schedule with this cron instead of one run")] = None,
+    image: Annotated[str | None, typer.Option(help="the kit image the steps run on (vertex; default: this source's)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the PipelineJob (or Schedule) request and stop")] = False,
+    stack_file: StackOpt = DEFAULT_STACK,
+) -> None:
+    """Retrain only when the serving model fails on new data; roll the new one out as a canary (`make pipeline`)."""
+    from control.pipeline import command
+
+    cfg = _config(config, overrides)
+    stack = _stack(stack_file)
+    s = command.settings_for(cfg.model_dump_json(), stack, "vertex" if cron else backend, trail_root, target, accuracy_gate=gate,
+                             margin=margin, max_cost_usd=max_cost, canary_percent=canary_percent, watch_seconds=watch_seconds,
+                             poll_seconds=poll_seconds, force_gate=force_gate, image=image)
+    command.run(s, stack, dry_run=dry_run, cron=cron, image=image, log=_log)
+
+
+@app.command("pipeline-show")
+def pipeline_show(
+    run: Annotated[str | None, typer.Option(help="the pipeline run id (default: the newest)")] = None,
+    trail_root: Annotated[str, typer.Option(help="where the trails are (a folder or gs:// prefix)")] = "runs/pipelines",
+) -> None:
+    """Print a pipeline run's decision trail: each step's result, time and cost."""
+    from control.pipeline import command
+
+    command.show(trail_root, run, log=_log)
+
+
+@app.command()
+def rollback(stack_file: StackOpt = DEFAULT_STACK) -> None:
+    """Put the previous model version back at 100% of the endpoint's traffic (the one a promotion replaced)."""
+    from control import rollout
+
+    rollout.rollback(_stack(stack_file), log=_log)
 
 
 def main() -> None:
