@@ -1,8 +1,9 @@
-# The kit image: one image, two entrypoints. `make image` builds it with Cloud Build from the repo root and tags it
-# by a content hash of everything below (control/image.py); nobody needs Docker locally.
+# The kit image: one image, two entrypoints, and the retraining pipeline's steps. `make image` builds it with Cloud Build
+# from the repo root and tags it by a content hash of everything below (control/image.py); nobody needs Docker locally.
 #
 #   training job   python -m trainer.task ...   (the CustomJob's containerSpec.command, control/job.py)
 #   serving        python -m serving            (CMD: Vertex starts it with AIP_* set, control/deploy.py)
+#   pipeline steps python3 -m kfp.dsl.executor_main ... (each kfp component's command, control/pipeline/definition.py)
 #
 # GPU: torch's Linux wheel on PyPI bundles the CUDA 13 user-space libraries (nvidia-*-cu13 wheels), so no CUDA
 # base image is needed; the host's NVIDIA driver (R580 or newer for CUDA 13) is mounted into the container by
@@ -27,13 +28,13 @@ ENV PYTHONUNBUFFERED=1 \
     LD_LIBRARY_PATH=/usr/local/nvidia/lib64
 
 # Dependencies first: this layer (a few GB: torch and its CUDA libraries) changes only when the pins do.
-COPY constraints.txt image/requirements.in /tmp/deps/
+COPY constraints.txt image/requirements.in image/pipeline-steps.in /tmp/deps/
 # A build behind a TLS-inspecting proxy passes its CA bundle as the secret `ca_bundle`: mounted for this step only,
 # never written to a layer. Without it pip trusts the public CAs, as on Cloud Build.
 RUN --mount=type=secret,id=ca_bundle \
     python -m venv /opt/venv \
     && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
-    && pip install ${TORCH_FIND_LINKS:+--find-links=$TORCH_FIND_LINKS} -c /tmp/deps/constraints.txt -r /tmp/deps/requirements.in \
+    && pip install ${TORCH_FIND_LINKS:+--find-links=$TORCH_FIND_LINKS} -c /tmp/deps/constraints.txt -r /tmp/deps/requirements.in -r /tmp/deps/pipeline-steps.in \
     && rm -rf /tmp/deps
 
 # Then the kit's source: small, and the only layer most changes rebuild. No model is baked in.
@@ -41,6 +42,7 @@ WORKDIR /app
 COPY common/ common/
 COPY trainer/ trainer/
 COPY serving/ serving/
+COPY control/ control/
 COPY configs/ configs/
 COPY data/ data/
 

@@ -5,8 +5,10 @@
                                                                                               -- yes --> canary (promote | roll back)
 
 Components are lightweight Python components: kfp ships each function's source to the step's container, which is
-the kit image on Vertex (it holds this code and its pinned dependencies) and this venv under kfp's local runner.
-The bodies import the kit, so nothing is installed per step and no stage is written twice.
+the kit image on Vertex (it holds control/ and, from image/pipeline-steps.in, kfp and google-cloud-aiplatform at the
+pins) and this venv under kfp's local runner. The bodies import the kit, so no stage is written twice, and nothing is
+installed per step (`install_kfp_package=False`: kfp's default pip-installs itself at each step's start, which the
+image's read-only venv and a step without network would refuse).
 """
 
 from kfp import compiler, dsl
@@ -77,7 +79,7 @@ def build(image: str = LOCAL_IMAGE):
     """The pipeline, its steps running on `image` (the kit image on Vertex)."""
 
     def component(fn):
-        return dsl.component(fn, base_image=image)
+        return dsl.component(fn, base_image=image, install_kfp_package=False)
 
     read_data, score_champion, no_training, estimate_cost, train, gate, rejected, canary = map(component, (
         _read_data, _score_champion, _no_training, _estimate_cost, _train, _gate, _rejected, _canary))

@@ -56,7 +56,9 @@ def service_account(stack: StackOutputs) -> str:
 
 
 def pipeline_job_body(s: PipelineSettings, stack: StackOutputs, image: str, run_id: str = "") -> dict:
-    """The CreatePipelineJob request body (REST JSON); DRY_RUN prints exactly this."""
+    """The CreatePipelineJob request body (REST JSON); DRY_RUN prints exactly this. Every step runs on `image`, and the
+    settings name it, so the training job and the canary run it too (a step has no source tree to hash an image from)."""
+    s = s.model_copy(update={"image": image})
     labels = {**stack.labels, "pipeline": PIPELINE_NAME, **({"run-id": run_id} if run_id else {})}
     return {
         "displayName": f"{PIPELINE_NAME}-{run_id}" if run_id else PIPELINE_NAME,

@@ -63,7 +63,7 @@ def test_the_built_image_is_the_kits_image(docker_engine, kit_image_local, repo_
                              timeout=180)
     facts = json.loads(done.stdout.strip().splitlines()[-1])
     assert facts["uid"] == 10001 and facts["python"].startswith("3.11.")
-    assert facts["top"] == ["common", "configs", "data", "serving", "trainer"], "the client, tests and runs are not in the image"
+    assert facts["top"] == ["common", "configs", "control", "data", "serving", "trainer"], "tests, infra and runs are not in the image"
     assert facts["owners"] == [0] and facts["writable"] == [] and not facts["can_create"], "the app's files are read-only to it"
     assert facts["weights"] == [], "no model baked in"
     assert facts["host_ca_copies"] == [] and facts["secrets"] == [], "the build's CA bundle was a secret: no layer holds it"
@@ -78,6 +78,35 @@ def test_the_built_image_is_the_kits_image(docker_engine, kit_image_local, repo_
     wrong = {n: (v, pinned[n]) for n, v in dists.items() if v.split("+")[0] != pinned[n]}
     assert wrong == {}, "every installed version is the pin"
     assert not [n for n in dists if n.startswith(("nvidia-", "triton"))], "no CUDA libraries: the CPU build"
+
+
+def test_a_pipeline_step_runs_on_the_image(docker_engine, kit_image_local, tmp_path):
+    """The data step's component exactly as the compiled spec runs it (its command and args, kfp's executor input), as
+    uid 10001 with no network: kfp and the steps' code are in the image, nothing is installed per step, and its output
+    (the run id) and the trail come back."""
+    import os
+
+    from control.pipeline import command, submit
+    from control.stack import StackOutputs
+    from trainer.config import load_config
+
+    stack = StackOutputs(project="acme-ml", region="us-central1", staging_bucket="s", models_bucket="m", trainer_service_account="t@x",
+                         endpoint_id="1", stack="dev", labels={"app": "llmops-kit", "stack": "dev"})
+    settings = command.settings_for(load_config("configs/default.yaml").model_dump_json(), stack, "vertex", "/out/trails", None)
+    container = submit.compiled_spec(kit_image_local)["deploymentSpec"]["executors"]["exec-read-data"]["container"]
+    assert container["image"] == kit_image_local and "pip install" not in " ".join(container["command"])
+    executor_input = {"inputs": {"parameterValues": {"settings": settings.model_dump_json(), "run_id": "pipe-1"}},
+                      "outputs": {"outputFile": "/out/executor_output.json"}}
+    args = [json.dumps(executor_input) if a == "{{$}}" else a for a in container["args"]]
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chmod(out, 0o777)  # the step writes as uid 10001
+    done = docker_engine.run("run", "--rm", "--network", "none", "-v", f"{out}:/out", "--entrypoint", container["command"][0],
+                             kit_image_local, *container["command"][1:], *args, check=False, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert json.loads((out / "executor_output.json").read_text()) == {"parameterValues": {"Output": "pipe-1"}}
+    trail = json.loads((out / "trails" / "pipe-1" / "trail.json").read_text())
+    assert [(st["step"], st["status"]) for st in trail["steps"]] == [("read_data", "succeeded")]
 
 
 def test_the_local_tag_follows_the_source_and_the_build_args(repo_root, tmp_path):

@@ -40,15 +40,18 @@ def copy_of_repo(repo_root, tmp_path):
 def test_the_context_is_what_the_dockerfile_copies_and_nothing_else(repo_root):
     files = kit_image(repo_root).files
     top = {f.split("/")[0] for f in files}
-    assert top == {"Dockerfile", "constraints.txt", "image", "common", "trainer", "serving", "configs", "data"}
+    assert top == {"Dockerfile", "constraints.txt", "image", "common", "trainer", "serving", "control", "configs", "data"}
     assert not [f for f in files if "__pycache__" in f or f.endswith((".pyc", ".safetensors", ".bin", ".pt"))], "no bytecode, no weights"
-    assert "control/cli.py" not in files and "tests/conftest.py" not in files
+    # control/: the retraining pipeline's steps run on this image (control/pipeline/definition.py)
+    assert {"control/pipeline/steps.py", "control/rollout.py", "image/pipeline-steps.in"} <= set(files)
+    assert "tests/conftest.py" not in files and not [f for f in files if f.startswith(("tests/", "infra/", "runs/", ".venv/"))]
 
 
 @pytest.mark.parametrize(
     "path, excluded",
     [("runs/x/model.safetensors", True), ("trainer/task.py", False), ("trainer/__pycache__/task.cpython-311.pyc", True),
-     ("image/requirements.in", False), ("image/other.txt", True), ("README.md", True), ("data/sql_sample.jsonl", False)],
+     ("image/requirements.in", False), ("image/other.txt", True), ("README.md", True), ("data/sql_sample.jsonl", False),
+     ("control/pipeline/steps.py", False), ("image/pipeline-steps.in", False), ("control/__pycache__/cli.cpython-311.pyc", True)],
 )
 def test_dockerignore_follows_dockers_rules(repo_root, path, excluded):
     rules = buildcontext.parse((repo_root / ".dockerignore").read_text())
@@ -62,6 +65,10 @@ def test_the_tag_is_a_hash_of_the_context(copy_of_repo):
     assert kit_image(copy_of_repo).tag == first.tag
     (copy_of_repo / "trainer" / "task.py").write_text((copy_of_repo / "trainer" / "task.py").read_text() + "\n# changed\n")
     assert kit_image(copy_of_repo).tag != first.tag
+    second = kit_image(copy_of_repo).tag
+    steps = copy_of_repo / "control" / "pipeline" / "steps.py"
+    steps.write_text(steps.read_text() + "\n# changed\n")
+    assert kit_image(copy_of_repo).tag != second, "the pipeline's steps run on the image: a change to them is a new tag"
     assert buildcontext.pack(copy_of_repo, first.files) == buildcontext.pack(copy_of_repo, first.files), "reproducible bytes"
 
 
@@ -80,6 +87,75 @@ def test_the_dockerfile_installs_dependencies_before_the_source_and_starts_what_
     assert TRAINER_COMMAND == ["python", "-m", "trainer.task"] and "COPY trainer/ trainer/" in text
     assert text.index("pip install") < text.index("COPY trainer/"), "dependencies before source: a code change keeps the big layer"
     assert text.index("USER 10001") > text.index("COPY data/"), "the app's files are copied as root, read-only to the app user"
+    assert "COPY control/ control/" in text and "-r /tmp/deps/pipeline-steps.in" in text, "the pipeline's steps run on it too"
+
+
+# What control/pipeline's modules import that a step never runs: `make image`'s own clients (control/image.py builds and
+# checks the registry; a step only names an image it is given).
+NOT_RUN_IN_A_STEP = {"google-cloud-build", "google-cloud-artifact-registry"}
+
+
+def _third_party_imports(repo_root, roots: list[str]) -> set[str]:
+    """Top-level modules outside the kit and the standard library that the kit modules reachable from `roots` import
+    (anywhere in them: the steps import lazily), following the kit's own imports."""
+    import ast
+    import sys
+
+    kit = {"common", "trainer", "serving", "control"}
+    seen, todo, found = set(), list(roots), set()
+    while todo:
+        module = todo.pop()
+        path = next((p for p in (repo_root / (module.replace(".", "/") + ".py"), repo_root / module.replace(".", "/") / "__init__.py")
+                     if p.is_file()), None)
+        if module in seen or path is None:
+            continue
+        seen.add(module)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module, *(f"{node.module}.{a.name}" for a in node.names)] if isinstance(node, ast.ImportFrom) and node.module
+                and not node.level else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in kit:
+                    todo.append(name)
+                elif top not in sys.stdlib_module_names:
+                    found.add(".".join(name.split(".")[:3]) if top == "google" else top)
+    return found
+
+
+def test_what_the_pipeline_steps_import_is_installed_in_the_image(repo_root):
+    """Every distribution a step's code imports is one image/requirements.in or image/pipeline-steps.in installs (their
+    requirements followed through this venv's metadata, which holds the same pins)."""
+    from importlib import metadata
+
+    def names(path):
+        return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+    roots = names(repo_root / "image" / "requirements.in") + names(repo_root / "image" / "pipeline-steps.in")
+    installed, todo = set(), [canonicalize_name(r) for r in roots]
+    while todo:
+        name = todo.pop()
+        if name in installed:
+            continue
+        installed.add(name)
+        try:
+            requires = metadata.distribution(name).requires or []
+        except metadata.PackageNotFoundError:
+            continue  # bitsandbytes: the image's GPU package, not in this CPU venv; it imports nothing the steps need
+        todo += [canonicalize_name(Requirement(r).name) for r in requires if "extra ==" not in r]
+    providers = metadata.packages_distributions()
+    imported = _third_party_imports(repo_root, ["control.pipeline.steps", "control.pipeline.settings", "control.pipeline.trail"])
+    missing = {}
+    for module in imported:
+        top = module.split(".")[0]
+        dists = {canonicalize_name(d) for d in providers.get(top, [])}
+        if top == "google":  # a namespace: the distribution that ships this sub-package
+            dists = {canonicalize_name(d.metadata["Name"]) for d in metadata.distributions()
+                     if any(str(f).startswith(module.replace(".", "/") + "/") for f in d.files or [])}
+        if dists and not dists & (installed | NOT_RUN_IN_A_STEP):
+            missing[module] = sorted(dists)
+    assert missing == {}, f"a step imports these, and the kit image does not install them: {missing}"
+    assert "kfp" in installed, "kfp's executor runs each step (installed at the pin that compiled the spec)"
 
 
 def test_build_request_is_what_cloud_build_accepts(repo_root):
