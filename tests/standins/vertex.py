@@ -12,7 +12,10 @@ it behaves as Vertex does where the kit depends on it:
   undeploy that would leave traffic on a missing model is refused;
 - a created CustomJob starts PENDING; `job_runner(standin, name)` (if set) runs it in a thread, as Vertex runs
   the job's container; `script_states(name, [...])` instead plays a fixed sequence of states on GETs;
-- cancel moves a job to CANCELLING, then CANCELLED; cancelling a finished job is refused.
+- cancel moves a job to CANCELLING, then CANCELLED; cancelling a finished job is refused;
+- a deploy's trafficSplit must add up to 100 over "0" and models on the endpoint; version aliases are unique within a
+  model (mergeVersionAliases moves them) and `models/ID@alias` resolves; PipelineJobs and Schedules are stored as sent;
+  a PipelineJob's cancel is a CustomJob's (finished: refused; CANCELLING, then CANCELLED by the next read).
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from tests.standins.server import DiscoveryStandIn, unlocked
 
 PREFIX = "GoogleCloudAiplatformV1"
 SCHEMAS = {"customJobs": "CustomJob", "endpoints": "Endpoint", "models": "Model", "notebookRuntimes": "NotebookRuntime",
-           "notebookRuntimeTemplates": "NotebookRuntimeTemplate", "notebookExecutionJobs": "NotebookExecutionJob"}
+           "notebookRuntimeTemplates": "NotebookRuntimeTemplate", "notebookExecutionJobs": "NotebookExecutionJob",
+           "pipelineJobs": "PipelineJob", "schedules": "Schedule"}
 TERMINAL_JOB_STATES = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+TERMINAL_PIPELINE_STATES = {"PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED"}
 T = "type.googleapis.com/google.cloud.aiplatform.v1."
 # Fields whose filter value is the last segment of another field (the filter descriptions say "represents the ... ID").
 ID_FIELDS = {"notebookRuntimeTemplate": "notebookRuntimeTemplateRef.notebookRuntimeTemplate"}
@@ -91,7 +96,94 @@ class NotebookExecutions:
         return self._operation(name, "DeleteOperationMetadata", apply)
 
 
-class VertexStandIn(NotebookExecutions, DiscoveryStandIn):
+def _check_split(split: dict | None, allowed: set[str]) -> None:
+    """DeployModelRequest.trafficSplit: 'The traffic percentage values must add up to 100'; keys are deployed ids ("0": the new one)."""
+    if not split:
+        return
+    if set(split) - allowed:
+        raise ApiError(400, f"trafficSplit names deployed models that are not on the endpoint: {sorted(set(split) - allowed)}")
+    if sum(split.values()) != 100 or any(v < 0 for v in split.values()):
+        raise ApiError(400, f"trafficSplit {split} must add up to 100.")
+
+
+ALIAS = re.compile(r"[a-z][a-zA-Z0-9-]{0,126}[a-z0-9]")  # MergeVersionAliasesRequest: 'match `a-z{0,126}[a-z-0-9]`'
+
+
+class Registry:
+    """Model Registry version aliases (`models/ID@alias`): unique within a model, moved by mergeVersionAliases; and
+    PipelineJob / Schedule creation (stored as sent: nothing runs them)."""
+
+    def _version(self, name: str) -> dict:
+        model, _, ref = name.partition("@")
+        versions = self.versions.get(model) or []
+        match = [v for v in versions if not ref or v["versionId"] == ref or ref in v.get("versionAliases", [])]
+        if not match:
+            raise ApiError(404, f"The Model does not exist: {name}.")
+        return match[-1]
+
+    def models_mergeVersionAliases(self, params, query, body):
+        version = self._version(params["name"])
+        aliases = body.get("versionAliases") or []
+        for alias in aliases:
+            if not ALIAS.fullmatch(alias.removeprefix("-")) or alias.removeprefix("-") == "default":
+                raise ApiError(400, f"Invalid version alias {alias!r}.")
+        for alias in aliases:
+            if alias.startswith("-"):
+                version["versionAliases"] = [a for a in version.get("versionAliases", []) if a != alias[1:]]
+                continue
+            for other in self.versions[version["name"]]:  # an alias names one version: it moves
+                other["versionAliases"] = [a for a in other.get("versionAliases", []) if a != alias or other is version]
+            version["versionAliases"] = sorted(set(version.get("versionAliases", [])) | {alias})
+        return version
+
+    def pipelineJobs_create(self, params, query, body):
+        runtime = body.get("runtimeConfig") or {}
+        if not body.get("pipelineSpec") and not body.get("templateUri"):
+            raise ApiError(400, "pipeline_spec or template_uri is required.")
+        if not str(runtime.get("gcsOutputDirectory", "")).startswith("gs://"):
+            raise ApiError(400, "runtime_config.gcs_output_directory must be a gs:// path.")
+        job_id = (query.get("pipelineJobId") or [str(next(self._ids))])[0]
+        name = f"{params['parent']}/pipelineJobs/{job_id}"
+        job = self.normalise("pipelineJobs", {**body, "name": name}) | {"state": "PIPELINE_STATE_PENDING", "createTime": _now()}
+        self.resources[name] = job
+        return job
+
+    def pipelineJobs_get(self, params, query, body):
+        return self._cancelled(self._get_resource(params["name"], "PipelineJob"))
+
+    def pipelineJobs_list(self, params, query, body):
+        for job in self.of("pipelineJobs"):
+            self._cancelled(job)
+        listed = self._list("pipelineJobs", params, query)
+        mask = (query.get("readMask") or [""])[0]
+        if mask:  # ListPipelineJobsRequest.read_mask: only those fields come back
+            listed = {"pipelineJobs": [{k: v for k, v in job.items() if k in mask.split(",")} for job in listed.get("pipelineJobs", [])]}
+        return listed
+
+    def pipelineJobs_cancel(self, params, query, body):
+        """As a CustomJob's: CANCELLING, then CANCELLED (with error code 1) by the next read; a finished one is refused."""
+        job = self._get_resource(params["name"], "PipelineJob")
+        if job["state"] in TERMINAL_PIPELINE_STATES:
+            raise ApiError(400, f"Cannot cancel {job['name']}: it is in state {job['state']}.", status="FAILED_PRECONDITION")
+        job["state"] = "PIPELINE_STATE_CANCELLING"
+        return {}
+
+    @staticmethod
+    def _cancelled(job: dict) -> dict:
+        if job["state"] == "PIPELINE_STATE_CANCELLING":
+            job |= {"state": "PIPELINE_STATE_CANCELLED", "error": {"code": 1, "message": "CANCELLED"}, "endTime": _now()}
+        return job
+
+    def schedules_create(self, params, query, body):
+        if not body.get("cron") or not body.get("createPipelineJobRequest"):
+            raise ApiError(400, "cron and create_pipeline_job_request are required.")
+        name = f"{params['parent']}/schedules/{next(self._ids)}"
+        schedule = self.normalise("schedules", {**body, "name": name}) | {"state": "ACTIVE", "createTime": _now()}
+        self.resources[name] = schedule
+        return schedule
+
+
+class VertexStandIn(Registry, NotebookExecutions, DiscoveryStandIn):
     API = ("aiplatform", "v1")
 
     def __init__(self, op_polls: int = 1) -> None:
@@ -269,6 +361,11 @@ class VertexStandIn(NotebookExecutions, DiscoveryStandIn):
                 raise ApiError(400, f"job_spec.worker_pool_specs[{i}] needs a container_spec or a python_package_spec.")
         if int(pools[0].get("replicaCount") or 0) != 1:
             raise ApiError(400, "job_spec.worker_pool_specs[0].replica_count must be 1: the first pool is the chief.")
+        tensorboard = (body.get("jobSpec") or {}).get("tensorboard")
+        # The discovery document's format for it; a job uploads only to an instance in its own location.
+        if tensorboard and not re.fullmatch(rf"projects/[^/]+/locations/{params['parent'].split('/')[3]}/tensorboards/[^/]+", tensorboard):
+            raise ApiError(400, f"job_spec.tensorboard {tensorboard!r} is not projects/{{project}}/locations/{{location}}/tensorboards/"
+                                "{tensorboard} in the job's location.")
         name = f"{params['parent']}/customJobs/{next(self._ids)}"
         job = self.normalise("customJobs", {**body, "name": name})
         job |= {"state": "JOB_STATE_PENDING", "createTime": _now(), "updateTime": _now()}
@@ -316,6 +413,7 @@ class VertexStandIn(NotebookExecutions, DiscoveryStandIn):
         if not versions or (version and not any(v["versionId"] == version for v in versions)):
             raise ApiError(404, f"Model {deployed['model']} not found.")
         deployed_id = str(next(self._ids) + 1_000_000)
+        _check_split(body.get("trafficSplit"), {"0"} | {d["id"] for d in endpoint.get("deployedModels", [])})
 
         def apply():
             deployed.update(id=deployed_id, model=model_name, modelVersionId=version or versions[-1]["versionId"], createTime=_now())
@@ -391,12 +489,7 @@ class VertexStandIn(NotebookExecutions, DiscoveryStandIn):
         return self._operation(name, "UploadModelOperationMetadata", apply)
 
     def models_get(self, params, query, body):
-        name, _, version = params["name"].partition("@")
-        versions = self.versions.get(name) or []
-        match = [v for v in versions if not version or v["versionId"] == version]
-        if not match:
-            raise ApiError(404, f"The Model does not exist: {params['name']}.")
-        return match[-1]
+        return self._version(params["name"])
 
     def models_list(self, params, query, body):
         return self._list("models", params, query)
