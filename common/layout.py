@@ -66,6 +66,20 @@ STAGING_CHECKPOINTS = "checkpoints/"
 STAGING_IMAGE_SOURCES = "image-sources/"
 
 
+def claim_folder(root: Path, name: str) -> Path:
+    """Create `root/name`, or `name-2`, `name-3`, ... when another run (a sweep, a comparison) took it in the same second.
+    FileExistsError when a thousand are taken."""
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = root / (name if n == 1 else f"{name}-{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a folder for {name} under {root}: {name}-2 to {name}-999 are taken too")
+
+
 def vertex_checkpoint_dir(staging_bucket: str, run_id: str) -> str:
     """A Vertex run's resume state: in staging, under the prefix infra expires."""
     return f"gs://{staging_bucket.removeprefix('gs://')}/{STAGING_CHECKPOINTS}{run_id}/"

@@ -137,7 +137,7 @@ def plan_sweep(config: Path | None, overrides: list[str], runs_dir: Path | None 
         except ConfigError as e:
             raise SweepError(f"sweep point {point.index} ({point.label()}): {e}") from None
         planned.append((point, cfg))
-    folder = _claim(root, sweep_id) if claim else root / sweep_id
+    folder = _claim_in(root, sweep_id) if claim else root / sweep_id
     sweep_id = folder.name
     tagged = []
     for point, cfg in planned:
@@ -148,17 +148,6 @@ def plan_sweep(config: Path | None, overrides: list[str], runs_dir: Path | None 
     return Sweep(sweep_id, config, fixed, axes, tagged, folder)
 
 
-def _claim(root: Path, name: str) -> Path:
-    """A folder of its own (a sweep started in the same second gets a suffix, as a run does)."""
-    root.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 1000):
-        folder = root / (name if n == 1 else f"{name}-{n}")
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-    raise SweepError(f"could not create a folder for {name} under {root}")
 
 
 # -- running it -----------------------------------------------------------------------------------------------------
@@ -304,3 +293,10 @@ def render_markdown(summary: dict) -> str:
             lines += ["", f"![runs compared]({Path(comparison['png']).name})"]
         lines += [f"- {n}" for n in comparison.get("notes", [])]
     return "\n".join(lines) + "\n"
+
+
+def _claim_in(root: Path, name: str) -> Path:
+    try:
+        return layout.claim_folder(root, name)
+    except FileExistsError as e:
+        raise SweepError(str(e)) from None

@@ -200,26 +200,22 @@ def write_comparison(comparison: dict, runs_dir: str | Path) -> Path:
     """Write candidates.json and candidates.md into a fresh runs/check-base-<timestamp>/ (a local folder: a gs://
     runs_dir writes here under runs/)."""
     root = Path(layout.RUNS if storage.is_gcs(str(runs_dir)) else runs_dir)
-    folder = _claim(root, layout.new_run_id(PREFIX))
+    folder = _claim_in(root, layout.new_run_id(PREFIX))
     atomic_write_json(folder / JSON_FILE, comparison)
     atomic_write_text(folder / MD_FILE, render_markdown(comparison))
     return folder
 
 
-def _claim(root: Path, name: str) -> Path:
-    """A folder of its own: a second comparison in the same second gets a suffix, as a run does (trainer/plan.py)."""
-    root.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 1000):
-        folder = root / (name if n == 1 else f"{name}-{n}")
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-    raise CandidateError(f"could not create a folder for {name} under {root}")
 
 
 def run(cfg: RunConfig, candidates: str, log: Log = print) -> tuple[dict, Path]:
     """`llmops check-base --candidates`: compare, write, and return the comparison and its folder."""
     comparison = compare_candidates(cfg, parse_candidates(candidates), log)
     return comparison, write_comparison(comparison, cfg.output.runs_dir)
+
+
+def _claim_in(root: Path, name: str) -> Path:
+    try:
+        return layout.claim_folder(root, name)
+    except FileExistsError as e:
+        raise CandidateError(str(e)) from None

@@ -102,17 +102,14 @@ def _claim(plan: RunPlan) -> RunPlan:
     if plan.cfg.output.run_id:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         return plan
-    for n in range(1, 1000):
-        run_id = plan.run_id if n == 1 else f"{plan.run_id}-{n}"
-        try:
-            (plan.run_dir.parent / run_id).mkdir(parents=True, exist_ok=False)
-        except FileExistsError:
-            continue
-        remote = plan.remote_dir
-        if remote and not plan.placement.vertex_model_dir:  # <gs:// runs_dir>/<run-id> follows the id; AIP_MODEL_DIR does not
-            remote = layout.join(remote.rsplit("/", 1)[0], run_id)
-        return replace(plan, run_id=run_id, run_dir=plan.run_dir.parent / run_id, remote_dir=remote)
-    raise RunError(f"could not create a run folder under {plan.run_dir.parent} for {plan.run_id}")
+    try:
+        run_dir = layout.claim_folder(plan.run_dir.parent, plan.run_id)
+    except FileExistsError as e:
+        raise RunError(str(e)) from None
+    remote = plan.remote_dir
+    if remote and not plan.placement.vertex_model_dir:  # <gs:// runs_dir>/<run-id> follows the id; AIP_MODEL_DIR does not
+        remote = layout.join(remote.rsplit("/", 1)[0], run_dir.name)
+    return replace(plan, run_id=run_dir.name, run_dir=run_dir, remote_dir=remote)
 
 
 def _check_writable(path: str | Path, setting: str = "output.runs_dir") -> None:

@@ -132,3 +132,8 @@ def test_scratch_follows_the_environment(monkeypatch, tmp_path):
     assert layout.scratch("models", "x") == tmp_path / "models" / "x"
     monkeypatch.delenv(layout.SCRATCH_ENV)
     assert layout.scratch("models") == Path(".cache/llmops/models")
+
+
+def test_claim_folder_gives_a_taken_name_a_suffix(tmp_path):
+    first, second = layout.claim_folder(tmp_path / "runs", "r1"), layout.claim_folder(tmp_path / "runs", "r1")
+    assert (first.name, second.name) == ("r1", "r1-2") and first.is_dir() and second.is_dir()

@@ -16,7 +16,7 @@ import pytest
 
 from tests.infra.test_program import CONFIG
 from tests.standins import discovery
-from tests.standins.pulumi_mocks import run_program
+from tests.standins.pulumi_mocks import run_program, whole_numbers
 
 
 @pytest.fixture(scope="module")
@@ -26,17 +26,9 @@ def recorded():
     return mocks
 
 
-def _ints(value):
-    """Pulumi carries every number as a double (a protobuf Value); the provider sends whole ones as integers."""
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
 
 def _drop(inputs: dict, *keys: str) -> dict:
-    body = _ints(copy.deepcopy(inputs))
+    body = whole_numbers(copy.deepcopy(inputs))
     for k in keys:
         body.pop(k, None)
     return body
@@ -71,7 +63,7 @@ def _tensorboard(i: dict) -> dict:
 def _bucket(i: dict) -> dict:
     """pulumi-gcp flattens a few Bucket fields; the JSON API nests them."""
     body = _drop(i, "project", "forceDestroy", "uniformBucketLevelAccess", "publicAccessPrevention", "lifecycleRules")
-    i = _ints(i)
+    i = whole_numbers(i)
     body["iamConfiguration"] = {"uniformBucketLevelAccess": {"enabled": i["uniformBucketLevelAccess"]},
                                 "publicAccessPrevention": i["publicAccessPrevention"]}
     rules = []

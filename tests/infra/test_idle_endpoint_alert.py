@@ -12,7 +12,7 @@ import pytest
 
 from tests.infra.test_program import CONFIG
 from tests.standins import discovery
-from tests.standins.pulumi_mocks import INFRA, run_program
+from tests.standins.pulumi_mocks import INFRA, run_program, whole_numbers
 
 sys.path.insert(0, str(INFRA))
 sys.path.insert(0, str(INFRA / "policy"))
@@ -69,16 +69,9 @@ def test_idle_endpoint_hours_out_of_range_names_the_key_and_the_fix(hours):
         validate({**VALID, "idleEndpointHours": hours}, "dev")
 
 
-def _ints(value):
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
 
 def _body(inputs: dict) -> dict:
-    body = _ints(copy.deepcopy(inputs))
+    body = whole_numbers(copy.deepcopy(inputs))
     body.pop("project", None)  # the create call's path, not the body
     return body
 

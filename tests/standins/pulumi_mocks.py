@@ -113,3 +113,12 @@ def run_program(config: dict[str, str], secret_keys: list[str] | None = None, st
     finally:
         pulumi.export = original_export
     return mocks, exports
+
+
+def whole_numbers(value):
+    """Pulumi carries every number as a double (a protobuf Value); the provider sends whole ones as integers."""
+    if isinstance(value, dict):
+        return {k: whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(v) for v in value]
+    return int(value) if isinstance(value, float) and value.is_integer() else value
