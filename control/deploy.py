@@ -212,7 +212,8 @@ def price_lines(price: dict) -> list[str]:
 
 # -- talking to Vertex -----------------------------------------------------------------------------------------------
 
-def _clients(stack: StackOutputs):
+def clients(stack: StackOutputs):
+    """The Vertex endpoint and model clients for the stack's region (deploy, and control/rollout.py's canary)."""
     from google.cloud import aiplatform_v1
 
     kwargs = gcp.client_kwargs("aiplatform", stack.region)
@@ -234,7 +235,8 @@ def _current(endpoints, models, endpoint: str) -> tuple[list, float | None]:
     return deployed, max((a for a in accuracies if a is not None), default=None)
 
 
-def _parent_model(models, stack: StackOutputs) -> str | None:
+def parent_model(models, stack: StackOutputs) -> str | None:
+    """The registry model the kit's versions are uploaded under, if one exists yet."""
     existing = list(models.list_models(request={"parent": stack.parent,
                                                 "filter": f'display_name="{MODEL_DISPLAY_NAME}"'}))
     return existing[0].name if existing else None
@@ -245,9 +247,9 @@ def deploy(opts: DeployOptions, stack: StackOutputs, dry_run: bool = False, *, l
         raise DeployError("the stack outputs lack endpoint_id / registry_url: run `pulumi up` and export them again")
     endpoint = stack.endpoint_name
     try:
-        endpoints, models = _clients(stack)
+        endpoints, models = clients(stack)
         deployed, current = _current(endpoints, models, endpoint)
-        parent = _parent_model(models, stack)
+        parent = parent_model(models, stack)
     except gcp.CredentialsError as e:
         if not dry_run:
             raise
@@ -272,12 +274,19 @@ def _image(opts: DeployOptions, stack: StackOutputs, build: bool, log=print) -> 
     return ensure_image(stack, log) if build else kit_image().uri(stack.registry_url)
 
 
-def _upload_and_deploy(endpoints, models, stack: StackOutputs, p: dict, previous: list, log) -> None:
-    from google.cloud.aiplatform_v1 import DeployModelRequest, UploadModelRequest
+def upload_version(models, stack: StackOutputs, upload: dict) -> str:
+    """Upload `upload` (plan's UploadModel body) into the stack's registry; the new version's `models/ID@VERSION`."""
+    from google.cloud.aiplatform_v1 import UploadModelRequest
 
-    upload = UploadModelRequest.from_json(json.dumps({"parent": stack.parent, **p["upload"]}))
-    uploaded = models.upload_model(request=upload).result(timeout=DEPLOY_TIMEOUT_S)
-    version = f"{uploaded.model}@{uploaded.model_version_id}"
+    request = UploadModelRequest.from_json(json.dumps({"parent": stack.parent, **upload}))
+    uploaded = models.upload_model(request=request).result(timeout=DEPLOY_TIMEOUT_S)
+    return f"{uploaded.model}@{uploaded.model_version_id}"
+
+
+def _upload_and_deploy(endpoints, models, stack: StackOutputs, p: dict, previous: list, log) -> None:
+    from google.cloud.aiplatform_v1 import DeployModelRequest
+
+    version = upload_version(models, stack, p["upload"])
     log(f"uploaded {version} from {p['artifact_uri']}")
     body = json.loads(json.dumps(p["deploy"]))
     body["deployedModel"]["model"] = version

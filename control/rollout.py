@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 
 from common.errors import KitError
 from control import gcp
-from control.deploy import DEPLOY_TIMEOUT_S, MODEL_DISPLAY_NAME
+from control.deploy import DEPLOY_TIMEOUT_S, MODEL_DISPLAY_NAME, clients, parent_model, upload_version
 from control.stack import StackOutputs
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
@@ -55,13 +55,6 @@ class Serving:
         return f"{self.model}@{self.version_id}"
 
 
-def clients(stack: StackOutputs):
-    from google.cloud import aiplatform_v1
-
-    kwargs = gcp.client_kwargs("aiplatform", stack.region)
-    return aiplatform_v1.EndpointServiceClient(**kwargs), aiplatform_v1.ModelServiceClient(**kwargs)
-
-
 def _json(message) -> dict:
     return json.loads(type(message).to_json(message))
 
@@ -90,27 +83,17 @@ def _aliases(models, version: str, aliases: list[str]) -> None:
     models.merge_version_aliases(request=MergeVersionAliasesRequest(name=version, version_aliases=aliases))
 
 
-def _parent_model(models, stack: StackOutputs) -> str | None:
-    found = list(models.list_models(request={"parent": stack.parent, "filter": f'display_name="{MODEL_DISPLAY_NAME}"'}))
-    return found[0].name if found else None
-
-
 def start_canary(endpoints, models, stack: StackOutputs, upload: dict, deploy: dict, percent: int, log: Log = print) -> Serving:
     """Upload `upload` (deploy.plan's UploadModel body) as a new version aliased `challenger` and deploy it with `deploy`'s
     DeployedModel at `percent` of the traffic beside the champion (100% when nothing serves). Returns the challenger."""
-    from google.cloud.aiplatform_v1 import DeployModelRequest, UploadModelRequest
-
     current = champion(endpoints, stack.endpoint_name)
-    parent = _parent_model(models, stack)
-    body = {"parent": stack.parent, **upload, **({"parentModel": parent} if parent else {})}
-    uploaded = models.upload_model(request=UploadModelRequest.from_json(json.dumps(body))).result(timeout=DEPLOY_TIMEOUT_S)
-    version = f"{uploaded.model}@{uploaded.model_version_id}"
+    parent = parent_model(models, stack)
+    version = upload_version(models, stack, {**upload, **({"parentModel": parent} if parent else {})})
     _aliases(models, version, [CHALLENGER])
     log(f"uploaded {version} (alias {CHALLENGER})")
     split = {"0": percent, current.deployed_id: 100 - percent} if current else {"0": 100}
     request = {"endpoint": stack.endpoint_name, "deployedModel": {**deploy["deployedModel"], "model": version}, "trafficSplit": split}
-    done = endpoints.deploy_model(request=DeployModelRequest.from_json(json.dumps(request))).result(timeout=DEPLOY_TIMEOUT_S)
-    new_id = done.deployed_model.id
+    new_id = _deploy(endpoints, request).id
     log(f"deployed {version} as {new_id} with {split['0']}% of the traffic" + (f" beside {current.deployed_id}" if current else ""))
     return next(s for s in serving(endpoints, stack.endpoint_name) if s.deployed_id == new_id)
 
@@ -138,11 +121,10 @@ def abort_canary(endpoints, models, stack: StackOutputs, challenger: Serving, lo
 def rollback(stack: StackOutputs, log: Log = print) -> dict:
     """`llmops rollback`: the version aliased `previous` back at 100%, the current champion undeployed."""
     from google.api_core import exceptions
-    from google.cloud.aiplatform_v1 import DeployModelRequest
 
     endpoints, models = clients(stack)
     current = champion(endpoints, stack.endpoint_name)
-    parent = _parent_model(models, stack)
+    parent = parent_model(models, stack)
     if current is None or parent is None:
         raise RolloutError(f"nothing is deployed on {stack.endpoint_name}: there is no version to roll back from")
     try:
@@ -156,12 +138,19 @@ def rollback(stack: StackOutputs, log: Log = print) -> dict:
     keep = {k: v for k, v in current.deployed.items() if k in ("dedicatedResources", "automaticResources", "serviceAccount")}
     deployed = {**keep, "model": version, "displayName": f"{MODEL_DISPLAY_NAME}-v{previous['versionId']}"}
     request = {"endpoint": stack.endpoint_name, "deployedModel": deployed, "trafficSplit": {"0": 100, current.deployed_id: 0}}
-    done = endpoints.deploy_model(request=DeployModelRequest.from_json(json.dumps(request))).result(timeout=DEPLOY_TIMEOUT_S)
-    _undeploy(endpoints, stack.endpoint_name, current.deployed_id, {done.deployed_model.id: 100})
+    new_id = _deploy(endpoints, request).id
+    _undeploy(endpoints, stack.endpoint_name, current.deployed_id, {new_id: 100})
     _aliases(models, version, [CHAMPION, f"-{PREVIOUS}"])
     _aliases(models, current.version, [PREVIOUS])
-    log(f"rolled back to {version} ({done.deployed_model.id}, 100% of the traffic); {current.version} undeployed, alias {PREVIOUS}")
-    return {"serving": version, "deployed_id": done.deployed_model.id, "replaced": current.version}
+    log(f"rolled back to {version} ({new_id}, 100% of the traffic); {current.version} undeployed, alias {PREVIOUS}")
+    return {"serving": version, "deployed_id": new_id, "replaced": current.version}
+
+
+def _deploy(endpoints, request: dict):
+    """A DeployModel request (REST JSON), waited for; the DeployedModel it made."""
+    from google.cloud.aiplatform_v1 import DeployModelRequest
+
+    return endpoints.deploy_model(request=DeployModelRequest.from_json(json.dumps(request))).result(timeout=DEPLOY_TIMEOUT_S).deployed_model
 
 
 def _undeploy(endpoints, endpoint: str, deployed_id: str, split: dict[str, int]) -> None:
