@@ -63,15 +63,17 @@ class EventLog:
         self._copy_lock = threading.Lock()  # one copy to the remote folder at a time
         self._closed = False
 
-    def scalars(self, step: int, values: Mapping[str, float | None]) -> None:
-        """Record each value under its tag at `step`; a None or non-finite value (not measured here) is left out."""
+    def scalars(self, step: int, values: Mapping[str, float | None], may_sync: bool = True) -> None:
+        """Record each value under its tag at `step`; a None or non-finite value (not measured here) is left out.
+        `may_sync=False` (the training loop): never pay for the copy to the remote folder here; the sampler's thread
+        and close() make it."""
         with self._lock:
             if self._closed:
                 return
             for tag, value in values.items():
                 if value is not None and math.isfinite(value):
                     self._writer.add_scalar(tag, float(value), int(step))
-            due = self.remote_dir is not None and self._clock() - self._last_sync >= self._sync_every_s
+            due = may_sync and self.remote_dir is not None and self._clock() - self._last_sync >= self._sync_every_s
         if due:
             self.sync()
 

@@ -280,7 +280,8 @@ def train(
             if events is not None and acc.is_main_process:
                 events.scalars(done, {LOSS_TRAIN: loop.history[-1][1], LOSS_HELD_OUT: loop.eval_history[-1][1] if evaluated else None,
                                       LEARNING_RATE: lr, TOKENS_PER_S: tokens_per_s, RSS_MIB: _process.memory_info().rss / 2**20,
-                                      GPU_ALLOCATED_MIB: torch.cuda.memory_allocated() / 2**20 if torch.cuda.is_available() else None})
+                                      GPU_ALLOCATED_MIB: torch.cuda.memory_allocated() / 2**20 if torch.cuda.is_available() else None},
+                               may_sync=False)  # the upload to Vertex's log folder is the sampler thread's, off this hot path
             if done % cfg.checkpoint_every == 0 and done < n_steps:
                 _checkpoint(loop, acc, store, done)
             acc.wait_for_everyone()
