@@ -98,9 +98,7 @@ def download_to(uri: str, dest: Path) -> Path:
 
 def list_names(uri: str) -> list[str]:
     """Object names under a gs:// prefix, relative to it."""
-    bucket, prefix = split_uri(uri)
-    base = prefix + "/" if prefix else ""
-    return [b.name[len(base) :] for b in client().list_blobs(bucket, prefix=base) if not b.name.endswith("/")]
+    return list(list_sizes(uri))
 
 
 def list_sizes(uri: str) -> dict[str, int]:

@@ -105,9 +105,9 @@ def endpoints(stack: StackOutputs) -> list:
     from google.api_core import exceptions
 
     client = _client(stack)
-    label_filter = " AND ".join(f'labels.{k}="{v}"' for k, v in sorted(stack.labels.items()))
+    request = {"parent": stack.parent, **({"filter": stack.label_filter} if stack.labels else {})}
     try:
-        found = {e.name: e for e in client.list_endpoints(request={"parent": stack.parent, **({"filter": label_filter} if label_filter else {})})}
+        found = {e.name: e for e in client.list_endpoints(request=request)}
         if stack.endpoint_id and stack.endpoint_name not in found:
             try:
                 found[stack.endpoint_name] = client.get_endpoint(name=stack.endpoint_name)

@@ -230,10 +230,8 @@ def vertex_jobs(stack: StackOutputs) -> dict[str, Job]:
     """The stack's CustomJobs (selected by its labels, as the budget guard selects them), by their run-id label."""
     from control import gcp
 
-    # The expression infra/budget_guard/settings.py builds (a deployable control/ may not import): every label of the stack.
-    flt = " AND ".join(f'labels.{k}="{v}"' for k, v in sorted(stack.labels.items()))
     jobs: dict[str, Job] = {}
-    for j in gcp.job_client(stack.region).list_custom_jobs(request={"parent": stack.parent, "filter": flt}):
+    for j in gcp.job_client(stack.region).list_custom_jobs(request={"parent": stack.parent, "filter": stack.label_filter}):
         run_id = dict(j.labels).get("run-id")
         if not run_id:
             continue

@@ -56,6 +56,12 @@ class StackOutputs:
         return f"projects/{self.project}/locations/{self.region}"
 
     @property
+    def label_filter(self) -> str:
+        """A Vertex list filter selecting what carries every label of the stack (the expression the budget guard's
+        settings build too: infra/budget_guard/settings.py, a deployable control/ may not import)."""
+        return " AND ".join(f'labels.{k}="{v}"' for k, v in sorted(self.labels.items()))
+
+    @property
     def endpoint_name(self) -> str:
         return f"{self.parent}/endpoints/{self.endpoint_id}"
 
