@@ -172,6 +172,11 @@ def storage_month(kind: str, region: str = "us-central1") -> float:
     return _rate(_rates(load(), region), kind, False, region, kind)
 
 
+def monthly(usd_per_hour: float) -> float:
+    """What an hourly rate bills over a month left running (the price file's hours_per_month)."""
+    return usd_per_hour * load().hours_per_month
+
+
 def surface_label(surface: Surface) -> str:
     return load().surfaces[surface].label
 

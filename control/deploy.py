@@ -203,7 +203,7 @@ def price_lines(price: dict) -> list[str]:
                      "a replica to start (minutes)")
     else:
         lines.append(f"  idle: ${price['idle_usd_per_hour']:.4f}/h, ${price['idle_day_usd']:.2f} a day left idle, "
-                     f"${price['idle_usd_per_hour'] * prices.load().hours_per_month:,.0f} a month: IDLE_MINUTES=30 scales it to zero "
+                     f"${prices.monthly(price['idle_usd_per_hour']):,.0f} a month: IDLE_MINUTES=30 scales it to zero "
                      "when unused")
     if "usd_per_1000_predictions" in price:
         lines.append(f"  per 1,000 predictions: ${price['usd_per_1000_predictions']:.5f} at {price['throughput']}")

@@ -172,7 +172,7 @@ def describe(r: Replicas, now: datetime | None = None) -> tuple[bool, str, str]:
     if not r.always_on:
         return False, (f"{head}: $0/h while idle, {_money(r.usd_per_replica_hour)}/h per replica while serving"), ""
     hourly = r.running_usd_per_hour
-    month = hourly * prices.load().hours_per_month
+    month = prices.monthly(hourly)
     spent = r.cost_since_deploy_floor(now)
     return True, (f"{head}: {_money(hourly)}/h, ~{_money(month)}/month while it stays up"
                   + (f"; at least {_money(spent)} since deploy (min replicas; scale-ups above it not counted)" if spent is not None else "")

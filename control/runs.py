@@ -18,7 +18,7 @@ note under the table, and the local rows are still shown.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import Any
@@ -127,7 +127,8 @@ class RunRow:
     report: dict = field(default_factory=dict, repr=False, compare=False)  # the whole report.json (not in --json)
 
     def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "report"}
+        # fields() rather than asdict(): asdict would deep-copy the whole report (its timeline) only to drop it
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "report"}
 
     @property
     def started(self) -> datetime | None:

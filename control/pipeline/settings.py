@@ -68,8 +68,7 @@ def parse(text: str) -> PipelineSettings:
     try:
         return PipelineSettings.model_validate_json(text)
     except ValidationError as e:
-        raise PipelineSettingsError("pipeline settings: " + "; ".join(
-            f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors())) from None
+        raise _error(e) from None
 
 
 def build(**fields) -> PipelineSettings:
@@ -77,5 +76,9 @@ def build(**fields) -> PipelineSettings:
     try:
         return PipelineSettings(**fields)
     except ValidationError as e:
-        raise PipelineSettingsError("pipeline settings: " + "; ".join(
-            f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors())) from None
+        raise _error(e) from None
+
+
+def _error(e: ValidationError) -> PipelineSettingsError:
+    return PipelineSettingsError("pipeline settings: " + "; ".join(
+        f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors()))

@@ -15,7 +15,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from kit_infra.config import StackConfig
-from kit_infra.options import children_of
+from kit_infra.options import children_of, member_slug
 
 EXPORT_WRITER = "serviceAccount:billing-export-bigquery@system.gserviceaccount.com"
 WRITER_ROLE = "roles/bigquery.dataEditor"
@@ -49,7 +49,7 @@ class BillingExport(pulumi.ComponentResource):
         gcp.bigquery.DatasetIamMember(f"{name}-writer", project=args.project, dataset_id=self.dataset.dataset_id, role=WRITER_ROLE,
                                       member=EXPORT_WRITER, opts=child)
         for member in args.readers:
-            slug = member.split(":", 1)[1].replace("@", "-at-").replace(".", "-")
+            slug = member_slug(member)
             gcp.bigquery.DatasetIamMember(f"{name}-reader-{slug}", project=args.project, dataset_id=self.dataset.dataset_id,
                                           role=READER_ROLE, member=member, opts=child)
             gcp.projects.IAMMember(f"{name}-query-{slug}", project=args.project, role=QUERY_ROLE, member=member, opts=child)

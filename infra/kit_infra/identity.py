@@ -13,7 +13,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from kit_infra.config import StackConfig, account_id
-from kit_infra.options import children_of
+from kit_infra.options import children_of, member_slug
 from kit_infra.storage import Storage
 
 GUARD_PERMISSIONS = [
@@ -116,7 +116,7 @@ class Identity(pulumi.ComponentResource):
 
     def _runtime_user(self, member: str) -> None:
         cfg, name = self._cfg, self._name
-        slug = member.split(":", 1)[1].replace("@", "-at-").replace(".", "-")
+        slug = member_slug(member)
         for kind, role in RUNTIME_USER_BUCKETS.items():
             gcp.storage.BucketIAMMember(f"{name}-user-{slug}-{kind}", bucket=self._buckets[kind].name, role=role, member=member,
                                         opts=self._child)

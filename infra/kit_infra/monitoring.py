@@ -55,8 +55,8 @@ def idle_endpoint_documentation(stack: str, hours: int, region: str) -> str:
     machine = catalog.catalog()["serving"]["machine_type"]
     try:
         hour = catalog.hourly(machine, "serving", region=region)
-        price = (f"bills ${hour:.2f}/h on demand (~${hour * prices.load().hours_per_month:,.0f} a month; "
-                 f"{catalog.price_source()['file']} of {catalog.price_source()['as_of']})")
+        source = catalog.price_source()
+        price = f"bills ${hour:.2f}/h on demand (~${prices.monthly(hour):,.0f} a month; {source['file']} of {source['as_of']})"
     except prices.PriceError:  # a region the price file lacks must not stop `pulumi up`: the alert matters more
         price = f"bills its full hourly price (`llmops prices --refresh --region {region}` shows it)"
     return (f"The llmops-kit {stack} endpoint has had a replica up and served no prediction for {hours} hours. A "

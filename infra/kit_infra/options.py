@@ -10,6 +10,11 @@ from __future__ import annotations
 import pulumi
 
 
+def member_slug(member: str) -> str:
+    """An IAM member (`user:a@b.com`) as a piece of a Pulumi resource name (`a-at-b-com`)."""
+    return member.split(":", 1)[1].replace("@", "-at-").replace(".", "-")
+
+
 def children_of(component: pulumi.ComponentResource, opts: pulumi.ResourceOptions | None, *also: pulumi.Resource,
                 **extra) -> pulumi.ResourceOptions:
     inherited = list((opts.depends_on if opts else None) or [])
