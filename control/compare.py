@@ -89,7 +89,12 @@ def _resolve(refs: Sequence[str | Path], runs_dir: Path, stack: StackOutputs | N
     refs = [str(ref) for ref in refs]
     if not refs:
         raise CompareError("name at least one run to compare (`llmops runs` lists them)")
-    found = ledger.ledger(runs_dir, stack) if stack is not None else ledger.Ledger(ledger.local_rows(runs_dir), [])
+    if stack is not None:
+        found = ledger.ledger(runs_dir, stack)
+    elif all(_is_run_dir(ref) for ref in refs):  # folders only (what a sweep passes): no need to read every other report
+        found = ledger.Ledger([], [])
+    else:
+        found = ledger.Ledger(ledger.local_rows(runs_dir), [])
     known = {r.id: r for r in found.rows}
     rows: list[RunRow] = []
     for ref in refs:
