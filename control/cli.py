@@ -552,7 +552,7 @@ def pipeline(
     s = command.settings_for(cfg.model_dump_json(), stack, "vertex" if cron else backend, trail_root, target, accuracy_gate=gate,
                              margin=margin, max_cost_usd=max_cost, canary_percent=canary_percent, watch_seconds=watch_seconds,
                              poll_seconds=poll_seconds, force_gate=force_gate, image=image)
-    command.run(s, stack, dry_run=dry_run, cron=cron, image=image, log=_log)
+    command.run(s, stack, dry_run=dry_run, cron=cron, log=_log)
 
 
 @app.command("pipeline-show")

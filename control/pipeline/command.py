@@ -33,8 +33,7 @@ def settings_for(cfg_json: str, stack: StackOutputs, backend: str, trail_root: s
                     **{k: v for k, v in options.items() if v is not None})
 
 
-def run(s: ps.PipelineSettings, stack: StackOutputs, *, dry_run: bool = False, cron: str | None = None, image: str | None = None,
-        log: Log = print) -> dict:
+def run(s: ps.PipelineSettings, stack: StackOutputs, *, dry_run: bool = False, cron: str | None = None, log: Log = print) -> dict:
     """local: run it on kfp's local runner and print the trail. vertex: compile, print (dry run) or submit the PipelineJob,
     or with `cron` the Schedule that starts it."""
     if s.backend == "local" and not cron:
@@ -47,10 +46,9 @@ def run(s: ps.PipelineSettings, stack: StackOutputs, *, dry_run: bool = False, c
             raise PipelineFailed(f"pipeline run {result['run_id']} {result.get('outcome') or 'did not finish'}; the endpoint is as it "
                                  f"was before that step (`llmops pipeline-show --run {result['run_id']}`)")
         return result
-    if not image:
-        from control.image import kit_image
+    from control.image import kit_image
 
-        image = s.image or kit_image().uri(stack.registry_url or "REGISTRY")
+    image = s.image or kit_image().uri(stack.registry_url or "REGISTRY")  # --image is in the settings the steps are given
     run_id = "" if cron else layout.new_run_id("pipe-")
     body = submit.pipeline_job_body(s, stack, image, run_id)
     request = submit.schedule_body(body, cron, stack) if cron else body
