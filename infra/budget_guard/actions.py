@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from google.cloud import aiplatform_v1 as vertex
@@ -116,14 +117,18 @@ class KitResources:
         """Cancel is asynchronous: done only when the job reached a final state."""
         if self.jobs.get_custom_job(name=name).state != vertex.JobState.JOB_STATE_CANCELLING:
             self.jobs.cancel_custom_job(name=name)
+        self._wait_until_finished(lambda: self.jobs.get_custom_job(name=name).state, _FINISHED_JOB_STATES, "job")
+
+    def _wait_until_finished(self, state_now: Callable[[], object | None], finished: set, what: str) -> None:
+        """Poll `state_now` (None: gone) with a growing delay until it is in `finished`; TimeoutError after the action timeout."""
         until = self.clock() + self._wait_s()
         delay = 0.2
         while True:
-            state = self.jobs.get_custom_job(name=name).state
-            if state in _FINISHED_JOB_STATES:
+            state = state_now()
+            if state is None or state in finished:
                 return
             if self.clock() >= until:
-                raise TimeoutError(f"cancel requested, but the job is still {state.name} after {self.s.action_timeout_s:.0f}s")
+                raise TimeoutError(f"cancel requested, but the {what} is still {state.name} after {self.s.action_timeout_s:.0f}s")
             self.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -146,16 +151,12 @@ class KitResources:
         PipelineJobs, nothing more, so it waits by listing them again."""
         if state != _PIPELINE.PIPELINE_STATE_CANCELLING:
             self.pipelines.cancel_pipeline_job(name=name)
-        until = self.clock() + self._wait_s()
-        delay = 0.2
-        while True:
+
+        def state_now():
             job = self._kit_pipeline_jobs().get(name)
-            if job is None or job.state in _FINISHED_PIPELINE_STATES:
-                return
-            if self.clock() >= until:
-                raise TimeoutError(f"cancel requested, but the pipeline is still {job.state.name} after {self.s.action_timeout_s:.0f}s")
-            self.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            return None if job is None else job.state
+
+        self._wait_until_finished(state_now, _FINISHED_PIPELINE_STATES, "pipeline")
 
     # -- runtimes ------------------------------------------------------------------------------------------------------
 
