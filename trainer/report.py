@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from common import catalog, layout, prices
 from common.atomic import atomic_write, atomic_write_json, atomic_write_text
 from common.errors import KitError
-from trainer.resources import draw_timeline, peaks_line
+from trainer.resources import draw_timeline, mean_gpu_utilisation, peaks_line
 
 
 class ReportError(KitError, ValueError):
@@ -114,8 +114,9 @@ def render_markdown(r: dict) -> str:
                   f" ({r['parameters']['trainable'] / r['parameters']['total']:.2%})"]
         if train.get("gpu"):
             g = train["gpu"]
-            lines.append(f"- GPU: {g['count']}x {g['name']}, peak allocated {g['peak_allocated_bytes'] / 2**30:.1f} GiB,"
-                         f" mean utilization {g['mean_utilization_pct']}%")
+            util = mean_gpu_utilisation(r.get("resources") or {}, "train")
+            lines.append(f"- GPU: {g['count']}x {g['name']}, peak allocated {g['peak_allocated_bytes'] / 2**30:.1f} GiB"
+                         + (f", mean utilisation while training {util:g}%" if util is not None else ""))
         if train.get("loss_history"):
             lines.append(f"- final train loss {train['loss_history'][-1][1]:.3f}"
                          + (f", eval loss {train['eval_loss_history'][-1][1]:.3f}" if train.get("eval_loss_history") else ""))

@@ -170,6 +170,12 @@ def peaks(timeline: dict) -> dict:
     return out
 
 
+def mean_gpu_utilisation(timeline: dict, stage: str) -> float | None:
+    """The GPUs' mean utilisation (%) over the samples taken in `stage`, all GPUs together; None without GPU samples."""
+    values = [g["util_pct"] for s in timeline.get("samples") or [] if s["stage"] == stage for g in s.get("gpus") or []]
+    return round(sum(values) / len(values), 1) if values else None
+
+
 def peaks_line(timeline: dict) -> str | None:
     """report.md's line: the peaks over the run, and how often they were sampled."""
     if not timeline.get("samples"):

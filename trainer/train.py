@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import resource
-import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -51,39 +50,24 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class _GpuSampler:
-    """Samples GPU utilization once a second while training (needs pynvml; silent without it)."""
+class _GpuMemory:
+    """The GPUs this process trains on and its peak allocated memory over training (utilisation is in the run's
+    resource timeline, trainer/resources.py, which samples NVML for the whole run)."""
 
-    def __init__(self) -> None:
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> _GpuSampler:
+    def __enter__(self) -> _GpuMemory:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-            self._thread.start()
         return self
 
-    def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            try:
-                self.samples.append(float(torch.cuda.utilization()))
-            except Exception:  # no pynvml / no permission: leave utilization unreported
-                return
-
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
+        pass
 
-    def summary(self) -> dict | None:
+    @staticmethod
+    def summary() -> dict | None:
         if not torch.cuda.is_available():
             return None
-        return {
-            "name": torch.cuda.get_device_name(0),
-            "count": torch.cuda.device_count(),
-            "peak_allocated_bytes": torch.cuda.max_memory_allocated(),
-            "mean_utilization_pct": round(sum(self.samples) / len(self.samples), 1) if self.samples else None,
-        }
+        return {"name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count(),
+                "peak_allocated_bytes": torch.cuda.max_memory_allocated()}
 
 
 def answer_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -266,7 +250,7 @@ def train(
     eval_subset, schedule, world = list(eval_items[:64]), {}, acc.num_processes
     loop.model.train()
     t0 = time.monotonic()
-    with _GpuSampler() as gpu, StepProgress(n_steps, loop.start_step, enabled=acc.is_main_process, log=log) as progress:
+    with _GpuMemory() as gpu, StepProgress(n_steps, loop.start_step, enabled=acc.is_main_process, log=log) as progress:
         for step in range(loop.start_step, n_steps):
             lr = loop.scheduler.get_last_lr()[0]  # the rate this step uses (the scheduler moves on after it)
             loss = _optimizer_step(loop, acc, _step_items(train_items, cfg, step, schedule), cfg, tokenizer.pad_token_id)

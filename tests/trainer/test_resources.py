@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from trainer.resources import NvmlGpus, ResourceSampler, peaks, peaks_line
+from trainer.resources import NvmlGpus, ResourceSampler, mean_gpu_utilisation, peaks, peaks_line
 
 
 class FakeClock:
@@ -124,6 +124,24 @@ def test_gpus_come_from_nvml_per_device():
     assert nvml.shutdowns == 1, "stop releases NVML"
     assert peaks(timeline)["gpus"] == {0: {"util_pct": 35.0, "mem_mib": 1024.0}, 1: {"util_pct": 90.0, "mem_mib": 30000.0}}
     assert "GPU 1 90% utilisation, 30,000 MiB" in peaks_line(timeline)
+
+
+def test_the_reports_gpu_line_takes_mean_utilisation_from_the_training_stage_of_the_timeline():
+    from trainer.report import render_markdown
+
+    def sample(stage, *utils):
+        return {"t": 0.0, "stage": stage, "rss_mib": 1.0, "cpu_pct": 1.0,
+                "gpus": [{"index": i, "util_pct": u, "mem_mib": 1.0} for i, u in enumerate(utils)]}
+
+    timeline = {"interval_s": 2.0, "samples": [sample("base_check", 10.0, 10.0), sample("train", 80.0, 90.0),
+                                               sample("train", 70.0, 100.0), sample("merge", 0.0, 0.0)]}
+    assert mean_gpu_utilisation(timeline, "train") == 85.0, "both GPUs, training samples only"
+    assert mean_gpu_utilisation(timeline, "evaluate") is None and mean_gpu_utilisation({}, "train") is None
+    train = {"steps": 2, "wall_seconds": 10.0, "tokens_per_second": 1.0, "answer_tokens_per_second": 1.0, "peak_memory_bytes": 2**30,
+             "gpu": {"count": 2, "name": "NVIDIA L4", "peak_allocated_bytes": 9 * 2**30}}
+    report = {"run_id": "r", "status": "succeeded", "train": train, "parameters": {"trainable": 1, "total": 2}}
+    assert "- GPU: 2x NVIDIA L4, peak allocated 9.0 GiB, mean utilisation while training 85%" in render_markdown(report | {"resources": timeline})
+    assert "- GPU: 2x NVIDIA L4, peak allocated 9.0 GiB\n" in render_markdown(report), "no timeline: no made-up utilisation"
 
 
 def test_no_gpu_lines_and_no_error_without_nvml_or_a_driver(monkeypatch):
