@@ -25,13 +25,14 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from common import catalog, layout
 from common.atomic import atomic_write_json
 from common.errors import KitError
 from control import gcp
+from control.runs import parse_since
 from control.stack import StackOutputs
 
 TABLE_PREFIX = "gcp_billing_export_v1_"  # the standard usage cost export's table, + the billing account id with _ for -
@@ -255,6 +256,7 @@ def _bucket_reports(models_bucket: str, run_ids: list[str], log):
     from google.api_core.exceptions import GoogleAPIError
 
     from common import storage
+    from trainer.report import parse_report
 
     for rid in run_ids:
         uri = layout.join(layout.vertex_run_dir(models_bucket, rid), layout.REPORT_JSON)
@@ -263,12 +265,15 @@ def _bucket_reports(models_bucket: str, run_ids: list[str], log):
         except (storage.StorageError, GoogleAPIError, OSError) as e:
             log(f"note: {uri} could not be read ({e}); run {rid} is shown without an estimate")
             continue
-        try:
-            report = json.loads(text) if text is not None else None
-        except ValueError:
-            log(f"note: {uri} is not JSON; run {rid} is shown without an estimate")
+        except UnicodeDecodeError as e:
+            log(f"note: {uri} is not a run report the kit wrote ({e}); run {rid} is shown without an estimate")
             continue
-        if isinstance(report, dict) and report.get("run_id") == rid:
+        try:  # the same checks as every tool's read of a report
+            report = parse_report(text, uri) if text is not None else None
+        except ValueError as e:
+            log(f"note: {e}; run {rid} is shown without an estimate")
+            continue
+        if report is not None and report.get("run_id") == rid:
             yield rid, report, uri
 
 
@@ -366,16 +371,6 @@ def record_billed(est: Estimate, billed: dict, log: Callable[[str], None]) -> No
 
 # -- the command ---------------------------------------------------------------------------------------------------
 
-def parse_since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        raise CostError(f"--since {value!r} is not a date: use YYYY-MM-DD") from None
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
-
-
 def run(stack: StackOutputs, run_id: str | None = None, since: str | None = None, as_json: bool = False, runs_dir: Path = Path(layout.RUNS),
         table: str | None = None, max_gb: float = DEFAULT_MAX_GB, log: Callable[[str], None] = print, now: datetime | None = None) -> dict:
     """Query the export, compare with the reports, record `cost.billed`, and print (a table, or JSON)."""
@@ -387,7 +382,7 @@ def run(stack: StackOutputs, run_id: str | None = None, since: str | None = None
     if not max_gb > 0:
         raise CostError(f"--max-gb must be above 0, got {max_gb}")
     now = now or datetime.now(timezone.utc)
-    window = Window(run_id, parse_since(since) or (None if run_id else now - timedelta(days=DEFAULT_DAYS)))
+    window = Window(run_id, parse_since(since) if since else (None if run_id else now - timedelta(days=DEFAULT_DAYS)))
     table_id = export_table(stack, table)
     labels = {**catalog.labels(), **stack.labels}
     bq = client(stack.project)

@@ -139,6 +139,18 @@ def test_the_report_gains_cost_billed_locally_and_in_the_bucket(bigquery, stack_
     assert f"Billed by Google: 2.30 USD after 0.00 of credits (4 line items of {TABLE}" in (tmp_path / "runs" / "r1" / "report.md").read_text()
 
 
+@pytest.mark.parametrize("stored", [b"{not json", json.dumps({"run_id": "r2", "status": 7}).encode(), b"\xff\xfe"])
+def test_a_broken_bucket_report_is_named_and_its_bill_still_shown(bigquery, stack_file, gcs, stored):
+    gcs.bucket(MODELS).blob("runs/r2/model/report.json").upload_from_string(stored)
+    bigquery.add_table(TABLE, _training_rows("r2", 1.1))
+    result = _cost(stack_file, "--since", "2026-11-01")
+    assert result.exit_code == 0, result.output
+    assert f"gs://{MODELS}/runs/r2/model/report.json is not a run report the kit wrote" in result.output
+    assert "run r2 is shown without an estimate" in result.output
+    assert "$1.10" in next(ln for ln in result.output.splitlines() if ln.startswith("r2 ")), "the bill is shown all the same"
+    assert gcs.bucket(MODELS).blob("runs/r2/model/report.json").download_as_bytes() == stored, "a report it cannot read is not rewritten"
+
+
 def test_each_line_goes_to_its_surface(bigquery, stack_file, tmp_path):
     bigquery.add_table(TABLE, [
         *_training_rows("r1", 1.0),
