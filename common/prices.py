@@ -177,6 +177,11 @@ def monthly(usd_per_hour: float) -> float:
     return usd_per_hour * load().hours_per_month
 
 
+def per_1000_requests(usd_per_hour: float, requests_per_s: float) -> float:
+    """What 1,000 requests cost on a machine billed `usd_per_hour` that answers `requests_per_s`, kept busy."""
+    return usd_per_hour / (requests_per_s * 3600) * 1000
+
+
 def surface_label(surface: Surface) -> str:
     return load().surfaces[surface].label
 

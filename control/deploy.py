@@ -188,7 +188,7 @@ def serving_price(opts: DeployOptions, region: str) -> dict:
     measured = _measured_rps()
     if measured:
         rps, where = measured
-        price |= {"usd_per_1000_predictions": round(hour / (rps * 3600) * 1000, 5), "throughput": where}
+        price |= {"usd_per_1000_predictions": round(prices.per_1000_requests(hour, rps), 5), "throughput": where}
     return price
 
 

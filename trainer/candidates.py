@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from common import catalog, layout, storage
+from common import catalog, layout, prices, storage
 from common.atomic import atomic_write_json, atomic_write_text
 from common.errors import KitError
 from common.prompts import load_template
@@ -85,8 +85,7 @@ def serving_machine() -> str:
 
 def cost_per_1000_queries(latency_s: float, machine_type: str | None = None) -> float:
     """USD per 1,000 queries on the serving machine: queries/hour = 3600 / latency, one request at a time."""
-    hour = catalog.hourly(machine_type or serving_machine(), "serving")
-    return round(hour * latency_s / 3600 * 1000, 6)
+    return round(prices.per_1000_requests(catalog.hourly(machine_type or serving_machine(), "serving"), 1 / latency_s), 6)
 
 
 def choose(scores: list[Score], target: float) -> Choice:
