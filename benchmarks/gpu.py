@@ -493,6 +493,8 @@ def serve(b: Bench, new_tokens: int, deadline: float) -> dict:
             engine.close()
             del engine
             gc.collect()
+            if b.device == "cuda":  # the next engine sizes its KV cache from free memory: give back the first one's
+                torch.cuda.empty_cache()
     ratios = {}
     for c in SERVE_CONCURRENCY:
         by_batch = {r["max_batch"]: r for r in cells if r.get("concurrency") == c and "requests_per_s" in r}

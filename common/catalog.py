@@ -154,6 +154,11 @@ def price_source() -> dict:
     return prices.describe()
 
 
+def serving_machine() -> str:
+    """The machine a model is served on (`llmops deploy`'s default; catalog.yaml `serving.machine_type`)."""
+    return catalog()["serving"]["machine_type"]
+
+
 def projection_machines() -> list[str]:
     """The machines a run's cost is projected onto, the lab's machine first."""
     return list(catalog()["cost_projection"])

@@ -541,6 +541,8 @@ def pipeline(
     trail_root: Annotated[str | None, typer.Option(help="where run trails go (default: runs/pipelines, or the models bucket on vertex)")] = None,
     cron: Annotated[str | None, typer.Option(help="create a Vertex AI schedule with this cron instead of one run")] = None,
     image: Annotated[str | None, typer.Option(help="the kit image the steps run on (vertex; default: this source's)")] = None,
+    score_machine: Annotated[str | None, typer.Option(help="the machine the serving model is scored on (vertex; default: the serving "
+                                                           "machine, or Vertex's default step machine for the embedded model)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the PipelineJob (or Schedule) request and stop")] = False,
     stack_file: StackOpt = DEFAULT_STACK,
 ) -> None:
@@ -551,7 +553,7 @@ def pipeline(
     stack = _stack(stack_file)
     s = command.settings_for(cfg.model_dump_json(), stack, "vertex" if cron else backend, trail_root, target, accuracy_gate=gate,
                              margin=margin, max_cost_usd=max_cost, canary_percent=canary_percent, watch_seconds=watch_seconds,
-                             poll_seconds=poll_seconds, force_gate=force_gate, image=image)
+                             poll_seconds=poll_seconds, force_gate=force_gate, image=image, score_machine_type=score_machine)
     command.run(s, stack, dry_run=dry_run, cron=cron, log=_log)
 
 

@@ -55,7 +55,7 @@ class DeployOptions:
     run_dir: Path = layout.latest_run()
     image: str | None = None  # None: the kit image for this source (built if missing), or Model Garden's vLLM image
     engine: Engine = "kit"
-    machine_type: str = catalog.catalog()["serving"]["machine_type"]
+    machine_type: str = catalog.serving_machine()
     min_replicas: int = 1
     max_replicas: int = 2
     accuracy_gate: float = 0.7

@@ -126,7 +126,7 @@ def _needed() -> dict[str, int]:
     need: dict[str, dict[str, int]] = {}
     c = catalog.catalog()
     for use, machine_type in (("runtime", c["runtime"]["machine_type"]), ("training", c["training"]["machine_type"]),
-                              ("serving", c["serving"]["machine_type"])):
+                              ("serving", catalog.serving_machine())):
         m = catalog.machine(machine_type)
         if m.accelerator_type:
             need.setdefault(m.accelerator_type, {})[use] = m.accelerator_count

@@ -78,14 +78,9 @@ def parse_candidates(text: str) -> list[str]:
     return names
 
 
-def serving_machine() -> str:
-    """The machine `llmops deploy` serves on (common/catalog.yaml `serving.machine_type`)."""
-    return catalog.catalog()["serving"]["machine_type"]
-
-
 def cost_per_1000_queries(latency_s: float, machine_type: str | None = None) -> float:
     """USD per 1,000 queries on the serving machine: queries/hour = 3600 / latency, one request at a time."""
-    return round(prices.per_1000_requests(catalog.hourly(machine_type or serving_machine(), "serving"), 1 / latency_s), 6)
+    return round(prices.per_1000_requests(catalog.hourly(machine_type or catalog.serving_machine(), "serving"), 1 / latency_s), 6)
 
 
 def choose(scores: list[Score], target: float) -> Choice:
@@ -148,7 +143,7 @@ def compare_candidates(cfg: RunConfig, candidates: list[str], log: Log = print) 
     """Score every candidate on the same held-out rows and choose; returns the comparison (what candidates.json holds)."""
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"batch_size": 1})})  # one query at a time
     resolved = _resolve(candidates, cfg, log)
-    machine = serving_machine()
+    machine = catalog.serving_machine()
     hour = catalog.hourly(machine, "serving")  # read before minutes of work: a price file without it fails now
     shared = load_inputs(plan_for(cfg.model_copy(update={"model": cfg.model.model_copy(update={"base": candidates[0]})})), log)
     scores = [_score(name, resolved[name], cfg, shared, log) for name in candidates]

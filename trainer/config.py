@@ -44,11 +44,19 @@ class _Section(BaseModel):
         return value
 
 
+EMBEDDED_PREFIX = "embedded:"  # a model the kit builds itself (trainer/embedded/tinybase.py), on a CPU in minutes
+EMBEDDED_ID = EMBEDDED_PREFIX + "tiny-sql-llama"
+
+
 class ModelConfig(_Section):
-    base: str = Field("embedded:tiny-sql-llama", description="HF id, local dir, gs:// dir, or embedded:tiny-sql-llama")
+    base: str = Field(EMBEDDED_ID, description=f"HF id, local dir, gs:// dir, or {EMBEDDED_ID}")
     revision: str | None = Field(None, description="HF revision (branch, tag or commit)")
     trust_remote_code: bool = Field(False, description="run model code from the hub; off unless you trust it")
     quantization: Literal["none", "8bit", "4bit"] = Field("none", description="bitsandbytes base quantization (CUDA only)")
+
+    @property
+    def embedded(self) -> bool:
+        return self.base.startswith(EMBEDDED_PREFIX)
 
 
 class DataConfig(_Section):

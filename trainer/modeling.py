@@ -9,8 +9,8 @@ import torch
 
 from common import layout
 from common.errors import KitError
-from trainer.config import LoraConfig, ModelConfig, TrainingConfig
-from trainer.embedded.tinybase import EMBEDDED_PREFIX, resolve_embedded
+from trainer.config import EMBEDDED_PREFIX, LoraConfig, ModelConfig, TrainingConfig
+from trainer.embedded.tinybase import resolve_embedded
 
 
 class ModelError(KitError, ValueError):

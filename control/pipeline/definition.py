@@ -13,6 +13,7 @@ image's read-only venv and a step without network would refuse).
 
 from kfp import compiler, dsl
 
+from common import catalog
 from control.pipeline.steps import DEPLOY, REJECT, RETRAIN, STOP
 
 PIPELINE_NAME = "llmops-retrain"
@@ -75,8 +76,20 @@ def _canary(settings: str, run_id: str, run_dir: str) -> str:
     return steps.canary(ps.parse(settings), run_id, run_dir)
 
 
-def build(image: str = LOCAL_IMAGE):
-    """The pipeline, its steps running on `image` (the kit image on Vertex)."""
+def on_machine(task, machine: catalog.Machine | None):
+    """Ask Vertex AI Pipelines for `machine`'s CPUs, memory and GPUs for this step (the local runner ignores it); None:
+    Vertex's default step machine (e2-standard-4)."""
+    if machine is None:
+        return task
+    task.set_cpu_limit(str(machine.vcpus)).set_memory_limit(f"{machine.memory_gb}G")
+    if machine.accelerator_type:
+        task.set_accelerator_type(machine.accelerator_type).set_accelerator_limit(machine.accelerator_count)
+    return task
+
+
+def build(image: str = LOCAL_IMAGE, score_machine: catalog.Machine | None = None):
+    """The pipeline, its steps running on `image` (the kit image on Vertex), the champion scored on `score_machine`
+    (a model that needs a GPU: the machine it is served on)."""
 
     def component(fn):
         return dsl.component(fn, base_image=image, install_kfp_package=False)
@@ -89,7 +102,7 @@ def build(image: str = LOCAL_IMAGE):
     def retrain(settings: str, run_id: str = ""):
         data = read_data(settings=settings, run_id=run_id).set_display_name("read and validate the new data")
         rid = data.output
-        champ = score_champion(settings=settings, run_id=rid).set_display_name("score the serving model")
+        champ = on_machine(score_champion(settings=settings, run_id=rid).set_display_name("score the serving model"), score_machine)
         with dsl.If(champ.output == STOP, name="champion-meets-target"):
             no_training(settings=settings, run_id=rid).set_display_name("no training needed")
         with dsl.If(champ.output == RETRAIN, name="retrain"):
@@ -106,7 +119,7 @@ def build(image: str = LOCAL_IMAGE):
     return retrain
 
 
-def compile_to(path: str, image: str = LOCAL_IMAGE) -> str:
+def compile_to(path: str, image: str = LOCAL_IMAGE, score_machine: catalog.Machine | None = None) -> str:
     """Compile with kfp's own compiler (it checks the graph); the PipelineSpec YAML's path."""
-    compiler.Compiler().compile(build(image), package_path=path)
+    compiler.Compiler().compile(build(image, score_machine), package_path=path)
     return path

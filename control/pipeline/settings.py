@@ -35,6 +35,8 @@ class PipelineSettings(BaseModel):
     max_cost_usd: float = Field(25.0, ge=0, description="refuse to train when the estimate is above it")
     expected_hours: float | None = Field(None, gt=0, description="training hours the estimate assumes; None: the last comparable run")
     machine_type: str = Field(default_factory=lambda: catalog.catalog()["training"]["machine_type"])
+    score_machine_type: str | None = Field(None, description="the machine the serving model is scored on (vertex); None: the serving "
+                                                         "machine for a model that needs a GPU, Vertex's default step machine for the embedded one")
     image: str | None = Field(None, description="the kit image the CustomJob runs (vertex); None: the image for this source")
     canary_percent: int = Field(10, ge=1, le=99, description="the challenger's share of traffic during the watch")
     watch_seconds: float = Field(600, ge=0, description="how long the canary is watched before the verdict")
@@ -45,10 +47,11 @@ class PipelineSettings(BaseModel):
     force_gate: bool = Field(False, description="deploy a challenger the gate rejected (the canary watch still decides)")
     runs_dir: str = Field("runs", description="local backend: where the training run's folder goes")
 
-    @field_validator("machine_type")
+    @field_validator("machine_type", "score_machine_type")
     @classmethod
-    def _known_machine(cls, v: str) -> str:
-        catalog.machine(v)  # CatalogError (a ValueError) lists the known ones
+    def _known_machine(cls, v: str | None) -> str | None:
+        if v is not None:
+            catalog.machine(v)  # CatalogError (a ValueError) lists the known ones
         return v
 
     @model_validator(mode="after")
@@ -61,6 +64,13 @@ class PipelineSettings(BaseModel):
 
     def cfg(self) -> RunConfig:
         return load_config(inline=self.run_config)
+
+    def score_machine(self) -> catalog.Machine | None:
+        """Where the champion is scored on Vertex: the machine given, else the one models are served on (a model that serves
+        there evaluates there); None for the embedded model, which Vertex's default step machine (e2-standard-4) runs."""
+        if self.score_machine_type:
+            return catalog.machine(self.score_machine_type)
+        return None if self.cfg().model.embedded else catalog.machine(catalog.serving_machine())
 
 
 def parse(text: str) -> PipelineSettings:

@@ -15,9 +15,10 @@ Every step runs inside `trail.step`, so a failure is recorded with the step's na
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from common import layout
+from common import catalog, layout
 from control import rollout
 from control.pipeline import trail
 from control.pipeline.settings import PipelineSettings
@@ -74,9 +75,15 @@ def score_champion(s: PipelineSettings, run_id: str) -> str:
             which, model_dir = BASE, cfg.model.base
         else:
             which, model_dir = serving.version, rollout.model_of(models, serving.version)["artifactUri"]
+        t0 = time.monotonic()
         result = _held_out_eval(model_dir, cfg)
         meets = result.execution_accuracy >= s.target_accuracy
         st["result"] = {"champion": which, "model_dir": model_dir, "execution_accuracy": result.execution_accuracy, "rows": result.n}
+        machine = s.score_machine() if s.backend == "vertex" else None  # locally the step runs here, at no charge
+        if machine is not None:
+            seconds = time.monotonic() - t0
+            st["result"] |= {"machine_type": machine.name, "seconds_on_machine": round(seconds, 3)}
+            st["cost_usd"] = catalog.cost_usd(machine.name, seconds)
         st["decision"] = (f"{which} at {result.execution_accuracy:.1%} on {result.n} new held-out rows, target {s.target_accuracy:.0%}: "
                           + ("meets it, no training" if meets else "below it, retrain"))
     return STOP if meets else RETRAIN

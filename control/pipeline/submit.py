@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from common import layout
+from common import catalog, layout
 from control import gcp
 from control.pipeline import trail
 from control.pipeline.definition import PIPELINE_NAME, build, compile_to
@@ -39,10 +39,10 @@ def run_local(s: PipelineSettings, run_id: str = "", pipeline_root: str | None =
     return trail.read(s.trail_root, run_id)
 
 
-def compiled_spec(image: str) -> dict:
-    """The PipelineSpec kfp's compiler produces for steps on `image`."""
+def compiled_spec(image: str, score_machine: catalog.Machine | None = None) -> dict:
+    """The PipelineSpec kfp's compiler produces for steps on `image`, the champion scored on `score_machine`."""
     with tempfile.TemporaryDirectory() as tmp:
-        return yaml.safe_load(Path(compile_to(str(Path(tmp) / "pipeline.yaml"), image)).read_text(encoding="utf-8"))
+        return yaml.safe_load(Path(compile_to(str(Path(tmp) / "pipeline.yaml"), image, score_machine)).read_text(encoding="utf-8"))
 
 
 def pipeline_root(stack: StackOutputs) -> str:
@@ -62,7 +62,7 @@ def pipeline_job_body(s: PipelineSettings, stack: StackOutputs, image: str, run_
     labels = {**stack.labels, "pipeline": PIPELINE_NAME, **({"run-id": run_id} if run_id else {})}
     return {
         "displayName": f"{PIPELINE_NAME}-{run_id}" if run_id else PIPELINE_NAME,
-        "pipelineSpec": compiled_spec(image),
+        "pipelineSpec": compiled_spec(image, s.score_machine()),
         "runtimeConfig": {"gcsOutputDirectory": pipeline_root(stack),
                           "parameterValues": {"settings": s.model_dump_json(), "run_id": run_id}},
         "serviceAccount": service_account(stack),

@@ -9,6 +9,7 @@ import json
 import pytest
 import yaml
 
+from common import catalog
 from control.pipeline import command, definition, settings, submit, trail
 from control.stack import StackOutputs
 from tests.standins.vertex import VertexStandIn
@@ -110,9 +111,45 @@ def test_dry_run_prints_the_request_through_the_cli(tmp_path, capsys):
     assert load_config(inline=s.run_config).model.base == "codellama/CodeLlama-7b-hf"
 
 
+def _resources(body: dict) -> dict:
+    return {name.removeprefix("exec-"): e["container"].get("resources") for name, e in body["pipelineSpec"]["deploymentSpec"]["executors"].items()}
+
+
+def test_a_model_that_needs_a_gpu_is_scored_on_the_machine_it_is_served_on():
+    served = catalog.machine(catalog.serving_machine())
+    resources = _resources(submit.pipeline_job_body(_settings(), STACK, IMAGE, "pipe-1"))  # configs/codellama-7b.yaml
+    scoring = resources.pop("score-champion")
+    assert scoring["accelerator"]["type"] == served.accelerator_type and int(scoring["accelerator"]["count"]) == served.accelerator_count
+    assert (scoring["resourceCpuLimit"], scoring["resourceMemoryLimit"]) == (str(served.vcpus), f"{served.memory_gb}G")
+    assert set(resources.values()) == {None}, "the other steps read, decide and call APIs: Vertex's default step machine"
+    two = _resources(submit.pipeline_job_body(_settings(score_machine_type="g2-standard-24"), STACK, IMAGE, "pipe-1"))
+    assert int(two["score-champion"]["accelerator"]["count"]) == catalog.machine("g2-standard-24").accelerator_count
+
+
+def test_the_embedded_model_is_scored_on_the_default_step_machine():
+    s = command.settings_for(load_config(None).model_dump_json(), STACK, "vertex", None, None)
+    assert s.score_machine() is None
+    assert _resources(submit.pipeline_job_body(s, STACK, IMAGE, "pipe-1"))["score-champion"] is None
+
+
+def test_the_cli_takes_the_scoring_machine(tmp_path):
+    from typer.testing import CliRunner
+
+    from control.cli import app
+
+    stack_file = tmp_path / "stack.json"
+    stack_file.write_text(json.dumps({k: v for k, v in STACK.__dict__.items() if v not in (None, [], {})} | {"labels": STACK.labels}))
+    args = ["pipeline", "--backend", "vertex", "--dry-run", "-c", "configs/codellama-7b.yaml", "--image", IMAGE, "--stack-file", str(stack_file)]
+    out = CliRunner().invoke(app, [*args, "--score-machine", "g2-standard-24"])
+    assert out.exit_code == 0, out.output
+    request = json.loads(out.output[out.output.index("{"):])
+    assert settings.parse(request["runtimeConfig"]["parameterValues"]["settings"]).score_machine_type == "g2-standard-24"
+    assert "score_machine_type" in CliRunner().invoke(app, [*args, "--score-machine", "n1-imaginary-4"]).output
+
+
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("canary_percent", 100, "canary_percent"), ("backend", "kubeflow", "backend"), ("max_cost_usd", -1, "max_cost_usd"),
-    ("machine_type", "n1-imaginary-4", "machine_type"),
+    ("machine_type", "n1-imaginary-4", "machine_type"), ("score_machine_type", "n1-imaginary-4", "score_machine_type"),
 ])
 def test_settings_name_the_bad_field(field, value, message):
     with pytest.raises(settings.PipelineSettingsError, match=message):

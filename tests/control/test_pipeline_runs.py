@@ -39,15 +39,19 @@ def loop(tiny_model_dir, tmp_path_factory):
     for k, v in cloud.env().items():
         mp.setenv(k, v)
 
-    def run(data, steps: int = 40, **kw) -> dict:
+    def make(data, steps: int = 40, **kw) -> settings.PipelineSettings:
         cfg = load_config(None, [f"model.base={tiny_model_dir}", f"data.source={data}", f"training.max_steps={steps}",
                                  "training.batch_size=16", "training.learning_rate=2e-2", "lora.modules_to_save=[embed_tokens,lm_head]",
                                  "training.checkpoint_every=1000", "training.eval_every=1000", "data.max_eval_examples=12",
                                  "eval.max_new_tokens=16", f"output.runs_dir={tmp / 'runs'}"])
-        s = settings.build(run_config=cfg.model_dump_json(), stack=cloud.stack(), trail_root=str(tmp / "trails"), runs_dir=str(tmp / "runs"),
-                           target_accuracy=0.7, accuracy_gate=0.5, margin=0.05, watch_seconds=1.5, poll_seconds=0.3, min_predictions=5, **kw)
-        run.settings = s  # what the last run was given
+        return settings.build(run_config=cfg.model_dump_json(), stack=cloud.stack(), trail_root=str(tmp / "trails"), runs_dir=str(tmp / "runs"),
+                              target_accuracy=0.7, accuracy_gate=0.5, margin=0.05, watch_seconds=1.5, poll_seconds=0.3, min_predictions=5, **kw)
+
+    def run(data, steps: int = 40, **kw) -> dict:
+        s = run.settings = make(data, steps, **kw)  # what the last run was given
         return submit.run_local(s, pipeline_root=str(tmp / "kfp"))
+
+    run.make = make
 
     yield cloud, run, tmp
     mp.undo()
@@ -131,3 +135,21 @@ def test_a_failing_step_leaves_the_endpoint_and_names_the_step(loop):
     assert "bad.jsonl" in failed["steps"][0]["error"] and failed["outcome"].startswith("failed at read_data")
     assert cloud.serving() == before and _versions(cloud) == versions
 
+
+
+def test_on_vertex_the_scoring_step_bills_the_machine_it_asked_for(loop):
+    from common import catalog
+    from control.pipeline import steps, trail
+
+    cloud, run, tmp = loop
+    data = _data(tmp / "scored.jsonl", "w")
+    for backend, run_id in (("vertex", "scored-vertex"), ("local", "scored-here")):
+        s = run.make(data, backend=backend, score_machine_type="g2-standard-12")
+        trail.start(s.trail_root, run_id, {})
+        steps.score_champion(s, run_id)
+    on_vertex, here = (trail.read(s.trail_root, rid)["steps"][0] for rid in ("scored-vertex", "scored-here"))
+    scored = on_vertex["result"]
+    assert scored["machine_type"] == "g2-standard-12" and 0 < scored["seconds_on_machine"] <= on_vertex["seconds"]
+    assert on_vertex["cost_usd"] == pytest.approx(catalog.cost_usd("g2-standard-12", scored["seconds_on_machine"]), abs=1e-4), \
+        "the evaluation's time at the machine's rate"
+    assert here["cost_usd"] == 0.0 and "machine_type" not in here["result"], "run here, it bills nothing"

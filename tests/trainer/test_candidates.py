@@ -62,7 +62,7 @@ def test_a_candidate_that_failed_is_never_chosen():
 
 def test_cost_per_1000_queries_is_the_serving_machines_hour_at_one_query_at_a_time():
     machine = catalog.catalog()["serving"]["machine_type"]
-    assert c.serving_machine() == machine
+    assert catalog.serving_machine() == machine
     hour = catalog.hourly(machine, "serving")
     # 0.5 s a query: 7,200 queries an hour, so 1,000 queries take 1/7.2 of the hour.
     assert c.cost_per_1000_queries(0.5) == pytest.approx(hour / 7.2, rel=1e-6)
@@ -76,7 +76,7 @@ def test_cost_follows_the_price_file_in_use(tmp_path, monkeypatch):
     changed = tmp_path / "prices.yaml"
     changed.write_text(yaml.safe_dump(data))
     monkeypatch.setenv(prices.PRICES_ENV, str(changed))
-    hour = catalog.hourly(c.serving_machine(), "serving")
+    hour = catalog.hourly(catalog.serving_machine(), "serving")
     assert c.cost_per_1000_queries(0.5) == pytest.approx(hour / 7.2, rel=1e-6)
     assert c.cost_per_1000_queries(0.5) > 1.9 * before  # the machine's price (disk included) moved with the premium
 

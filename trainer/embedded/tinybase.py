@@ -22,10 +22,8 @@ import torch
 
 from common.atomic import atomic_dir
 from common.prompts import LAB_TEMPLATE
+from trainer.config import EMBEDDED_ID
 from trainer.embedded import sqlgen
-
-EMBEDDED_PREFIX = "embedded:"
-EMBEDDED_ID = "embedded:tiny-sql-llama"
 
 # Chosen by measurement on a 2-core CPU (docs/embedded-default.md): small enough to tune in
 # minutes, big enough to learn to copy names and values from the prompt.
