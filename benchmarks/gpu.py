@@ -24,6 +24,9 @@ Sections (`--sections`, each result written to `--out` as soon as it is measured
   requests/s and p50/p95 latency at concurrency 1, 8 and 32, batched (32) vs batch size 1. The engine alone, no HTTP.
 - **resume**: a run interrupted after a checkpoint and resumed gives the same adapter as an uninterrupted one, with
   LoRA dropout on; the same resume with the CUDA random state withheld shows the check can fail.
+- **kit**: the kit's own training job (`python -m trainer.task`, a Vertex CustomJob's entrypoint) on the embedded
+  default with a 4-bit base, every stage on the GPU (quantized load, training, evaluation, merge, report, the NVML
+  resource timeline), then its merged model answering through the serving engine: the product's GPU path, not parts.
 - **profile**: the operators that take the shipped recipe's timed step, by self time on the device (torch.profiler),
   for when a target is missed.
 
@@ -64,7 +67,7 @@ CODELLAMA_7B = {"vocab_size": 32016, "hidden_size": 4096, "intermediate_size": 1
                 "num_attention_heads": 32, "num_key_value_heads": 32, "max_position_embeddings": 16384, "rope_theta": 1e6}
 TINY = {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 4, "max_position_embeddings": 1024}
-SECTIONS = ("prepare", "train", "serve", "generation", "merge", "resume", "profile")  # prepare: only save the random model
+SECTIONS = ("prepare", "train", "serve", "generation", "merge", "resume", "kit", "profile")  # prepare: only save the random model
 LAB_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 STEP_EXAMPLES = 128
 LAB_STEPS = 80
@@ -418,6 +421,45 @@ def profile(setup: Setup, b: Bench, top: int = 20) -> dict:
                     for e in ranked]}
 
 
+def kit_run(b: Bench, quantization: str) -> dict:
+    """`python -m trainer.task --force` on the embedded default (a tiny model the kit builds in a second) with a
+    `quantization` base, in a fresh process as Vertex starts it; then the run's merged model answers one question
+    through the serving engine. On CPU (the rehearsal) the base is not quantized and the run is cut short."""
+    import subprocess
+
+    from serving.engine import CacheSize, Engine, GenParams, Item
+    from trainer.resources import mean_gpu_utilisation
+
+    with tempfile.TemporaryDirectory() as runs:
+        sets = [f"output.runs_dir={runs}", "output.run_id=gpu-kit", f"model.quantization={quantization if b.device == 'cuda' else 'none'}"]
+        if b.tiny:
+            sets += ["training.max_steps=2", "data.max_eval_examples=4", "eval.max_new_tokens=8"]
+        t0 = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "trainer.task", "--force", *(x for kv in sets for x in ("--set", kv))], cwd=REPO,
+                              capture_output=True, text=True)
+        wall = time.monotonic() - t0
+        run_dir = Path(runs) / "gpu-kit"
+        report = json.loads((run_dir / "report.json").read_text()) if (run_dir / "report.json").exists() else {}
+        out = {"overrides": sets[2:], "exit": done.returncode, "status": report.get("status"), "run_seconds": round(wall, 1)}
+        if done.returncode != 0 or report.get("status") != "succeeded":
+            return out | {"error": f"trainer.task ended with {done.returncode}, report {report.get('status')}",
+                          "tail": (done.stdout + done.stderr)[-2000:]}
+        timeline = report.get("resources") or {}
+        out |= {"base_accuracy": (report.get("base_eval") or {}).get("execution_accuracy"),
+                "tuned_accuracy": (report.get("tuned_eval") or {}).get("execution_accuracy"),
+                "train_tokens_per_s": (report.get("train") or {}).get("tokens_per_second"), "gpu": (report.get("train") or {}).get("gpu"),
+                "timeline_samples_with_gpus": sum(1 for x in timeline.get("samples") or [] if x.get("gpus")),
+                "mean_gpu_utilisation_training": mean_gpu_utilisation(timeline, "train")}
+        row = json.loads((REPO / "data" / "sql_sample.jsonl").read_text().splitlines()[-1])
+        engine = Engine(str(run_dir / "merged"), CacheSize(max_batch=4))
+        try:
+            ids = engine.tokenize(engine.render(row["question"], row["context"]))
+            answer = asyncio.run(engine.generate(Item(ids, GenParams(max_tokens=64, temperature=0.0, top_p=1.0, stop=()), sql_only=True)))
+        finally:
+            engine.close()
+        return out | {"served": {"question": row["question"], "gold": row["answer"], "answer": answer.text}}
+
+
 def merge_and_save(b: Bench) -> dict:
     """The kit's merge: the adapter into the base in full precision, saved in the base's dtype."""
     from trainer.config import LoraConfig, ModelConfig, TrainingConfig
@@ -748,6 +790,8 @@ def main(argv: list[str] | None = None) -> int:
             small = b if shape_name != "codellama-7b" else replace(  # the property does not depend on size: a small model, quickly
                 b, model_dir=save_random_model(SMALL, cache / "random-small", torch.bfloat16), vocab=SMALL["vocab_size"])
             results.set_section("resume", guarded("resume", lambda: resume_check(small), args.setup_timeout, device, args.deadline))
+        if "kit" in sections:
+            results.set_section("kit", guarded("kit", lambda: kit_run(b, shipped.quantization), args.setup_timeout, device, args.deadline))
         if "profile" in sections:
             results.set_section("profile", guarded("profile", lambda: profile(shipped, b), args.setup_timeout, device, args.deadline))
     results.write()  # a run with nothing to measure (prepare) still leaves a file

@@ -14,25 +14,48 @@ from benchmarks import gpu
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def rehearsal(tmp_path_factory):
+STEPS = ["prepare", "train", "alternatives", "serve", "generation", "merge", "resume", "uncapped", "kit", "profile"]
+
+
+def _device_plan(out: Path, cache: Path, **env) -> str:
     """benchmarks/gpu_device.sh as a lent GPU runs it (every step its own process), on CPU at the tiny shape."""
-    out = tmp_path_factory.mktemp("device-out")
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "WHEELS": "none", "GPU_BENCH_ARGS": "--tiny",
-           "MODEL_CACHE": str(tmp_path_factory.mktemp("model-cache"))}
+           "MODEL_CACHE": str(cache), **env}
     done = subprocess.run(["bash", "benchmarks/gpu_device.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads((out / "gpu.json").read_text()), (out / "log.txt").read_text()
+    return (out / "log.txt").read_text()
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory):
+    out, cache = tmp_path_factory.mktemp("device-out"), tmp_path_factory.mktemp("model-cache")
+    log = _device_plan(out, cache)
+    return json.loads((out / "gpu.json").read_text()), log, cache
 
 
 def test_the_device_plan_runs_every_step_and_keeps_every_result_in_one_file(rehearsal):
-    result, log = rehearsal
-    assert log.count("== exit 0") == log.count("== --sections") == 9, log[-2000:]
+    result, log, _ = rehearsal
+    assert [line.split(":")[0].removeprefix("== ") for line in log.splitlines() if ": exit 0 at" in line] == STEPS, log[-2000:]
     assert {r["setup"] for r in result["rows"]} == {s.name for s in gpu.setups()}, "every setup, from three processes"
     assert all(r["examples_per_s"] > 0 and r["step_seconds"] > 0 for r in result["rows"]), [r.get("error") for r in result["rows"]]
-    assert set(result["sections"]) == {"serve", "generation", "merge", "resume", "profile"}
+    assert set(result["sections"]) == {"serve", "generation", "merge", "resume", "kit", "profile"}
     assert any(op["op"] == "aten::mm" for op in result["sections"]["profile"]["top"]), "the profile names the step's operators"
     assert result["targets"]["evaluated"] and result["targets"]["speedup_target"] == 5.0
+
+
+def test_a_second_call_goes_on_from_a_named_step_and_adds_to_the_first_calls_file(rehearsal, tmp_path):
+    first, _, cache = rehearsal
+    log = _device_plan(tmp_path / "second", cache, FROM="kit")
+    ran = [line.split(":")[0].removeprefix("== ") for line in log.splitlines() if ": exit 0 at" in line]
+    assert ran == ["prepare", "kit", "profile"], "prepare (the saved model is reused) and the steps from FROM on"
+    second = json.loads((tmp_path / "second" / "gpu.json").read_text())
+    assert second["rows"] == first["rows"] and set(second["sections"]) == set(first["sections"]), "the first call's figures are kept"
+
+
+def test_a_step_that_would_start_after_the_budget_is_skipped_and_named(tmp_path):
+    log = _device_plan(tmp_path / "out", tmp_path / "cache", BUDGET_S="0")
+    assert [line.removeprefix("== ").split(":")[0] for line in log.splitlines()] == STEPS
+    assert "== prepare: skipped, out of time (FROM=prepare runs it next)" in log and "exit" not in log
 
 
 def test_the_lab_arm_is_transformers_trainer_with_its_evaluation_and_checkpoint_timed(rehearsal):
@@ -62,6 +85,13 @@ def test_the_serving_engine_is_measured_batched_against_batch_size_1(rehearsal):
     assert set(cells) == {(m, c) for m in gpu.SERVE_BATCHES for c in gpu.SERVE_CONCURRENCY}
     assert all(c["requests_per_s"] > 0 and c["p95_ms"] >= c["p50_ms"] > 0 for c in cells.values()), serve
     assert set(serve["batched_vs_batch_size_1"]) == {"1", "8", "32"}
+
+
+def test_the_kits_own_job_runs_from_its_entrypoint_and_its_model_is_served(rehearsal):
+    kit = rehearsal[0]["sections"]["kit"]
+    assert (kit["exit"], kit["status"]) == (0, "succeeded"), kit.get("tail")
+    assert kit["overrides"][0] == "model.quantization=none", "on CPU the shipped 4-bit base cannot load; on a GPU it is what runs"
+    assert kit["served"]["question"] and isinstance(kit["served"]["answer"], str)
 
 
 def test_a_resumed_run_trains_the_same_adapter_with_dropout_on(rehearsal):
