@@ -3,7 +3,7 @@
 #     run(command="bash benchmarks/gpu_device.sh", carry=[".whl"], timeout_s=590)
 #     run(command="FROM=uncapped bash benchmarks/gpu_device.sh", carry=[".whl"], timeout_s=...)   # the rest, if time is left
 # Each step is its own process under its own time limit, in the order the issue asks for them: a crash or a hang costs
-# that step only. benchmarks/gpu.py rewrites the result file after every measurement; it lives beside the saved model
+# that step only. python -m benchmarks.gpu rewrites the result file after every measurement; it lives beside the saved model
 # (kept while the machine stays warm, so a second call adds to it) and is copied to $OUT after every step.
 # BUDGET_S (default 540) bounds one call; a step that would start too late is skipped and says so.
 # Rehearsed on CPU by tests/benchmarks/test_gpu_bench.py: PYTHON=.venv/bin/python WHEELS=none GPU_BENCH_ARGS=--tiny.
@@ -27,7 +27,7 @@ print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.
       "peft", peft.__version__, "accelerate", accelerate.__version__, "bitsandbytes", bnb.__version__)'
 } 2>&1 | tee "$out/env.txt"
 
-step() {  # step NAME LIMIT_S ARGS...: benchmarks/gpu.py ARGS under min(LIMIT_S, what is left of the budget)
+step() {  # step NAME LIMIT_S ARGS...: python -m benchmarks.gpu ARGS under min(LIMIT_S, what is left of the budget)
   local name=$1 limit=$2 left
   shift 2
   if [ -n "$from" ] && [ "$name" != "$from" ] && [ "$name" != prepare ]; then echo "== $name: before $from, not run" | tee -a "$log"; return; fi
@@ -38,7 +38,7 @@ step() {  # step NAME LIMIT_S ARGS...: benchmarks/gpu.py ARGS under min(LIMIT_S,
   echo "== $name: $* (${limit}s)" | tee -a "$log"
   # --deadline a little inside the kill: the benchmark records a time-out itself rather than being killed mid-row
   # shellcheck disable=SC2086  # GPU_BENCH_ARGS is a list of words
-  timeout -k 5 "$limit" "$py" benchmarks/gpu.py --model-cache "$cache" --out "$cache/gpu.json" \
+  timeout -k 5 "$limit" "$py" -m benchmarks.gpu --model-cache "$cache" --out "$cache/gpu.json" \
     --deadline $(( $(date +%s) + limit - 8 )) --setup-timeout "$limit" ${GPU_BENCH_ARGS:-} "$@" 2>&1 \
     | grep --line-buffered -v 'Loading weights\|Writing model shards' | tee -a "$log"
   echo "== $name: exit ${PIPESTATUS[0]} at $(( $(date +%s) - start ))s" | tee -a "$log"

@@ -1,4 +1,4 @@
-"""Fetch the wheels that let a lent GPU machine run benchmarks/gpu.py with the kit's own pinned versions.
+"""Fetch the wheels that let a lent GPU machine run python -m benchmarks.gpu with the kit's own pinned versions.
 
     python benchmarks/gpu_wheels.py [--dest .whl]
 

@@ -1,4 +1,4 @@
-"""benchmarks/gpu.py and its device plan must work before anyone spends GPU time on them: on CPU, at a tiny shape."""
+"""benchmarks/gpu/ (python -m benchmarks.gpu) and its device plan must work before anyone spends GPU time on them: on CPU, at a tiny shape."""
 
 import json
 import os
@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import gpu
+from benchmarks.gpu.arms import lab_training_args, setups
+from benchmarks.gpu.guard import guarded, l4_cap_fraction
+from benchmarks.gpu.model import Bench
+from benchmarks.gpu.projection import mfu, project, targets, workload_seconds
+from benchmarks.gpu.results import Results
+from benchmarks.gpu.serve import SERVE_BATCHES, SERVE_CONCURRENCY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,7 +41,7 @@ def rehearsal(tmp_path_factory):
 def test_the_device_plan_runs_every_step_and_keeps_every_result_in_one_file(rehearsal):
     result, log, _ = rehearsal
     assert [line.split(":")[0].removeprefix("== ") for line in log.splitlines() if ": exit 0 at" in line] == STEPS, log[-2000:]
-    assert {r["setup"] for r in result["rows"]} == {s.name for s in gpu.setups()}, "every setup, from three processes"
+    assert {r["setup"] for r in result["rows"]} == {s.name for s in setups()}, "every setup, from three processes"
     assert all(r["examples_per_s"] > 0 and r["step_seconds"] > 0 for r in result["rows"]), [r.get("error") for r in result["rows"]]
     assert set(result["sections"]) == {"serve", "generation", "merge", "resume", "kit", "profile"}
     assert any(op["op"] == "aten::mm" for op in result["sections"]["profile"]["top"]), "the profile names the step's operators"
@@ -71,8 +76,8 @@ def test_the_lab_arm_is_transformers_trainer_with_its_evaluation_and_checkpoint_
 def test_the_lab_arms_gpu_arguments_are_the_notebooks():
     """What Lab01_Step1.ipynb passes to TrainingArguments (fp16 autocast, 32 x 4, adamw_torch, linear, no warm-up,
     grouped by length, 4 loader workers), as the GPU run builds them."""
-    b = gpu.Bench(Path("unused"), "cuda", tiny=False, vocab=32016, steps=1, step_examples=128, eval_rows=256)
-    args = gpu.lab_training_args(gpu.setups()[0], b, "/tmp/unused")
+    b = Bench(Path("unused"), "cuda", tiny=False, vocab=32016, steps=1, step_examples=128, eval_rows=256)
+    args = lab_training_args(setups()[0], b, "/tmp/unused")
     assert (args.fp16, args.bf16, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (True, False, 32, 4)
     assert (args.learning_rate, args.warmup_steps, args.lr_scheduler_type.value, args.optim.value) == (3e-4, 0, "linear", "adamw_torch")
     assert (args.train_sampling_strategy, args.dataloader_num_workers, args.per_device_eval_batch_size) == ("group_by_length", 4, 8)
@@ -82,7 +87,7 @@ def test_the_lab_arms_gpu_arguments_are_the_notebooks():
 def test_the_serving_engine_is_measured_batched_against_batch_size_1(rehearsal):
     serve = rehearsal[0]["sections"]["serve"]
     cells = {(c["max_batch"], c["concurrency"]): c for c in serve["cells"]}
-    assert set(cells) == {(m, c) for m in gpu.SERVE_BATCHES for c in gpu.SERVE_CONCURRENCY}
+    assert set(cells) == {(m, c) for m in SERVE_BATCHES for c in SERVE_CONCURRENCY}
     assert all(c["requests_per_s"] > 0 and c["p95_ms"] >= c["p50_ms"] > 0 for c in cells.values()), serve
     assert set(serve["batched_vs_batch_size_1"]) == {"1", "8", "32"}
 
@@ -103,34 +108,34 @@ def test_a_resumed_run_trains_the_same_adapter_with_dropout_on(rehearsal):
 
 def test_a_later_process_adds_to_the_file_and_another_shape_starts_it_afresh(tmp_path):
     out = tmp_path / "gpu.json"
-    first = gpu.Results(out, {"device": "CPU", "shape": "tiny"})
+    first = Results(out, {"device": "CPU", "shape": "tiny"})
     first.add_row({"setup": "a", "l4_cap": False, "examples_per_s": 1.0})
     first.add_row({"setup": "a", "l4_cap": True, "examples_per_s": 2.0})
-    second = gpu.Results(out, {"device": "CPU", "shape": "tiny"})
+    second = Results(out, {"device": "CPU", "shape": "tiny"})
     second.set_section("merge", {"merge_seconds": 1.0})
     second.add_row({"setup": "a", "l4_cap": False, "examples_per_s": 3.0})
     data = json.loads(out.read_text())
     assert [(r["l4_cap"], r["examples_per_s"]) for r in data["rows"]] == [(True, 2.0), (False, 3.0)], "one row per setup and cap"
     assert data["sections"] == {"merge": {"merge_seconds": 1.0}}
-    gpu.Results(out, {"device": "H100", "shape": "codellama-7b"}).write()
+    Results(out, {"device": "H100", "shape": "codellama-7b"}).write()
     assert json.loads(out.read_text())["rows"] == [], "figures of another device or shape are not mixed in"
 
 
 def test_a_failing_slow_or_late_measurement_is_recorded_and_the_next_one_runs():
-    failed = gpu.guarded("broken", lambda: 1 / 0, limit_s=10, device="cpu")
+    failed = guarded("broken", lambda: 1 / 0, limit_s=10, device="cpu")
     assert failed["setup"] == "broken" and failed["error"].startswith("ZeroDivisionError")
-    slow = gpu.guarded("slow", lambda: time.sleep(5) or {}, limit_s=1, device="cpu")
+    slow = guarded("slow", lambda: time.sleep(5) or {}, limit_s=1, device="cpu")
     assert "took longer than 1s" in slow["error"] and slow["wall_seconds"] < 3
-    late = gpu.guarded("late", lambda: {"ran": True}, limit_s=10, device="cpu", deadline=time.time() + 2)
+    late = guarded("late", lambda: {"ran": True}, limit_s=10, device="cpu", deadline=time.time() + 2)
     assert late["error"] == "skipped: out of time"
-    clipped = gpu.guarded("clipped", lambda: time.sleep(10) or {}, limit_s=60, device="cpu", deadline=time.time() + 7)
+    clipped = guarded("clipped", lambda: time.sleep(10) or {}, limit_s=60, device="cpu", deadline=time.time() + 7)
     assert "took longer than" in clipped["error"] and clipped["wall_seconds"] < 8, "no measurement runs past the deadline"
 
 
 def test_the_l4_cap_leaves_an_l4s_memory_on_a_bigger_gpu():
     h100 = 85_520_809_984  # bytes an H100 80GB reports
-    assert gpu.l4_cap_fraction(h100) == pytest.approx(22 * 2**30 / h100)
-    assert gpu.l4_cap_fraction(23_580_639_232) is None, "an L4 itself is not capped"
+    assert l4_cap_fraction(h100) == pytest.approx(22 * 2**30 / h100)
+    assert l4_cap_fraction(23_580_639_232) is None, "an L4 itself is not capped"
 
 
 ROWS = [{"setup": "lab: x", "l4_cap": True, "examples_per_s": 10.0, "eval_loss_seconds_per_row": 0.01, "checkpoint_save_seconds": 3.0,
@@ -141,37 +146,37 @@ SECTIONS = {"generation": {"seconds": 20.0}, "merge": {"merge_seconds": 5.0, "sa
 
 
 def test_each_arms_whole_run_is_made_of_its_measured_parts():
-    parts = gpu.workload_seconds(ROWS, SECTIONS, capped=True)
+    parts = workload_seconds(ROWS, SECTIONS, capped=True)
     assert parts["lab"] == pytest.approx({"train": 10240 / 10.0, "eval_loss": 2 * 7858 * 0.01, "checkpoints": 2 * 3.0})
     assert parts["kit"] == pytest.approx({"train": 10240 / 40.0, "eval_loss": 4 * 64 * 0.002, "generation": 3 * 20.0,
                                           "merge_and_save": 30.0})
-    assert gpu.workload_seconds(ROWS, SECTIONS, capped=False) == {}, "capped and whole-GPU figures are not mixed"
+    assert workload_seconds(ROWS, SECTIONS, capped=False) == {}, "capped and whole-GPU figures are not mixed"
 
 
 def test_projection_scales_compute_and_decoding_differently_and_prices_from_the_catalog():
-    parts = gpu.workload_seconds(ROWS, SECTIONS, capped=True)
+    parts = workload_seconds(ROWS, SECTIONS, capped=True)
     compute, bandwidth = 121 / 989, 300 / 3350
-    kit = gpu.project(parts["kit"], "H100", "kit")
+    kit = project(parts["kit"], "H100", "kit")
     one = kit["g2-standard-12"]["compute_bound"]["hours"] * 3600
     assert one == pytest.approx((10240 / 40 + 4 * 64 * 0.002) / compute + 60 / bandwidth + 30, rel=1e-3)
     two = kit["g2-standard-24"]["compute_bound"]["hours"] * 3600
     assert two == pytest.approx((10240 / 40 + 4 * 64 * 0.002) / compute / 1.9 + 60 / bandwidth + 30, rel=1e-3)
     assert kit["g2-standard-12"]["memory_bound"]["hours"] > kit["g2-standard-12"]["compute_bound"]["hours"]
-    lab = gpu.project(parts["lab"], "H100", "lab")
+    lab = project(parts["lab"], "H100", "lab")
     assert lab["g2-standard-24"]["compute_bound"]["hours"] == lab["g2-standard-12"]["compute_bound"]["hours"], \
         "the lab's layer split over two L4s runs at one L4's speed"
     assert kit["g2-standard-12"]["compute_bound"]["spot_usd"] < kit["g2-standard-12"]["compute_bound"]["on_demand_usd"]
-    assert gpu.project(parts["kit"], "some-new-gpu", "kit") == {}, "no made-up specs"
+    assert project(parts["kit"], "some-new-gpu", "kit") == {}, "no made-up specs"
 
 
 def test_the_targets_compare_the_shipped_recipe_with_the_lab_under_the_same_cap():
-    parts = gpu.workload_seconds(ROWS, SECTIONS, capped=True)
-    projection = {arm: gpu.project(p, "H100", arm) for arm, p in parts.items()}
-    t = gpu.targets(ROWS, projection)
+    parts = workload_seconds(ROWS, SECTIONS, capped=True)
+    projection = {arm: project(p, "H100", arm) for arm, p in parts.items()}
+    t = targets(ROWS, projection)
     assert (t["speedup"], t["two_l4_speedup"], t["memory_ratio"], t["l4_cap"]) == (4.0, 7.6, 0.5, True)
     assert t["g2_standard_12_spot_usd"]["compute_bound"] == projection["kit"]["g2-standard-12"]["compute_bound"]["spot_usd"]
-    assert gpu.targets(ROWS[:1], projection) == {"evaluated": False}
+    assert targets(ROWS[:1], projection) == {"evaluated": False}
 
 
 def test_mfu_counts_four_flops_per_parameter_per_useful_token():
-    assert gpu.mfu({"params": 6_738_415_616, "tokens_per_s": 10_000.0}, "H100") == pytest.approx(4 * 6_738_415_616 * 1e4 / 989e12)
+    assert mfu({"params": 6_738_415_616, "tokens_per_s": 10_000.0}, "H100") == pytest.approx(4 * 6_738_415_616 * 1e4 / 989e12)
