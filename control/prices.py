@@ -136,6 +136,21 @@ class Resolution:
     warnings: list[str] = field(default_factory=list)
 
 
+def single_price(matches: list[dict], unit: str) -> tuple[tuple[float, str] | None, str | None]:
+    """((usd per `unit`, how it was read), None) from the one SKU that matched; (None, why not) for none, several, or
+    one priced per another unit or unreadably."""
+    if len(matches) != 1:
+        return None, ("no SKU lists this region" if not matches else
+                      f"{len(matches)} SKUs match ({', '.join(m.get('skuId', '?') for m in matches)})")
+    try:
+        usd, got_unit, note = unit_price(matches[0])
+    except ValueError as e:
+        return None, f"its SKU {matches[0].get('skuId')} has {e}"
+    if got_unit != unit:
+        return None, f"its SKU {matches[0].get('skuId')} is billed per {got_unit}, not {unit}"
+    return (usd, note), None
+
+
 def resolve(skus: list[dict], region: str, old: dict[str, Rate], today: str) -> Resolution:
     """The rates of `wanted()` in `region` from these SKUs; what is not found keeps its old rate, with a warning."""
     found: dict[tuple[str, str], list[dict]] = {}
@@ -155,21 +170,12 @@ def resolve(skus: list[dict], region: str, old: dict[str, Rate], today: str) -> 
         for kind in ("on_demand", "spot") if w.spot else ("on_demand",):
             matches = found.get((w.key, kind), [])
             previous = getattr(old.get(w.key), kind, None) if w.key in old else None
-            quote, problem = None, None
-            if len(matches) == 1:
-                try:
-                    usd, unit, note = unit_price(matches[0])
-                except ValueError as e:
-                    problem = f"its SKU {matches[0].get('skuId')} has {e}"
-                else:
-                    if unit != UNITS[w.unit]:
-                        problem = f"its SKU {matches[0].get('skuId')} is billed per {unit}, not {UNITS[w.unit]}"
-                    else:
-                        quote = Quote(usd=round(usd, 9), sku=matches[0].get("skuId"), description=matches[0].get("description"),
-                                      source=f"Cloud Billing Catalog API, services/{COMPUTE_SERVICE}, read {today} ({note})")
-            else:
-                problem = ("no SKU lists this region" if not matches else
-                           f"{len(matches)} SKUs match ({', '.join(s.get('skuId', '?') for s in matches)})")
+            quote = None
+            price, problem = single_price(matches, UNITS[w.unit])
+            if price is not None:
+                usd, note = price
+                quote = Quote(usd=round(usd, 9), sku=matches[0].get("skuId"), description=matches[0].get("description"),
+                              source=f"Cloud Billing Catalog API, services/{COMPUTE_SERVICE}, read {today} ({note})")
             if quote is None:
                 label = f"{w.key} {kind.replace('_', '-')} in {region}"
                 if previous is not None:
@@ -221,21 +227,12 @@ def premiums(skus: list[dict], region: str, rates: dict[str, Rate], old: dict[st
             matches = [sku for sku in skus if (sku.get("category") or {}).get("usageType") == "OnDemand"
                        and region in (sku.get("serviceRegions") or []) and pattern.search(sku.get("description", ""))
                        and not SKIPPED_WORDS.search(sku.get("description", ""))]
-            problem = None
-            if len(matches) != 1:
-                problem = "none lists this region" if not matches else f"{len(matches)} match ({', '.join(m.get('skuId', '?') for m in matches)})"
-            else:
-                try:
-                    usd, got_unit, _ = unit_price(matches[0])
-                    if got_unit != UNITS[unit]:
-                        problem = f"{matches[0].get('skuId')} is billed per {got_unit}, not {UNITS[unit]}"
-                except ValueError as e:
-                    problem = f"{matches[0].get('skuId')} has {e}"
-            if problem or rate_key not in rates:
+            price, problem = single_price(matches, UNITS[unit])
+            if price is None or rate_key not in rates:
                 missing.append(f"{rate_key} ('{words} ...': {problem or 'no Compute Engine rate to divide by'})")
                 continue
             read[rate_key] = matches[0]["skuId"]
-            vertex_hour += quantity * usd
+            vertex_hour += quantity * price[0]
             compute_hour += quantity * rates[rate_key].on_demand.usd
         was = old[surface]
         premium = round(vertex_hour / compute_hour, 4) if not missing and compute_hour > 0 else None

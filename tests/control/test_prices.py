@@ -160,7 +160,7 @@ def test_a_missing_vertex_sku_keeps_the_derived_premium_and_names_what_was_not_f
     serving = prices.load().surfaces["serving"]
     assert serving.premium == 1.15 and serving.skus is None and "1.15 x Compute Engine" in serving.derived, "the old, still derived"
     assert ("warning: serving premium in us-central1: no Vertex AI SKU for NVIDIA_L4 ('Vertex AI: Online/Batch Prediction on "
-            "Nvidia L4 GPU ...': none lists this region); keeping 1.15x (1.15 x Compute Engine, accelerator included") in result.output
+            "Nvidia L4 GPU ...': no SKU lists this region); keeping 1.15x (1.15 x Compute Engine, accelerator included") in result.output
     assert prices.load().surfaces["training"].skus, "the other surfaces are still read"
 
 
