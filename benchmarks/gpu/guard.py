@@ -48,14 +48,25 @@ def l4_cap_fraction(total_bytes: int) -> float | None:
     return fraction if fraction < 1 else None
 
 
+def fresh_accelerate() -> None:
+    """Forget the process-wide state accelerate keeps (one shared AcceleratorState): the lab's Trainer leaves fp16 mixed
+    precision there on a GPU, and every later Accelerator() in the process would silently train under it."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
 def guarded(name: str, fn, limit_s: int, device: str, deadline: float = 0.0) -> dict:
-    """Run one measurement; an error, an out-of-memory or a time-out becomes the row's `error` and the next one runs.
-    Past `deadline` (epoch seconds; 0: none) it is skipped, and it may not run beyond it."""
+    """Run one measurement as if in a fresh process (no accelerate state, peak memory reset); an error, an
+    out-of-memory or a time-out becomes the row's `error` and the next one runs. Past `deadline` (epoch seconds;
+    0: none) it is skipped, and it may not run beyond it."""
     if deadline:
         left = int(deadline - time.time())
         if left < 5:
             return {"setup": name, "error": "skipped: out of time", "wall_seconds": 0.0}
         limit_s = min(limit_s, left)
+    fresh_accelerate()
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

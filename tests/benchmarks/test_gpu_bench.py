@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.gpu.arms import lab_training_args, setups
-from benchmarks.gpu.guard import guarded, l4_cap_fraction
+from benchmarks.gpu.guard import fresh_accelerate, guarded, l4_cap_fraction
 from benchmarks.gpu.model import Bench
 from benchmarks.gpu.projection import mfu, project, targets, workload_seconds
 from benchmarks.gpu.results import Results
@@ -130,6 +130,18 @@ def test_a_failing_slow_or_late_measurement_is_recorded_and_the_next_one_runs():
     assert late["error"] == "skipped: out of time"
     clipped = guarded("clipped", lambda: time.sleep(10) or {}, limit_s=60, device="cpu", deadline=time.time() + 7)
     assert "took longer than" in clipped["error"] and clipped["wall_seconds"] < 8, "no measurement runs past the deadline"
+
+
+def test_a_measurement_does_not_inherit_the_mixed_precision_an_earlier_one_left():
+    from accelerate import Accelerator
+
+    Accelerator(mixed_precision="bf16", cpu=True)  # what the lab's Trainer leaves behind (fp16 on a GPU)
+    try:
+        assert Accelerator(cpu=True).mixed_precision == "bf16", "accelerate's shared state: inherited unless reset"
+        row = guarded("next", lambda: {"mixed_precision": Accelerator(cpu=True).mixed_precision}, limit_s=30, device="cpu")
+        assert row["mixed_precision"] == "no", "the kit's arm trains as it would in its own process"
+    finally:
+        fresh_accelerate()
 
 
 def test_the_l4_cap_leaves_an_l4s_memory_on_a_bigger_gpu():
