@@ -77,7 +77,7 @@ def test_the_lab_arms_gpu_arguments_are_the_notebooks():
     """What Lab01_Step1.ipynb passes to TrainingArguments (fp16 autocast, 32 x 4, adamw_torch, linear, no warm-up,
     grouped by length, 4 loader workers), as the GPU run builds them."""
     b = Bench(Path("unused"), "cuda", tiny=False, vocab=32016, steps=1, step_examples=128, eval_rows=256)
-    args = lab_training_args(setups()[0], b, "/tmp/unused")
+    args = lab_training_args(next(s for s in setups() if s.arm == "lab"), b, "/tmp/unused")
     assert (args.fp16, args.bf16, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (True, False, 32, 4)
     assert (args.learning_rate, args.warmup_steps, args.lr_scheduler_type.value, args.optim.value) == (3e-4, 0, "linear", "adamw_torch")
     assert (args.train_sampling_strategy, args.dataloader_num_workers, args.per_device_eval_batch_size) == ("group_by_length", 4, 8)
