@@ -88,10 +88,13 @@ def main(argv: list[str] | None = None) -> int:
             _set_cap(False)  # serving is sized by the engine itself (a share of free memory), as in production
             results.set_section("serve", guarded("serve", lambda: serve(b, 4 if args.tiny else 32, args.deadline),
                                                  args.setup_timeout * 3, device, args.deadline))
+            _set_cap(args.cap != "off")
         if "resume" in sections:
-            small = b if shape_name != "codellama-7b" else replace(  # the property does not depend on size: a small model, quickly
-                b, model_dir=save_random_model(SMALL, cache / "random-small", torch.bfloat16), vocab=SMALL["vocab_size"])
-            results.set_section("resume", guarded("resume", lambda: resume_check(small), args.setup_timeout, device, args.deadline))
+            def small() -> Bench:  # the property does not depend on size: at 7B, a small model, quickly
+                return b if shape_name != "codellama-7b" else replace(
+                    b, model_dir=save_random_model(SMALL, cache / "random-small", torch.bfloat16), vocab=SMALL["vocab_size"])
+
+            results.set_section("resume", guarded("resume", lambda: resume_check(small()), args.setup_timeout, device, args.deadline))
         if "kit" in sections:
             results.set_section("kit", guarded("kit", lambda: kit_run(b, shipped.quantization), args.setup_timeout, device, args.deadline))
         if "profile" in sections:
