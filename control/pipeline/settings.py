@@ -57,6 +57,9 @@ class PipelineSettings(BaseModel):
     @model_validator(mode="after")
     def _checks(self) -> PipelineSettings:
         self.cfg()  # the run config must load here, at the edge, not in the third step
+        if self.score_machine_type and self.backend != "vertex":
+            raise ValueError("score_machine_type picks a machine for a step on Vertex AI Pipelines (--backend vertex); "
+                             "locally every step runs on this machine")
         missing = [k for k in ("project", "region", "endpoint_id") if not self.stack.get(k)]
         if missing:
             raise ValueError(f"the stack outputs lack {missing}: the pipeline deploys to the stack's endpoint")

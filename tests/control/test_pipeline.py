@@ -126,6 +126,11 @@ def test_a_model_that_needs_a_gpu_is_scored_on_the_machine_it_is_served_on():
     assert int(two["score-champion"]["accelerator"]["count"]) == catalog.machine("g2-standard-24").accelerator_count
 
 
+def test_a_scoring_machine_for_a_local_run_is_refused_with_why():
+    with pytest.raises(settings.PipelineSettingsError, match="score_machine_type picks a machine for a step on Vertex AI Pipelines"):
+        _settings(backend="local", score_machine_type="g2-standard-12")
+
+
 def test_the_embedded_model_is_scored_on_the_default_step_machine():
     s = command.settings_for(load_config(None).model_dump_json(), STACK, "vertex", None, None)
     assert s.score_machine() is None

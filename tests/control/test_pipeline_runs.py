@@ -143,8 +143,8 @@ def test_on_vertex_the_scoring_step_bills_the_machine_it_asked_for(loop):
 
     cloud, run, tmp = loop
     data = _data(tmp / "scored.jsonl", "w")
-    for backend, run_id in (("vertex", "scored-vertex"), ("local", "scored-here")):
-        s = run.make(data, backend=backend, score_machine_type="g2-standard-12")
+    for backend, run_id, machine in (("vertex", "scored-vertex", "g2-standard-12"), ("local", "scored-here", None)):
+        s = run.make(data, backend=backend, score_machine_type=machine)
         trail.start(s.trail_root, run_id, {})
         steps.score_champion(s, run_id)
     on_vertex, here = (trail.read(s.trail_root, rid)["steps"][0] for rid in ("scored-vertex", "scored-here"))
