@@ -9,7 +9,7 @@ ARGS ?=
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: bench bench-serve deploy doctor notebook-clean notebook-run serve predict cancel help setup train check-base eval report config data test e2e lint clean budget-guard budget-alert image image-local workflows policy preview stack-file
+.PHONY: bench bench-serve bench-gpu deploy doctor notebook-clean notebook-run serve predict cancel help setup train check-base eval report config data test e2e lint clean budget-guard budget-alert image image-local workflows policy preview stack-file
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -137,6 +137,9 @@ bench: $(STAMP) ## the kit's training recipe vs the lab's on the embedded defaul
 
 bench-serve: $(STAMP) ## serving throughput and latency, batched vs batch size 1 (needs a trained model)
 	$(BIN)/python benchmarks/serve_bench.py $(if $(MODEL_DIR),--model $(MODEL_DIR))
+
+bench-gpu: $(STAMP) ## on a GPU: the 7B recipe and serving engine vs a faithful lab (ARGS='--sections train --only lab:,shipped'); --tiny on a CPU
+	$(BIN)/python -m benchmarks.gpu $(ARGS)
 
 RATIO ?= 1.2
 budget-guard: $(STAMP) ## run the budget guard locally on 127.0.0.1:8080 for the stack in .cache/stack.json (dry run unless DRY_RUN=false)

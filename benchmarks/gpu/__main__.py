@@ -17,7 +17,7 @@ from benchmarks.gpu.guard import _CAP, _set_cap, guarded, l4_cap_fraction
 from benchmarks.gpu.measures import generation, kit_run, merge_and_save, profile, resume_check
 from benchmarks.gpu.model import CODELLAMA_7B, SMALL, TINY, Bench, save_random_model
 from benchmarks.gpu.projection import STEP_EXAMPLES, gpu_kind, mfu
-from benchmarks.gpu.results import Results
+from benchmarks.gpu.results import Results, ResultsError
 from benchmarks.gpu.serve import serve
 
 SECTIONS = ("prepare", "train", "serve", "generation", "merge", "resume", "kit", "profile")  # prepare: only save the random model
@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     shape_name = "tiny" if args.tiny else "small" if args.small else "codellama-7b"
     shape = {"tiny": TINY, "small": SMALL, "codellama-7b": CODELLAMA_7B}[shape_name]
     kind = gpu_kind() if device == "cuda" else "CPU"
-    results = Results(Path(args.out), {"device": kind, "shape": shape_name})
+    try:
+        results = Results(Path(args.out), {"device": kind, "shape": shape_name})
+    except ResultsError as e:
+        p.error(str(e))
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(args.model_cache or tmp)
         model_dir = save_random_model(shape, cache / f"random-{shape_name}", torch.bfloat16 if device == "cuda" else torch.float32)

@@ -9,12 +9,21 @@ from benchmarks.gpu.projection import LAB_EVAL_ROWS, LAB_EXAMPLES, SCALES, SPECS
 from common.atomic import atomic_write_text
 
 
+class ResultsError(ValueError):
+    """--out names a file this benchmark did not write: it is not overwritten."""
+
+
 class Results:
     """The run's JSON at `path`, rewritten (atomically) after every measurement; a later process adds its sections."""
 
     def __init__(self, path: Path, header: dict) -> None:
         self.path = path
-        old = json.loads(path.read_text()) if path.exists() else {}
+        try:
+            old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        except (ValueError, OSError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise ResultsError(f"{path} is there and is not a result file of this benchmark ({e}); move it or pick another --out") from None
+        if not isinstance(old, dict) or not isinstance(old.get("rows", []), list) or not isinstance(old.get("sections", {}), dict):
+            raise ResultsError(f"{path} is JSON but not a result file of this benchmark; move it or pick another --out")
         same = all(old.get(k) == v for k, v in header.items())
         self.data = (old if same else {}) | header
         self.data.setdefault("rows", [])

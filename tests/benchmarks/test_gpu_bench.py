@@ -121,6 +121,19 @@ def test_a_later_process_adds_to_the_file_and_another_shape_starts_it_afresh(tmp
     assert json.loads(out.read_text())["rows"] == [], "figures of another device or shape are not mixed in"
 
 
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe", b'{"rows": 3}'])
+def test_an_out_file_it_did_not_write_is_named_and_left_as_it_is(tmp_path, capsys, content):
+    from benchmarks.gpu.__main__ import main
+
+    out = tmp_path / "notes.json"
+    out.write_bytes(content)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--tiny", "--sections", "prepare", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"{out} is" in err and "not a result file of this benchmark" in err and "pick another --out" in err
+    assert out.read_bytes() == content, "not overwritten"
+
+
 def test_a_failing_slow_or_late_measurement_is_recorded_and_the_next_one_runs():
     failed = guarded("broken", lambda: 1 / 0, limit_s=10, device="cpu")
     assert failed["setup"] == "broken" and failed["error"].startswith("ZeroDivisionError")
