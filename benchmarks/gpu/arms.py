@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import torch
 
 from benchmarks.gpu import REPO
-from benchmarks.gpu.model import Bench, _sync, examples
+from benchmarks.gpu.model import Bench, _sync, base_params, examples
 from benchmarks.gpu.projection import KIT_EVAL_ROWS
 
 LAB_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -95,7 +95,7 @@ def kit_arm(setup: Setup, b: Bench, profiler=None) -> dict:
     eval_s = time.perf_counter() - t0
     return {"examples_per_s": cfg.batch_size * cfg.gradient_accumulation * b.steps / seconds,
             "tokens_per_s": result.tokens * b.steps / (b.steps + 1) / seconds, "step_seconds": seconds / b.steps,
-            "params": sum(p.numel() for p in model.parameters()),
+            "params": base_params(b.model_dir),
             "eval_loss_seconds_per_row": eval_s / len(held_out)}
 
 
@@ -171,7 +171,7 @@ def lab_arm(setup: Setup, b: Bench) -> dict:
     return {"examples_per_s": args.per_device_train_batch_size * args.gradient_accumulation_steps * b.steps / seconds,
             "tokens_per_s": sum(len(r["input_ids"]) for r in train_rows) * b.steps / (b.steps + 1) / seconds,
             "step_seconds": seconds / b.steps,
-            "params": sum(p.numel() for p in model.parameters()),
+            "params": base_params(b.model_dir),
             "eval_loss_seconds_per_row": (clock.evaluated - clock.steps[-1]) / len(eval_rows),
             "checkpoint_save_seconds": clock.saved - clock.evaluated, "checkpoint_mib": round(saved_mib, 1),
             "autocast": "fp16 with a gradient scaler" if args.fp16 else "none (CPU)",

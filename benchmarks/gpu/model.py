@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import random
 import tempfile
@@ -54,6 +55,17 @@ def save_random_model(shape: dict, out: Path, dtype: torch.dtype) -> Path:
     gc.collect()
     tmp.rename(out)
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def base_params(model_dir: Path) -> int:
+    """The base model's parameter count, from its config: what MFU counts. A loaded 4-bit model's packed weights would
+    count half (two values a byte), and LoRA's own parameters are not the model's work."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    return sum(p.numel() for p in model.parameters())
 
 
 def examples(n: int, vocab: int, tiny: bool, seed: int = 0):

@@ -203,5 +203,16 @@ def test_the_targets_compare_the_shipped_recipe_with_the_lab_under_the_same_cap(
     assert targets(ROWS[:1], projection) == {"evaluated": False}
 
 
+def test_mfu_counts_the_base_models_parameters_whatever_it_was_loaded_as(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from benchmarks.gpu.model import TINY, base_params, save_random_model
+
+    model_dir = save_random_model(TINY, tmp_path / "m", torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    assert base_params(model_dir) == sum(p.numel() for p in loaded.parameters()) > 0
+
+
 def test_mfu_counts_four_flops_per_parameter_per_useful_token():
     assert mfu({"params": 6_738_415_616, "tokens_per_s": 10_000.0}, "H100") == pytest.approx(4 * 6_738_415_616 * 1e4 / 989e12)
