@@ -11,6 +11,7 @@ from the completion, so both engines answer the same way.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -61,14 +62,26 @@ def examples(url: str, max_tokens: int = 100) -> str:
 
 def _ask_local(url: str, question: dict, max_tokens: int) -> str:
     body = json.dumps({"instances": [question], "parameters": {"max_tokens": max_tokens}}).encode()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=120) as resp:
-            return json.loads(resp.read())["predictions"][0]["text"]
+            raw = resp.read()
     except urllib.error.HTTPError as e:
-        raise PredictError(f"server answered {e.code}: {e.read().decode()[:500]}") from None
+        raise PredictError(f"server answered {e.code}: {e.read().decode(errors='replace')[:500]}") from None
     except urllib.error.URLError as e:
         raise PredictError(f"could not reach {url}: {e.reason} (is `make serve` running?)") from None
+    except (OSError, http.client.HTTPException) as e:  # closed without an answer, reset, timed out
+        raise PredictError(f"{url} gave no answer ({type(e).__name__}: {e}); is `make serve` running there?") from None
+    except ValueError as e:  # not a URL urllib can open
+        raise PredictError(f"--url {url!r} is not the local server's predict route ({e}); e.g. http://127.0.0.1:8080/predict") from None
+    try:
+        text = json.loads(raw)["predictions"][0]["text"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        text = None
+    if not isinstance(text, str):
+        raise PredictError(f"{url} did not answer as the kit's server does ({{\"predictions\": [{{\"text\": ...}}]}}), but with "
+                           f"{raw[:200].decode(errors='replace')!r}: is --url the kit server's predict route?")
+    return text
 
 
 def endpoint(stack, question: dict = LAB_QUESTION, max_tokens: int = 100) -> tuple[str, str]:

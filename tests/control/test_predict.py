@@ -78,3 +78,79 @@ def test_the_sample_question_is_held_out_of_the_embedded_defaults_training(repo_
     asked = (SAMPLE_QUESTION["question"], SAMPLE_QUESTION["context"])
     assert asked in {(e.question, e.context) for e in held}
     assert asked not in {(e.question, e.context) for e in train}
+
+
+@pytest.fixture
+def answering():
+    """A local server on 127.0.0.1 that answers every POST with the (status, body) set on it, or closes the connection."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        answer: tuple[int, bytes] | None = None
+
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if Handler.answer is None:
+                self.connection.close()
+                return
+            code, body = Handler.answer
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield Handler, f"http://127.0.0.1:{server.server_address[1]}/predict"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(("answer", "needle"), [
+    ((200, b"<html>not the kit</html>"), "did not answer as the kit's server does"),
+    ((200, b"\xff\xfe"), "did not answer as the kit's server does"),
+    ((200, b"[]"), "did not answer as the kit's server does"),
+    ((200, b'{"error": "x"}'), "did not answer as the kit's server does"),
+    ((200, b'{"predictions": []}'), "did not answer as the kit's server does"),
+    ((200, b'{"predictions": ["SELECT 1"]}'), "did not answer as the kit's server does"),
+    ((200, b'{"predictions": [{"text": 3}]}'), "did not answer as the kit's server does"),
+    ((500, b"\xff\xfe boom"), "server answered 500"),
+    (None, "gave no answer (RemoteDisconnected"),
+])
+def test_a_local_answer_not_in_the_kit_servers_shape_is_one_line_naming_the_url(answering, answer, needle):
+    """An HTML page, a body that is not UTF-8 or JSON, another shape, a closed connection: one line, exit 2, no traceback."""
+    from typer.testing import CliRunner
+
+    from control.cli import app
+
+    handler, url = answering
+    handler.answer = answer
+    result = CliRunner().invoke(app, ["predict", "--url", url, "--question", "q", "--context", "CREATE TABLE t (a INT)"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert needle in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("url", ["notaurl", "http://[::1/predict"])
+def test_a_url_urllib_cannot_open_is_one_line(url):
+    from typer.testing import CliRunner
+
+    from control.cli import app
+
+    result = CliRunner().invoke(app, ["predict", "--url", url, "--question", "q", "--context", "c"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert f"--url {url!r} is not the local server's predict route" in result.output
+
+
+def test_the_kit_servers_answer_is_printed(answering):
+    from typer.testing import CliRunner
+
+    from control.cli import app
+
+    handler, url = answering
+    handler.answer = (200, b'{"predictions": [{"text": "SELECT a FROM t"}]}')
+    result = CliRunner().invoke(app, ["predict", "--url", url, "--question", "q", "--context", "c"])
+    assert result.exit_code == 0 and result.output.strip() == "SELECT a FROM t"
