@@ -18,7 +18,7 @@ import urllib.request
 
 from common import layout
 from common.errors import KitError
-from common.prompts import TEMPLATE_FILE, extract_sql, render_prompt
+from common.prompts import TEMPLATE_FILE, extract_sql, parse_template, render_prompt
 
 LAB_QUESTION = {
     "question": "Which Class has a Frequency MHz larger than 91.5, and a City of license of hyannis, nebraska?",
@@ -132,4 +132,4 @@ def _template(model) -> str:
     raw = storage.read_text(layout.join(folder, TEMPLATE_FILE)) if folder.startswith("gs://") else None
     if raw is None:
         raise PredictError(f"no {TEMPLATE_FILE} beside the model in {folder}: cannot render the question for vLLM")
-    return json.loads(raw)["template"]
+    return parse_template(raw, layout.join(folder, TEMPLATE_FILE))
