@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -34,7 +35,7 @@ class _EvalHead(BaseModel):
 
 class _ProcessHead(BaseModel):
     model_config = ConfigDict(extra="allow")
-    pid: StrictInt | None = None
+    pid: Annotated[StrictInt, Field(gt=0, lt=2**31)] | None = None  # a pid_t: read_report asks the OS whether it is alive
     host: StrictStr | None = None
 
 
@@ -80,12 +81,30 @@ def cost_section(machine_type: str, wall_seconds: float, surface: str = "trainin
     }
 
 
+# What rendering raises on a section a hand edit broke (a missing key, a string where a table or number was).
+_BROKEN_SECTION = (KeyError, TypeError, AttributeError, IndexError, ValueError)
+
+
 def write_report(run_dir: Path, report: dict) -> None:
-    """Write report.json, report.md and report.png (each atomically)."""
-    atomic_write_json(run_dir / layout.REPORT_JSON, report)
-    atomic_write_text(run_dir / layout.REPORT_MD, render_markdown(report))
+    """Write report.json, report.md and report.png (each atomically). report.md is rendered first: a report read back
+    whose sections are not what the kit writes is a ReportError naming the file, with nothing written."""
+    path = run_dir / layout.REPORT_JSON
+    try:
+        markdown = render_markdown(report)
+    except _BROKEN_SECTION as e:
+        raise _broken(path, e) from None
+    atomic_write_json(path, report)
+    atomic_write_text(run_dir / layout.REPORT_MD, markdown)
     if report.get("train"):
-        plot(report, run_dir / layout.REPORT_PNG)
+        try:
+            plot(report, run_dir / layout.REPORT_PNG)
+        except _BROKEN_SECTION as e:
+            raise _broken(path, e) from None
+
+
+def _broken(path: Path, e: Exception) -> ReportError:
+    what = f"missing {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {str(e)[:200]}"
+    return ReportError(f"{path} is not a run report the kit wrote (a section cannot be shown: {what}); rerun the run, or point --run at another")
 
 
 def _pct(x: float | None) -> str:
@@ -184,17 +203,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def parse_report(text: str, source: str) -> dict:
     """A report.json's text held to what the tools rely on; ReportError naming `source` (a path or gs:// URI) otherwise.
     Apart from read_report, so a report read from the models bucket gets the same checks."""
     try:
         report = json.loads(text)
         _ReportHead.model_validate(report)
-    except ValueError as e:  # JSONDecodeError and pydantic's ValidationError are ValueErrors
-        detail = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'the file'}: {err['msg']}" for err in e.errors()) \
-            if isinstance(e, ValidationError) else str(e)
-        raise ReportError(f"{source} is not a run report the kit wrote ({detail}); rerun the run, or point --run at another") from None
+        if _SURROGATE_ESCAPE.search(text):  # a lone \ud800 decodes, but can be neither shown nor written back
+            json.dumps(report, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, pydantic's ValidationError and UnicodeEncodeError are ValueErrors
+        raise ReportError(f"{source} is not a run report the kit wrote ({_why(e)}); rerun the run, or point --run at another") from None
     return report
+
+
+def _why(e: ValueError | RecursionError) -> str:
+    if isinstance(e, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'the file'}: {err['msg']}" for err in e.errors())
+    if isinstance(e, RecursionError):
+        return "nested too deeply"
+    if isinstance(e, UnicodeEncodeError):
+        return f"a string holds {e.object[e.start:e.end]!r}, half of a surrogate pair: not text"
+    return str(e)
 
 
 def read_report(run_dir: Path) -> dict:

@@ -77,7 +77,11 @@ def test_a_report_whose_accuracy_is_not_a_fraction_is_never_deployed(accuracy, t
 
 
 @pytest.mark.parametrize("content", ["{not json", "[]", '{"status": "succeeded"}', '{"run_id": 3, "status": "succeeded"}',
-                                     '{"run_id": "r", "status": "running", "process": {"pid": "x"}}'])
+                                     '{"run_id": "r", "status": "running", "process": {"pid": "x"}}',
+                                     # an OverflowError (os.kill), a RecursionError (json), a UnicodeEncodeError (report.md) before
+                                     '{"run_id": "r", "status": "running", "process": {"pid": 1180591620717411303424, "host": "h"}}',
+                                     '{"run_id": "r", "status": "running", "process": {"pid": -1}}',
+                                     "[" * 100_000, '{"run_id": "r\\ud800", "status": "succeeded"}'])
 def test_report_on_a_damaged_report_names_the_file(content, tmp_path):
     (tmp_path / "report.json").write_text(content)
     result = runner.invoke(app, ["report", "--run", str(tmp_path)])

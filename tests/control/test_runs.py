@@ -96,16 +96,19 @@ def test_a_corrupt_or_foreign_report_is_listed_as_unreadable_naming_its_file(run
     (runs_dir / "r-foreign" / layout.REPORT_JSON).write_text(json.dumps({"run_id": "r-foreign", "status": "succeeded", "train": [1, 2]}))
     (runs_dir / "r-binary").mkdir()
     (runs_dir / "r-binary" / layout.REPORT_JSON).write_bytes(b"\xff\xfe\x00")
+    (runs_dir / "r-dead").mkdir()  # a dead `running` run with a section a hand edit broke: a KeyError while saving it interrupted
+    (runs_dir / "r-dead" / layout.REPORT_JSON).write_text(json.dumps(report("r-dead", "running", "2026-12-01T10:00:00+00:00",
+                                                                             train={"steps": 3})))
     result = _runs(runs_dir)
     assert result.exit_code == 0, result.output
-    for rid in ("r-corrupt", "r-foreign", "r-binary"):
+    for rid in ("r-corrupt", "r-foreign", "r-binary", "r-dead"):
         row = next(line for line in result.output.splitlines() if line.startswith("│") and rid in line)
         assert "unreadable" in row
         assert f"note: {rid}: unreadable: {runs_dir / rid / layout.REPORT_JSON}" in result.output.replace("\n", ""), result.output
     assert "train: Input should be a valid dictionary" in result.output
     rows = json.loads(_runs(runs_dir, "--json").stdout)
-    assert [r["id"] for r in rows if r["status"] == "unreadable"] == ["r-binary", "r-corrupt", "r-foreign"]
-    assert len(rows) == 7
+    assert [r["id"] for r in rows if r["status"] == "unreadable"] == ["r-binary", "r-corrupt", "r-dead", "r-foreign"]
+    assert len(rows) == 8
 
 
 def test_no_runs_yet_says_how_to_make_one(tmp_path):

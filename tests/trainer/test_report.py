@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
+
+import pytest
 
 from common import catalog, layout
-from trainer.report import cost_section, read_report, render_markdown, write_report
+from trainer.report import ReportError, cost_section, read_report, render_markdown, write_report
 
 
 def _report(**extra) -> dict:
@@ -54,3 +57,36 @@ def test_a_finished_run_gets_all_three_files(tmp_path):
     assert (tmp_path / layout.REPORT_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert read_report(tmp_path)["status"] == "succeeded"
     assert not list(tmp_path.glob("*.tmp*")), "written atomically: no temp files left"
+
+
+BROKEN_SECTIONS = [  # hand edits the head check lets through, each a KeyError, TypeError, IndexError or AttributeError before
+    {"train": "fast"}, {"train": {"steps": 3}}, {"parameters": None}, {"cost": [1]}, {"cost": {"usd": 1}},
+    {"tuned_eval": {"execution_accuracy": 0.5, "samples": [1]}}, {"tuned_eval": {"execution_accuracy": 0.5, "suite": {"rows": 3}}},
+    {"resources": "none"}, {"resources": {"samples": [1]}},
+]
+
+
+@pytest.mark.parametrize("broken", BROKEN_SECTIONS)
+def test_llmops_report_on_a_report_with_a_broken_section_is_one_line_and_writes_nothing(tmp_path, broken):
+    from typer.testing import CliRunner
+
+    from control.cli import app
+
+    stored = json.dumps(_report(**broken)).encode()
+    (tmp_path / layout.REPORT_JSON).write_bytes(stored)
+    result = CliRunner().invoke(app, ["report", "--run", str(tmp_path)])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert f"{tmp_path / layout.REPORT_JSON} is not a run report the kit wrote (a section cannot be shown" in result.output
+    assert (tmp_path / layout.REPORT_JSON).read_bytes() == stored and sorted(p.name for p in tmp_path.iterdir()) == [layout.REPORT_JSON]
+
+
+def test_a_dead_run_whose_report_has_a_broken_section_is_not_rewritten(tmp_path):
+    """read_report saves a dead `running` run as interrupted; with a section it cannot show it refuses, naming the file, before
+    writing (report.json was rewritten, then `llmops runs` ended in a KeyError)."""
+    from tests.control.run_folders import dead_pid
+
+    stored = json.dumps(_report(status="running", process={"pid": dead_pid(), "host": socket.gethostname()}, train={"steps": 3})).encode()
+    (tmp_path / layout.REPORT_JSON).write_bytes(stored)
+    with pytest.raises(ReportError, match="a section cannot be shown: missing 'wall_seconds'"):
+        read_report(tmp_path)
+    assert (tmp_path / layout.REPORT_JSON).read_bytes() == stored
