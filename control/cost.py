@@ -352,12 +352,17 @@ def record_billed(est: Estimate, billed: dict, log: Callable[[str], None]) -> No
 
     if est.local is not None:
         from common.atomic import atomic_write_text
-        from trainer.report import render_markdown
+        from trainer.report import ReportError, render_checked
 
         report = json.loads(est.local.read_text(encoding="utf-8"))
         report.setdefault("cost", {})["billed"] = billed
-        atomic_write_json(est.local, report)
-        atomic_write_text(est.local.with_name(layout.REPORT_MD), render_markdown(report))  # report.md says it too
+        try:
+            markdown = render_checked(report, est.local)  # before anything is written: a hand-edited report is left as it is
+        except ReportError as e:
+            log(f"note: {e}; its bill is shown, not recorded in it")
+        else:
+            atomic_write_json(est.local, report)
+            atomic_write_text(est.local.with_name(layout.REPORT_MD), markdown)  # report.md says it too
     if est.remote is not None:
         try:
             text = storage.read_text(est.remote)

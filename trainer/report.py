@@ -89,10 +89,7 @@ def write_report(run_dir: Path, report: dict) -> None:
     """Write report.json, report.md and report.png (each atomically). report.md is rendered first: a report read back
     whose sections are not what the kit writes is a ReportError naming the file, with nothing written."""
     path = run_dir / layout.REPORT_JSON
-    try:
-        markdown = render_markdown(report)
-    except _BROKEN_SECTION as e:
-        raise _broken(path, e) from None
+    markdown = render_checked(report, path)
     atomic_write_json(path, report)
     atomic_write_text(run_dir / layout.REPORT_MD, markdown)
     if report.get("train"):
@@ -100,6 +97,14 @@ def write_report(run_dir: Path, report: dict) -> None:
             plot(report, run_dir / layout.REPORT_PNG)
         except _BROKEN_SECTION as e:
             raise _broken(path, e) from None
+
+
+def render_checked(report: dict, path: Path) -> str:
+    """render_markdown of a report read back from `path`: ReportError naming it if a section cannot be shown."""
+    try:
+        return render_markdown(report)
+    except _BROKEN_SECTION as e:
+        raise _broken(path, e) from None
 
 
 def _broken(path: Path, e: Exception) -> ReportError:

@@ -139,6 +139,21 @@ def test_the_report_gains_cost_billed_locally_and_in_the_bucket(bigquery, stack_
     assert f"Billed by Google: 2.30 USD after 0.00 of credits (4 line items of {TABLE}" in (tmp_path / "runs" / "r1" / "report.md").read_text()
 
 
+@pytest.mark.parametrize("section", [{"train": {"steps": 3}}, {"tuned_eval": {"execution_accuracy": 0.5, "samples": [1]}},
+                                     {"parameters": None, "train": {"steps": 3}}])
+def test_a_local_report_with_a_section_it_cannot_show_is_named_and_left_as_it_is(bigquery, stack_file, tmp_path, section):
+    """cost.billed was written into report.json, then report.md's rendering ended the command in a KeyError or TypeError."""
+    (tmp_path / "runs" / "r1").mkdir(parents=True)
+    stored = json.dumps({**_report("r1", 3600), **section}).encode()
+    (tmp_path / "runs" / "r1" / "report.json").write_bytes(stored)
+    bigquery.add_table(TABLE, _training_rows("r1", 2.3))
+    result = _cost(stack_file, "--since", "2026-11-01")
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert "note: runs/r1/report.json is not a run report the kit wrote (a section cannot be shown" in result.output
+    assert "$2.30" in next(ln for ln in result.output.splitlines() if ln.startswith("r1 ")), "the bill is shown all the same"
+    assert (tmp_path / "runs" / "r1" / "report.json").read_bytes() == stored and not (tmp_path / "runs" / "r1" / "report.md").exists()
+
+
 @pytest.mark.parametrize("stored", [b"{not json", json.dumps({"run_id": "r2", "status": 7}).encode(), b"\xff\xfe"])
 def test_a_broken_bucket_report_is_named_and_its_bill_still_shown(bigquery, stack_file, gcs, stored):
     gcs.bucket(MODELS).blob("runs/r2/model/report.json").upload_from_string(stored)
