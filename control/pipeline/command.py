@@ -72,6 +72,12 @@ def show(root: str, run_id: str | None, log: Log = print) -> dict:
             raise trail.TrailError(f"no pipeline runs under {root}: run `make pipeline` first")
         run_id = found[0]
     result = trail.read(root, run_id)
-    for line in trail.lines(result):
+    try:
+        shown = trail.lines(result)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a step a hand edit broke
+        what = f"missing {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise trail.TrailError(f"{trail.trail_uri(root, run_id)} is not a pipeline trail the kit wrote ({what}); "
+                               "it is written only by the pipeline's steps") from None
+    for line in shown:
         log(line)
     return result

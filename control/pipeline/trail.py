@@ -32,13 +32,17 @@ def trail_uri(root: str, run_id: str) -> str:
 
 def read(root: str, run_id: str) -> dict:
     uri = trail_uri(root, run_id)
-    text = storage.read_text(uri) if storage.is_gcs(uri) else (Path(uri).read_text(encoding="utf-8") if Path(uri).is_file() else None)
+    try:
+        text = storage.read_text(uri) if storage.is_gcs(uri) else (Path(uri).read_text(encoding="utf-8") if Path(uri).is_file() else None)
+    except UnicodeDecodeError as e:
+        raise TrailError(f"{uri} is not UTF-8 text ({e}); it is written only by the pipeline's steps") from None
     if text is None:
         raise TrailError(f"no pipeline run {run_id!r} under {root} ({uri} not found): `llmops pipeline-show` lists the runs there")
     try:
         trail = json.loads(text)
-    except ValueError as e:
-        raise TrailError(f"{uri} is not JSON ({e}); it is written only by the pipeline's steps") from None
+    except (ValueError, RecursionError) as e:
+        raise TrailError(f"{uri} is not JSON ({'nested too deeply' if isinstance(e, RecursionError) else e}); "
+                         "it is written only by the pipeline's steps") from None
     if not isinstance(trail, dict) or not isinstance(trail.get("steps"), list):
         raise TrailError(f"{uri} is not a pipeline trail (no steps list)")
     return trail

@@ -288,6 +288,27 @@ def test_pipeline_show_prints_the_newest_trail_and_says_when_there_is_none(tmp_p
     assert out.exit_code == 0 and "decided in pipe-20261202-000000" in out.output and "no training ($0)" in out.output
 
 
+@pytest.mark.parametrize(("content", "needle"), [
+    (b"\xff\xfe", "is not UTF-8 text"),
+    (b"[" * 100_000, "is not JSON (nested too deeply)"),
+    (b'{"steps": []}', "is not a pipeline trail the kit wrote (missing 'run_id')"),
+    (b'{"run_id": "p", "status": "running", "steps": [1]}', "is not a pipeline trail the kit wrote (TypeError"),
+    (b'{"run_id": "p", "status": "running", "steps": [{}]}', "is not a pipeline trail the kit wrote (missing"),
+    (b'{"run_id": "p", "status": "running", "cost_usd": "x", "steps": []}', "is not a pipeline trail the kit wrote (ValueError"),
+])
+def test_pipeline_show_on_a_damaged_trail_names_the_file(tmp_path, content, needle):
+    """A UnicodeDecodeError, RecursionError, KeyError, TypeError or ValueError before."""
+    from typer.testing import CliRunner
+
+    from control.cli import app
+
+    (tmp_path / "pipe-1").mkdir()
+    (tmp_path / "pipe-1" / trail.TRAIL_JSON).write_bytes(content)
+    result = CliRunner().invoke(app, ["pipeline-show", "--trail-root", str(tmp_path)])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert f"{tmp_path / 'pipe-1' / trail.TRAIL_JSON} {needle}" in result.output
+
+
 def test_a_local_dry_run_is_refused_with_what_to_use_instead(tmp_path):
     with pytest.raises(settings.PipelineSettingsError, match="BACKEND=vertex"):
         command.run(_settings(backend="local", trail_root=str(tmp_path)), STACK, dry_run=True)
