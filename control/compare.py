@@ -145,16 +145,14 @@ def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
 def read_config(row: RunRow) -> dict | None:
     """The run's config.yaml (local folder or gs:// folder); None if the run has none or it is not a YAML mapping."""
     where = layout.join(row.location, layout.CONFIG)
-    if storage.is_gcs(row.location):
-        text = storage.read_text(where)
-    else:
-        path = Path(where)
-        text = path.read_text(encoding="utf-8") if path.is_file() else None
-    if text is None:
-        return None
     try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError:
+        if storage.is_gcs(row.location):
+            text = storage.read_text(where)
+        else:
+            path = Path(where)
+            text = path.read_text(encoding="utf-8") if path.is_file() else None
+        config = None if text is None else yaml.safe_load(text)
+    except (UnicodeDecodeError, yaml.YAMLError, RecursionError):  # not text, or not YAML: the run is compared without it
         return None
     return config if isinstance(config, dict) else None
 

@@ -92,6 +92,16 @@ def test_config_diff_marks_a_missing_key_and_a_missing_config():
     assert config_diff([a, a]) == {} and config_diff([None]) == {}
 
 
+@pytest.mark.parametrize("content", [b"\xff\xfe", b"a: [1", b"[" * 100_000, b"- a list", b""])
+def test_a_config_yaml_that_is_not_a_yaml_mapping_is_left_out_of_the_differences_with_a_note(runs_dir, content):
+    """A config.yaml that is not UTF-8 ended `llmops compare` in a UnicodeDecodeError."""
+    (runs_dir / "r-small" / layout.CONFIG).write_bytes(content)
+    result = runner.invoke(app, ["compare", "r-small", "r-big", "--runs-dir", str(runs_dir), "--stack-file", str(runs_dir / "none.json"),
+                                 "--out", str(runs_dir / "c.png")])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert f"run r-small: no readable {layout.CONFIG} in {runs_dir / 'r-small'}" in result.output.replace("\n", "")
+
+
 def test_an_unknown_run_is_a_clear_error_listing_the_runs_there_are(runs_dir):
     with pytest.raises(CompareError, match=r"no run 'r-nope' in .*runs/ \(no stack file: local runs only\); the runs there are: "
                                            r"r-big, r-failed, r-killed, r-small"):
