@@ -54,6 +54,11 @@ def validate_row(row: object, where: str) -> Example:
             raise DataError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
         if not value.strip():
             raise DataError(f"{where}: field {field!r} is empty")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:  # JSON's "\ud800" escape decodes to a string no tokenizer (or file) takes
+            raise DataError(f"{where}: field {field!r} is not text: it holds {value[e.start:e.end]!r}, half of a surrogate pair; "
+                            "fix or drop the row") from None
         if len(value) > MAX_FIELD_CHARS:
             raise DataError(f"{where}: field {field!r} is {len(value)} characters (limit {MAX_FIELD_CHARS})")
     return Example(row["question"], row["context"], row["answer"])

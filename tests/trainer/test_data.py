@@ -58,7 +58,9 @@ def test_malformed_json_names_file_and_line(tmp_path):
 @pytest.mark.parametrize(
     "row, msg",
     [({"question": "q", "context": "c"}, "missing field 'answer'"), ({**ROW, "answer": 3}, "'answer' must be a string"),
-     ({**ROW, "question": "  "}, "'question' is empty"), ([1, 2], "expected a JSON object")],
+     ({**ROW, "question": "  "}, "'question' is empty"), ([1, 2], "expected a JSON object"),
+     # a lone surrogate escape: read, then a TypeError from the tokenizer in the middle of the run
+     ({**ROW, "question": "how many \ud800?"}, "field 'question' is not text"), ({**ROW, "context": "\udfff"}, "field 'context' is not text")],
 )
 def test_bad_rows_name_the_field(tmp_path, row, msg):
     f = _write(tmp_path / "d.jsonl", [json.dumps(ROW), json.dumps(row)])
