@@ -71,8 +71,8 @@ def load_stack(path: Path = DEFAULT_STACK_FILE) -> StackOutputs:
         raise StackError(f"{path} not found: run `cd infra && pulumi stack output --json > ../{path}` after `pulumi up`")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise StackError(f"{path} is not JSON: {e}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise StackError(f"{path} is not JSON: {'nested too deeply' if isinstance(e, RecursionError) else e}") from None
     if not isinstance(data, dict):
         raise StackError(f"{path} holds a JSON {type(data).__name__}, not the object `pulumi stack output --json` prints")
     missing = [k for k in REQUIRED if not data.get(k)]

@@ -42,7 +42,7 @@ def test_a_folder_is_not_a_stack_file(tmp_path):
         load_stack(tmp_path)
 
 
-@pytest.mark.parametrize("text", ["", "{", "project: p", "{'project': 'p'}"])
+@pytest.mark.parametrize("text", ["", "{", "project: p", "{'project': 'p'}", "[" * 100_000])  # the last: a RecursionError before
 def test_text_that_is_not_json_is_refused(tmp_path, text):
     with pytest.raises(StackError, match="is not JSON"):
         load_stack(_write(tmp_path, text))
