@@ -98,8 +98,8 @@ def path() -> Path:
 def parse(text: str, where: str) -> PriceFile:
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise PriceError(f"{where}: cannot read it as YAML ({e})") from None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise PriceError(f"{where}: cannot read it as YAML ({'nested too deeply' if isinstance(e, RecursionError) else e})") from None
     if not isinstance(data, dict):
         raise PriceError(f"{where}: expected a price file (currency, as_of, source, regions, surfaces), got {type(data).__name__}")
     try:

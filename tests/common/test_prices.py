@@ -79,9 +79,10 @@ def test_a_bad_price_file_is_an_error_naming_it_and_the_field(tmp_path, monkeypa
         catalog.hourly("g2-standard-24")
 
 
-def test_a_price_file_that_is_not_yaml_is_an_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize("text", ["regions: [unclosed\n", "regions: " + "[" * 100_000])  # the last: a RecursionError before
+def test_a_price_file_that_is_not_yaml_is_an_error(tmp_path, monkeypatch, text):
     bad = tmp_path / "prices.yaml"
-    bad.write_text("regions: [unclosed\n")
+    bad.write_text(text)
     monkeypatch.setenv("LLMOPS_PRICES", str(bad))
     with pytest.raises(PriceError, match="cannot read it as YAML"):
         catalog.price_source()
