@@ -78,10 +78,11 @@ def _offline() -> bool:
 
 
 def _load_errors() -> tuple[type[Exception], ...]:
-    """What a missing, unreachable or damaged model raises from from_pretrained."""
+    """What a missing, unreachable or damaged model raises from from_pretrained (a config.json that is JSON but not an
+    object: TypeError)."""
     from safetensors import SafetensorError
 
-    return (OSError, ValueError, SafetensorError, EnvironmentError)
+    return (OSError, ValueError, TypeError, SafetensorError, EnvironmentError)
 
 
 def load_tokenizer(model_dir: str, cfg: ModelConfig):

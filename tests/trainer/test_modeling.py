@@ -108,6 +108,17 @@ def test_damaged_weights_say_copy_the_model_again(tiny_model_dir, tmp_path):
     assert str(broken) in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("config", ["[]", "null", "3", '"llama"'])
+@pytest.mark.parametrize("load", [load_tokenizer, load_model])
+def test_a_config_json_that_is_not_an_object_names_the_model_dir(tiny_model_dir, tmp_path, config, load):
+    """A TypeError from transformers (`argument after ** must be a mapping`) before."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "config.json").write_text(config)
+    with pytest.raises(ModelError, match=f"could not load the model in {broken}"):
+        load(str(broken), ModelConfig())
+
+
 # --- load_tokenizer, pick_dtype, load_model ------------------------------------------------------------------------------
 
 
