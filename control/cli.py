@@ -389,7 +389,9 @@ def budget_guard(
             budget_name=stack.budget_name, billing_account=stack.billing_account,
             state_path=str(layout.scratch("budget-guard", "state.json").resolve()))
     except guard_settings.SettingsError as e:
-        _fail(f"{e}: export the stack outputs again (`cd infra && pulumi up && pulumi stack output --json > ../{stack_file}`)")
+        from control.stack import from_infra
+
+        _fail(f"{e}: export the stack outputs again (`cd infra && pulumi up && pulumi stack output --json > {from_infra(stack_file)}`)")
     env = {**os.environ, **guard_env, "PYTHONPATH": str(guard_dir)}
     # Beside this interpreter first: `make budget-guard` runs .venv/bin/llmops without the venv on PATH.
     exe = shutil.which("functions-framework", path=str(Path(sys.executable).parent)) or shutil.which("functions-framework") \

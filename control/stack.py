@@ -66,9 +66,14 @@ class StackOutputs:
         return f"{self.parent}/endpoints/{self.endpoint_id}"
 
 
+def from_infra(path: Path) -> str:
+    """The stack file as a command run in infra/ names it (a relative path is the repository root's)."""
+    return str(path) if path.is_absolute() else f"../{path}"
+
+
 def load_stack(path: Path = DEFAULT_STACK_FILE) -> StackOutputs:
     if not path.is_file():
-        raise StackError(f"{path} not found: run `cd infra && pulumi stack output --json > ../{path}` after `pulumi up`")
+        raise StackError(f"{path} not found: run `cd infra && pulumi stack output --json > {from_infra(path)}` after `pulumi up`")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
@@ -77,7 +82,7 @@ def load_stack(path: Path = DEFAULT_STACK_FILE) -> StackOutputs:
         raise StackError(f"{path} holds a JSON {type(data).__name__}, not the object `pulumi stack output --json` prints")
     missing = [k for k in REQUIRED if not data.get(k)]
     if missing:
-        raise StackError(f"{path} lacks {missing}: export it again with `cd infra && pulumi stack output --json > ../{path}` "
+        raise StackError(f"{path} lacks {missing}: export it again with `cd infra && pulumi stack output --json > {from_infra(path)}` "
                          "(outputs added since your last `pulumi up` need another `pulumi up` first)")
     try:  # every output held to its type: a hand-edited file must fail here, naming the key, not deep in a command
         return _SCHEMA.validate_python({k: data.get(k) for k in StackOutputs.__dataclass_fields__ if data.get(k) is not None})

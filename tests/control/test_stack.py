@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,19 @@ def test_a_missing_file_says_how_to_export_it(tmp_path):
     with pytest.raises(StackError, match="not found") as err:
         load_stack(tmp_path / "nope.json")
     assert "pulumi stack output --json" in str(err.value) and "nope.json" in str(err.value)
+
+
+def test_the_export_command_names_the_file_as_seen_from_infra(tmp_path):
+    """An absolute --stack-file was shown as `> ..//tmp/...`, a path that does not exist."""
+    with pytest.raises(StackError) as err:
+        load_stack(tmp_path / "nope.json")
+    assert f"pulumi stack output --json > {tmp_path / 'nope.json'}`" in str(err.value)
+    with pytest.raises(StackError) as err:
+        load_stack(Path("no-such-dir/stack.json"))
+    assert "pulumi stack output --json > ../no-such-dir/stack.json`" in str(err.value)
+    with pytest.raises(StackError) as err:
+        load_stack(_write(tmp_path, {}))
+    assert f"pulumi stack output --json > {tmp_path / 'stack.json'}`" in str(err.value)
 
 
 def test_a_folder_is_not_a_stack_file(tmp_path):
