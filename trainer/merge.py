@@ -12,6 +12,7 @@ from common.errors import KitError
 from common.prompts import save_template
 from trainer.config import ModelConfig
 from trainer.evaluate import generate
+from trainer.modeling import _load_errors
 
 
 class MergeError(KitError, RuntimeError):
@@ -71,9 +72,14 @@ def merge_adapter(
     base = AutoModelForCausalLM.from_pretrained(
         base_dir, dtype=torch.float32, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
     )
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    try:  # `llmops merge --run` reads an adapter/ that may have been copied in part or edited
+        tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+        peft_model = PeftModel.from_pretrained(base, adapter_dir)
+    except (*_load_errors(), KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise MergeError(f"the adapter in {adapter_dir} is damaged or incomplete ({type(e).__name__}: {first}): copy the run's "
+                         "adapter/ again, or train the run again") from None
     tokenizer.padding_side = "left"
-    peft_model = PeftModel.from_pretrained(base, adapter_dir)
     before = generate(peft_model, tokenizer, check_prompts, max_new_tokens, batch_size=16)
     merged = peft_model.merge_and_unload()
     after = generate(merged, tokenizer, check_prompts, max_new_tokens, batch_size=16)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import struct
 
+import pytest
 import torch
 
 from common.prompts import LAB_TEMPLATE, render_prompt
 from trainer.config import LoraConfig, ModelConfig, TrainingConfig
-from trainer.merge import merge_adapter
+from trainer.merge import MergeError, merge_adapter
 from trainer.modeling import attach_lora, load_model
 
 
@@ -67,3 +68,21 @@ def test_an_fp32_base_stays_fp32(tiny_model_dir, tiny_tokenizer, tmp_path):
     info = merge_adapter(str(tiny_model_dir), adapter, tmp_path / "merged", ModelConfig(), LAB_TEMPLATE, prompts, max_new_tokens=8)
     assert info == {"greedy_match": "1/1", "dtype": "float32"}
     assert _safetensors_dtypes(tmp_path / "merged" / "model.safetensors") == {"F32"}
+
+
+@pytest.mark.parametrize(("damage", "why"), [
+    ({"adapter_model.safetensors": None}, "HFValidationError"), ({"adapter_model.safetensors": b"\0" * 10}, "SafetensorError"),
+    ({"adapter_config.json": b"{"}, "JSONDecodeError"), ({"adapter_config.json": b"[]"}, "TypeError"),
+    ({"adapter_config.json": b"{}"}, "KeyError"), ({"adapter_config.json": b"\xff\xfe"}, "UnicodeDecodeError"),
+    ({"tokenizer.json": None, "tokenizer_config.json": None}, "ValueError"), ({"tokenizer.json": b"{"}, "JSONDecodeError"),
+])
+def test_a_damaged_adapter_is_named_and_nothing_is_merged(tiny_model_dir, tiny_tokenizer, tmp_path, damage, why):
+    """`llmops merge --run` on an adapter/ copied in part or edited: a traceback from transformers or peft before."""
+    adapter = _adapter(tiny_model_dir, tmp_path / "adapter")
+    tiny_tokenizer.save_pretrained(adapter)
+    for name, content in damage.items():
+        (adapter / name).unlink() if content is None else (adapter / name).write_bytes(content)
+    with pytest.raises(MergeError, match=f"the adapter in {adapter} is damaged or incomplete \\({why}") as err:
+        merge_adapter(str(tiny_model_dir), adapter, tmp_path / "merged", ModelConfig(), LAB_TEMPLATE, [], max_new_tokens=4)
+    assert "copy the run's adapter/ again" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "merged").exists()
