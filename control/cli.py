@@ -173,12 +173,12 @@ def merge(
 @app.command()
 def report(run: Annotated[Path, typer.Option("--run", "-r", help="run dir")] = LATEST_RUN) -> None:
     """Rewrite report.md and report.png from a run's report.json and print the summary."""
-    from trainer.report import read_report, write_report
+    from trainer.report import read_report, rewrite_report
 
     if not (run / "report.json").is_file():
         _fail(f"{run} has no report.json (run `make train` first)")
     data = read_report(run)
-    write_report(run, data)
+    rewrite_report(run, data)
     typer.echo((run / "report.md").read_text(encoding="utf-8"))
 
 

@@ -86,20 +86,30 @@ _BROKEN_SECTION = (KeyError, TypeError, AttributeError, IndexError, ValueError)
 
 
 def write_report(run_dir: Path, report: dict) -> None:
-    """Write report.json, report.md and report.png (each atomically). report.md is rendered first: a report read back
-    whose sections are not what the kit writes is a ReportError naming the file, with nothing written."""
-    path = run_dir / layout.REPORT_JSON
-    markdown = render_checked(report, path)
-    atomic_write_json(path, report)
+    """Write report.json, report.md and report.png (each atomically). report.json first: a report.md that cannot be
+    rendered (a ReportError naming the file) never costs a run its results."""
+    atomic_write_json(run_dir / layout.REPORT_JSON, report)
+    _write_views(run_dir, report, render_checked(report, run_dir / layout.REPORT_JSON))
+
+
+def rewrite_report(run_dir: Path, report: dict) -> None:
+    """Write a report read back from disk again (marked interrupted, re-rendered): rendered first, so one whose sections
+    a hand edit broke is a ReportError naming the file, with nothing written."""
+    markdown = render_checked(report, run_dir / layout.REPORT_JSON)
+    atomic_write_json(run_dir / layout.REPORT_JSON, report)
+    _write_views(run_dir, report, markdown)
+
+
+def _write_views(run_dir: Path, report: dict, markdown: str) -> None:
     atomic_write_text(run_dir / layout.REPORT_MD, markdown)
     if report.get("train"):
         try:
             plot(report, run_dir / layout.REPORT_PNG)
         except _BROKEN_SECTION as e:
-            raise _broken(path, e) from None
+            raise _broken(run_dir / layout.REPORT_JSON, e) from None
 
 
-def render_checked(report: dict, path: Path) -> str:
+def render_checked(report: dict, path: Path | str) -> str:
     """render_markdown of a report read back from `path`: ReportError naming it if a section cannot be shown."""
     try:
         return render_markdown(report)
@@ -107,7 +117,7 @@ def render_checked(report: dict, path: Path) -> str:
         raise _broken(path, e) from None
 
 
-def _broken(path: Path, e: Exception) -> ReportError:
+def _broken(path: Path | str, e: Exception) -> ReportError:
     what = f"missing {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {str(e)[:200]}"
     return ReportError(f"{path} is not a run report the kit wrote (a section cannot be shown: {what}); rerun the run, or point --run at another")
 
@@ -246,5 +256,5 @@ def read_report(run_dir: Path) -> dict:
     if report.get("status") in UNFINISHED and proc.get("host") == socket.gethostname() and not _alive(int(proc.get("pid") or 0)):
         report["error"] = report.get("error") or f"the run's process ({proc.get('pid')}) ended while it was {report['status']}"
         report["status"] = "interrupted"
-        write_report(run_dir, report)
+        rewrite_report(run_dir, report)
     return report

@@ -90,3 +90,11 @@ def test_a_dead_run_whose_report_has_a_broken_section_is_not_rewritten(tmp_path)
     with pytest.raises(ReportError, match="a section cannot be shown: missing 'wall_seconds'"):
         read_report(tmp_path)
     assert (tmp_path / layout.REPORT_JSON).read_bytes() == stored
+
+
+def test_a_report_the_kit_writes_keeps_its_data_even_if_report_md_cannot_be_rendered(tmp_path):
+    """The run's results go to report.json first: a rendering bug at the end of a long run costs report.md, not the run."""
+    report = _report(train={"steps": 3})  # a section report.md cannot show (no wall_seconds)
+    with pytest.raises(ReportError, match="a section cannot be shown"):
+        write_report(tmp_path, report)
+    assert json.loads((tmp_path / layout.REPORT_JSON).read_text()) == report
