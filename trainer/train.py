@@ -43,6 +43,7 @@ class TrainResult:
 
 
 _process = psutil.Process()
+EVAL_LOSS_ROWS = 64  # held-out rows the loss is computed on every eval_every steps (generation scores them all)
 
 
 def peak_rss_bytes() -> int:
@@ -247,7 +248,7 @@ def train(
     loop = _Loop(model, optimizer, scheduler, params, n_steps)
     _resume(loop, store, log, acc.process_index)
     loop.model, loop.optimizer = acc.prepare(loop.model, loop.optimizer)
-    eval_subset, schedule, world = list(eval_items[:64]), {}, acc.num_processes
+    eval_subset, schedule, world = list(eval_items[:EVAL_LOSS_ROWS]), {}, acc.num_processes
     loop.model.train()
     t0 = time.monotonic()
     with _GpuMemory() as gpu, StepProgress(n_steps, loop.start_step, enabled=acc.is_main_process, log=log) as progress:

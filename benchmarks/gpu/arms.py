@@ -13,7 +13,6 @@ import torch
 
 from benchmarks.gpu import REPO
 from benchmarks.gpu.model import Bench, _sync, base_params, examples
-from benchmarks.gpu.projection import KIT_EVAL_ROWS
 
 LAB_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 LAB_EVAL_BATCH = 8  # TrainingArguments' default per_device_eval_batch_size; the lab sets none
@@ -30,10 +29,14 @@ class Setup:
     shipped: bool = False  # configs/codellama-7b.yaml
 
 
-def shipped_setup() -> Setup:
+def shipped_config():
     from trainer.config import load_config
 
-    cfg = load_config(str(REPO / "configs" / "codellama-7b.yaml"), [])
+    return load_config(str(REPO / "configs" / "codellama-7b.yaml"), [])
+
+
+def shipped_setup() -> Setup:
+    cfg = shipped_config()
     return Setup("kit: shipped configs/codellama-7b.yaml", "kit", cfg.model.quantization, cfg.training.batch_size,
                  cfg.training.gradient_checkpointing, cfg.lora.dropout, shipped=True)
 
@@ -72,7 +75,7 @@ def _kit_model(setup: Setup, b: Bench, cfg):
 
 def kit_arm(setup: Setup, b: Bench, profiler=None) -> dict:
     from trainer.checkpoints import CheckpointStore
-    from trainer.train import eval_loss, train
+    from trainer.train import EVAL_LOSS_ROWS, eval_loss, train
 
     cfg = _kit_config(setup, b)
     model = _kit_model(setup, b, cfg)
@@ -88,7 +91,7 @@ def kit_arm(setup: Setup, b: Bench, profiler=None) -> dict:
     with tempfile.TemporaryDirectory() as ckpt, profiler or contextlib.nullcontext():
         result = train(model, SimpleNamespace(pad_token_id=0), items, [], cfg, CheckpointStore(ckpt), log=lambda _m: None, on_step=on_step)
     seconds = stamps[-1] - stamps[0]  # step 1 warms up (kernels, allocator) and is not timed
-    held_out = examples(min(b.eval_rows, KIT_EVAL_ROWS), b.vocab, b.tiny, seed=2)
+    held_out = examples(min(b.eval_rows, EVAL_LOSS_ROWS), b.vocab, b.tiny, seed=2)
     t0 = time.perf_counter()
     eval_loss(model, held_out, cfg, 0, next(model.parameters()).device)
     _sync(b.device)

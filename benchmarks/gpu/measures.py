@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sys
 import tempfile
 import time
@@ -64,7 +63,10 @@ def kit_run(b: Bench, quantization: str) -> dict:
     through the serving engine. On CPU (the rehearsal) the base is not quantized and the run is cut short."""
     import subprocess
 
+    from common import layout
+    from control.predict import SAMPLE_QUESTION
     from serving.engine import CacheSize, Engine, GenParams, Item
+    from trainer.report import read_report
     from trainer.resources import mean_gpu_utilisation
 
     with tempfile.TemporaryDirectory() as runs:
@@ -76,7 +78,7 @@ def kit_run(b: Bench, quantization: str) -> dict:
                               capture_output=True, text=True)
         wall = time.monotonic() - t0
         run_dir = Path(runs) / "gpu-kit"
-        report = json.loads((run_dir / "report.json").read_text()) if (run_dir / "report.json").exists() else {}
+        report = read_report(run_dir) if (run_dir / layout.REPORT_JSON).exists() else {}
         out = {"overrides": sets[2:], "exit": done.returncode, "status": report.get("status"), "run_seconds": round(wall, 1)}
         if done.returncode != 0 or report.get("status") != "succeeded":
             return out | {"error": f"trainer.task ended with {done.returncode}, report {report.get('status')}",
@@ -87,14 +89,14 @@ def kit_run(b: Bench, quantization: str) -> dict:
                 "train_tokens_per_s": (report.get("train") or {}).get("tokens_per_second"), "gpu": (report.get("train") or {}).get("gpu"),
                 "timeline_samples_with_gpus": sum(1 for x in timeline.get("samples") or [] if x.get("gpus")),
                 "mean_gpu_utilisation_training": mean_gpu_utilisation(timeline, "train")}
-        row = json.loads((REPO / "data" / "sql_sample.jsonl").read_text().splitlines()[-1])
-        engine = Engine(str(run_dir / "merged"), CacheSize(max_batch=4))
+        row = SAMPLE_QUESTION  # `make predict`'s: a row the embedded default's split holds out
+        engine = Engine(str(run_dir / layout.MERGED), CacheSize(max_batch=4))
         try:
             ids = engine.tokenize(engine.render(row["question"], row["context"]))
             answer = asyncio.run(engine.generate(Item(ids, GenParams(max_tokens=64, temperature=0.0, top_p=1.0, stop=()), sql_only=True)))
         finally:
             engine.close()
-        return out | {"served": {"question": row["question"], "gold": row["answer"], "answer": answer.text}}
+        return out | {"served": {"question": row["question"], "answer": answer.text}}
 
 
 def merge_and_save(b: Bench) -> dict:

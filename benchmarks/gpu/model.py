@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 import gc
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from common.atomic import atomic_dir
 
 SMALL = {"vocab_size": 32016, "hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4, "num_attention_heads": 4,
          "num_key_value_heads": 4, "max_position_embeddings": 4096}  # CPU: real vocabulary and example lengths, small body
@@ -34,7 +35,7 @@ def synthetic_tokenizer(vocab_size: int):
 
 def save_random_model(shape: dict, out: Path, dtype: torch.dtype) -> Path:
     """A CodeLlama-shaped model with random weights and a tokenizer, saved like a downloaded one (weights do not change
-    speed); kept at `out` for the next process (written beside it, then renamed)."""
+    speed); kept at `out` for the next process."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if (out / "config.json").exists():
@@ -47,13 +48,11 @@ def save_random_model(shape: dict, out: Path, dtype: torch.dtype) -> Path:
             model = LlamaForCausalLM(LlamaConfig(**shape, bos_token_id=1, eos_token_id=2, pad_token_id=0))
     finally:
         torch.set_default_dtype(default)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    model.save_pretrained(tmp)
-    synthetic_tokenizer(shape["vocab_size"]).save_pretrained(tmp)
+    with atomic_dir(out, keep_existing=True) as tmp:  # another process that saved it first wins; a failure leaves nothing
+        model.save_pretrained(tmp)
+        synthetic_tokenizer(shape["vocab_size"]).save_pretrained(tmp)
     del model
     gc.collect()
-    tmp.rename(out)
     return out
 
 

@@ -11,8 +11,15 @@ LAB_STEPS = 80
 LAB_EXAMPLES = LAB_STEPS * STEP_EXAMPLES  # the lab's workload
 LAB_EVAL_ROWS = 7858  # the lab evaluates on 10% of sql-create-context's 78,577 rows ...
 LAB_EVALS = LAB_CHECKPOINTS = 2  # ... and saves a checkpoint, at steps 40 and 80
-KIT_EVAL_ROWS, KIT_EVALS = 64, 4  # trainer.train: held-out loss on 64 rows every eval_every (20) of 80 steps
 KIT_GENERATION_PASSES = 3  # trainer/pipeline.py: base check, tuned held-out, tuned training rows
+
+
+def kit_evals() -> int:
+    """How often the shipped recipe computes its held-out loss (trainer.train: every eval_every steps, and at the end)."""
+    from benchmarks.gpu.arms import shipped_config
+
+    t = shipped_config().training
+    return -(-t.max_steps // t.eval_every)
 # Dense fp16/bf16 tensor-core peak (TFLOPS) and memory bandwidth (GB/s), from the vendors' data sheets.
 SPECS = {"H100": (989.0, 3350.0), "H200": (989.0, 4800.0), "A100": (312.0, 2039.0), "L4": (121.0, 300.0)}
 TWO_GPU_SCALING = 1.9
@@ -33,21 +40,26 @@ def mfu(row: dict, kind: str) -> float | None:
     return 4 * row["params"] * row["tokens_per_s"] / (SPECS[kind][0] * 1e12)
 
 
-def _train_row(rows: list[dict], capped: bool, pick) -> dict | None:
-    return next((r for r in rows if pick(r) and r.get("l4_cap") == capped and "examples_per_s" in r), None)
+def _arms(rows: list[dict], capped: bool) -> tuple[dict | None, dict | None]:
+    """The lab arm's and the shipped recipe's measured rows under this memory cap (None where not measured)."""
+    def pick(of) -> dict | None:
+        return next((r for r in rows if of(r) and r.get("l4_cap") == capped and "examples_per_s" in r), None)
+
+    return pick(lambda r: r["setup"].startswith("lab:")), pick(lambda r: r.get("shipped"))
 
 
 def workload_seconds(rows: list[dict], sections: dict, capped: bool) -> dict:
     """Each arm's whole run on the measured GPU, by part, from what was measured (parts missing are left out)."""
-    lab = _train_row(rows, capped, lambda r: r["setup"].startswith("lab:"))
-    kit = _train_row(rows, capped, lambda r: r.get("shipped"))
+    from trainer.train import EVAL_LOSS_ROWS
+
+    lab, kit = _arms(rows, capped)
     out = {}
     if lab:
         out["lab"] = {"train": LAB_EXAMPLES / lab["examples_per_s"],
                       "eval_loss": LAB_EVALS * LAB_EVAL_ROWS * lab["eval_loss_seconds_per_row"],
                       "checkpoints": LAB_CHECKPOINTS * lab["checkpoint_save_seconds"]}
     if kit:
-        out["kit"] = {"train": LAB_EXAMPLES / kit["examples_per_s"], "eval_loss": KIT_EVALS * KIT_EVAL_ROWS * kit["eval_loss_seconds_per_row"]}
+        out["kit"] = {"train": LAB_EXAMPLES / kit["examples_per_s"], "eval_loss": kit_evals() * EVAL_LOSS_ROWS * kit["eval_loss_seconds_per_row"]}
         gen, merge = sections.get("generation", {}), sections.get("merge", {})
         if "seconds" in gen:
             out["kit"]["generation"] = KIT_GENERATION_PASSES * gen["seconds"]
@@ -84,8 +96,7 @@ def project(parts: dict, kind: str, arm: str) -> dict:
 def targets(rows: list[dict], projection: dict) -> dict:
     """The issue's targets, read off this run: the kit's shipped recipe vs the lab's arm, same GPU, same memory cap."""
     for capped in (True, False):
-        lab = _train_row(rows, capped, lambda r: r["setup"].startswith("lab:"))
-        kit = _train_row(rows, capped, lambda r: r.get("shipped"))
+        lab, kit = _arms(rows, capped)
         if lab and kit:
             break
     else:
