@@ -17,7 +17,7 @@ from typing import Annotated, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from common.errors import KitError
+from common.errors import KitError, unparsable
 
 PRICES_FILE = Path(__file__).with_name("prices.yaml")
 PRICES_ENV = "LLMOPS_PRICES"
@@ -99,7 +99,7 @@ def parse(text: str, where: str) -> PriceFile:
     try:
         data = yaml.safe_load(text)
     except (yaml.YAMLError, RecursionError) as e:
-        raise PriceError(f"{where}: cannot read it as YAML ({'nested too deeply' if isinstance(e, RecursionError) else e})") from None
+        raise PriceError(f"{where}: cannot read it as YAML ({unparsable(e)})") from None
     if not isinstance(data, dict):
         raise PriceError(f"{where}: expected a price file (currency, as_of, source, regions, surfaces), got {type(data).__name__}")
     try:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import Field, Strict, TypeAdapter, ValidationError
 
-from common.errors import KitError
+from common.errors import KitError, unparsable
 
 DEFAULT_STACK_FILE = Path(".cache/stack.json")
 REQUIRED = ("project", "region", "stack", "labels", "staging_bucket", "models_bucket", "trainer_service_account")
@@ -77,7 +77,7 @@ def load_stack(path: Path = DEFAULT_STACK_FILE) -> StackOutputs:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise StackError(f"{path} is not JSON: {'nested too deeply' if isinstance(e, RecursionError) else e}") from None
+        raise StackError(f"{path} is not JSON: {unparsable(e)}") from None
     if not isinstance(data, dict):
         raise StackError(f"{path} holds a JSON {type(data).__name__}, not the object `pulumi stack output --json` prints")
     missing = [k for k in REQUIRED if not data.get(k)]

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from common import catalog, layout, prices
 from common.atomic import atomic_write, atomic_write_json, atomic_write_text
-from common.errors import KitError
+from common.errors import HAND_EDIT_ERRORS, KitError, hand_edit, unparsable
 from trainer.resources import draw_timeline, mean_gpu_utilisation, peaks_line
 
 
@@ -81,10 +81,6 @@ def cost_section(machine_type: str, wall_seconds: float, surface: str = "trainin
     }
 
 
-# What rendering raises on a section a hand edit broke (a missing key, a string where a table or number was).
-_BROKEN_SECTION = (KeyError, TypeError, AttributeError, IndexError, ValueError)
-
-
 def write_report(run_dir: Path, report: dict) -> None:
     """Write report.json, report.md and report.png (each atomically). report.json first: a report.md that cannot be
     rendered (a ReportError naming the file) never costs a run its results."""
@@ -105,7 +101,7 @@ def _write_views(run_dir: Path, report: dict, markdown: str) -> None:
     if report.get("train"):
         try:
             plot(report, run_dir / layout.REPORT_PNG)
-        except _BROKEN_SECTION as e:
+        except HAND_EDIT_ERRORS as e:
             raise _broken(run_dir / layout.REPORT_JSON, e) from None
 
 
@@ -113,13 +109,13 @@ def render_checked(report: dict, path: Path | str) -> str:
     """render_markdown of a report read back from `path`: ReportError naming it if a section cannot be shown."""
     try:
         return render_markdown(report)
-    except _BROKEN_SECTION as e:
+    except HAND_EDIT_ERRORS as e:
         raise _broken(path, e) from None
 
 
 def _broken(path: Path | str, e: Exception) -> ReportError:
-    what = f"missing {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {str(e)[:200]}"
-    return ReportError(f"{path} is not a run report the kit wrote (a section cannot be shown: {what}); rerun the run, or point --run at another")
+    return ReportError(f"{path} is not a run report the kit wrote (a section cannot be shown: {hand_edit(e)}); rerun the run, "
+                       "or point --run at another")
 
 
 def _pct(x: float | None) -> str:
@@ -237,11 +233,9 @@ def parse_report(text: str, source: str) -> dict:
 def _why(e: ValueError | RecursionError) -> str:
     if isinstance(e, ValidationError):
         return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'the file'}: {err['msg']}" for err in e.errors())
-    if isinstance(e, RecursionError):
-        return "nested too deeply"
     if isinstance(e, UnicodeEncodeError):
         return f"a string holds {e.object[e.start:e.end]!r}, half of a surrogate pair: not text"
-    return str(e)
+    return unparsable(e)
 
 
 def read_report(run_dir: Path) -> dict:

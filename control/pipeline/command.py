@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 
 from common import layout
-from common.errors import KitError
+from common.errors import HAND_EDIT_ERRORS, KitError, hand_edit
 from control.pipeline import settings as ps
 from control.pipeline import submit, trail
 from control.stack import StackOutputs
@@ -74,9 +74,8 @@ def show(root: str, run_id: str | None, log: Log = print) -> dict:
     result = trail.read(root, run_id)
     try:
         shown = trail.lines(result)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a step a hand edit broke
-        what = f"missing {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
-        raise trail.TrailError(f"{trail.trail_uri(root, run_id)} is not a pipeline trail the kit wrote ({what}); "
+    except HAND_EDIT_ERRORS as e:  # a step a hand edit broke
+        raise trail.TrailError(f"{trail.trail_uri(root, run_id)} is not a pipeline trail the kit wrote ({hand_edit(e)}); "
                                "it is written only by the pipeline's steps") from None
     for line in shown:
         log(line)

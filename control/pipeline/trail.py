@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common import layout, storage
 from common.atomic import atomic_write_json
-from common.errors import KitError
+from common.errors import KitError, unparsable
 
 TRAIL_JSON = "trail.json"
 
@@ -41,7 +41,7 @@ def read(root: str, run_id: str) -> dict:
     try:
         trail = json.loads(text)
     except (ValueError, RecursionError) as e:
-        raise TrailError(f"{uri} is not JSON ({'nested too deeply' if isinstance(e, RecursionError) else e}); "
+        raise TrailError(f"{uri} is not JSON ({unparsable(e)}); "
                          "it is written only by the pipeline's steps") from None
     if not isinstance(trail, dict) or not isinstance(trail.get("steps"), list):
         raise TrailError(f"{uri} is not a pipeline trail (no steps list)")

@@ -52,7 +52,7 @@ def idle_endpoint_query(endpoint: str) -> str:
 
 def idle_endpoint_documentation(stack: str, hours: int, region: str) -> str:
     """What the notification says: what an idle replica costs (the price file) and how to stop paying for it."""
-    machine = catalog.catalog()["serving"]["machine_type"]
+    machine = catalog.serving_machine()
     try:
         hour = catalog.hourly(machine, "serving", region=region)
         source = catalog.price_source()
