@@ -66,9 +66,9 @@ STAGING_CHECKPOINTS = "checkpoints/"
 STAGING_IMAGE_SOURCES = "image-sources/"
 
 
-def claim_folder(root: Path, name: str) -> Path:
+def claim_folder(root: Path, name: str, error: type[Exception] = FileExistsError) -> Path:
     """Create `root/name`, or `name-2`, `name-3`, ... when another run (a sweep, a comparison) took it in the same second.
-    FileExistsError when a thousand are taken."""
+    `error` (the caller's own error class) when a thousand are taken."""
     root.mkdir(parents=True, exist_ok=True)
     for n in range(1, 1000):
         folder = root / (name if n == 1 else f"{name}-{n}")
@@ -77,7 +77,7 @@ def claim_folder(root: Path, name: str) -> Path:
             return folder
         except FileExistsError:
             continue
-    raise FileExistsError(f"could not create a folder for {name} under {root}: {name}-2 to {name}-999 are taken too")
+    raise error(f"could not create a folder for {name} under {root}: {name}-2 to {name}-999 are taken too")
 
 
 def vertex_checkpoint_dir(staging_bucket: str, run_id: str) -> str:

@@ -137,7 +137,7 @@ def plan_sweep(config: Path | None, overrides: list[str], runs_dir: Path | None 
         except ConfigError as e:
             raise SweepError(f"sweep point {point.index} ({point.label()}): {e}") from None
         planned.append((point, cfg))
-    folder = _claim_in(root, sweep_id) if claim else root / sweep_id
+    folder = layout.claim_folder(root, sweep_id, SweepError) if claim else root / sweep_id
     sweep_id = folder.name
     tagged = []
     for point, cfg in planned:
@@ -146,8 +146,6 @@ def plan_sweep(config: Path | None, overrides: list[str], runs_dir: Path | None 
         data["output"]["tags"] = {"sweep": sweep_id, "sweep_point": str(point.index), **point.values}
         tagged.append((point, RunConfig.model_validate(data)))
     return Sweep(sweep_id, config, fixed, axes, tagged, folder)
-
-
 
 
 # -- running it -----------------------------------------------------------------------------------------------------
@@ -293,10 +291,3 @@ def render_markdown(summary: dict) -> str:
             lines += ["", f"![runs compared]({Path(comparison['png']).name})"]
         lines += [f"- {n}" for n in comparison.get("notes", [])]
     return "\n".join(lines) + "\n"
-
-
-def _claim_in(root: Path, name: str) -> Path:
-    try:
-        return layout.claim_folder(root, name)
-    except FileExistsError as e:
-        raise SweepError(str(e)) from None

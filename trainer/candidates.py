@@ -194,7 +194,7 @@ def write_comparison(comparison: dict, runs_dir: str | Path) -> Path:
     """Write candidates.json and candidates.md into a fresh runs/check-base-<timestamp>/ (a local folder: a gs://
     runs_dir writes here under runs/)."""
     root = Path(layout.RUNS if storage.is_gcs(str(runs_dir)) else runs_dir)
-    folder = _claim_in(root, layout.new_run_id(PREFIX))
+    folder = layout.claim_folder(root, layout.new_run_id(PREFIX), CandidateError)
     atomic_write_json(folder / JSON_FILE, comparison)
     atomic_write_text(folder / MD_FILE, render_markdown(comparison))
     return folder
@@ -206,10 +206,3 @@ def run(cfg: RunConfig, candidates: str, log: Log = print) -> tuple[dict, Path]:
     """`llmops check-base --candidates`: compare, write, and return the comparison and its folder."""
     comparison = compare_candidates(cfg, parse_candidates(candidates), log)
     return comparison, write_comparison(comparison, cfg.output.runs_dir)
-
-
-def _claim_in(root: Path, name: str) -> Path:
-    try:
-        return layout.claim_folder(root, name)
-    except FileExistsError as e:
-        raise CandidateError(str(e)) from None

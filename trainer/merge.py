@@ -12,7 +12,7 @@ from common.errors import KitError
 from common.prompts import save_template
 from trainer.config import ModelConfig
 from trainer.evaluate import generate
-from trainer.modeling import _load_errors
+from trainer.modeling import model_load_errors
 
 
 class MergeError(KitError, RuntimeError):
@@ -75,7 +75,7 @@ def merge_adapter(
     try:  # `llmops merge --run` reads an adapter/ that may have been copied in part or edited
         tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
         peft_model = PeftModel.from_pretrained(base, adapter_dir)
-    except (*_load_errors(), KeyError) as e:
+    except (*model_load_errors(), KeyError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise MergeError(f"the adapter in {adapter_dir} is damaged or incomplete ({type(e).__name__}: {first}): copy the run's "
                          "adapter/ again, or train the run again") from None

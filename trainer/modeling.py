@@ -77,7 +77,7 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
 
 
-def _load_errors() -> tuple[type[Exception], ...]:
+def model_load_errors() -> tuple[type[Exception], ...]:
     """What a missing, unreachable or damaged model raises from from_pretrained (a config.json that is JSON but not an
     object: TypeError)."""
     from safetensors import SafetensorError
@@ -91,7 +91,7 @@ def load_tokenizer(model_dir: str, cfg: ModelConfig):
     try:
         tok = AutoTokenizer.from_pretrained(model_dir, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
                                             local_files_only=_offline())
-    except _load_errors() as e:
+    except model_load_errors() as e:
         raise ModelError(_load_hint(model_dir, e)) from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token  # Llama tokenizers ship without a pad token
@@ -126,7 +126,7 @@ def load_model(model_dir: str, cfg: ModelConfig, precision: str = "auto", for_tr
         kwargs["device_map"] = {"": local_rank}  # one whole copy per process (DDP)
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
-    except _load_errors() as e:
+    except model_load_errors() as e:
         raise ModelError(_load_hint(model_dir, e)) from None
     if quant is not None and for_training:
         from peft import prepare_model_for_kbit_training

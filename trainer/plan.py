@@ -102,10 +102,7 @@ def _claim(plan: RunPlan) -> RunPlan:
     if plan.cfg.output.run_id:
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         return plan
-    try:
-        run_dir = layout.claim_folder(plan.run_dir.parent, plan.run_id)
-    except FileExistsError as e:
-        raise RunError(str(e)) from None
+    run_dir = layout.claim_folder(plan.run_dir.parent, plan.run_id, RunError)
     remote = plan.remote_dir
     if remote and not plan.placement.vertex_model_dir:  # <gs:// runs_dir>/<run-id> follows the id; AIP_MODEL_DIR does not
         remote = layout.join(remote.rsplit("/", 1)[0], run_dir.name)

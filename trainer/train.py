@@ -51,24 +51,13 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class _GpuMemory:
-    """The GPUs this process trains on and its peak allocated memory over training (utilisation is in the run's
-    resource timeline, trainer/resources.py, which samples NVML for the whole run)."""
-
-    def __enter__(self) -> _GpuMemory:
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    @staticmethod
-    def summary() -> dict | None:
-        if not torch.cuda.is_available():
-            return None
-        return {"name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count(),
-                "peak_allocated_bytes": torch.cuda.max_memory_allocated()}
+def _gpu_summary() -> dict | None:
+    """The GPUs this process trains on and its peak allocated memory since training started (utilisation is in the
+    run's resource timeline, trainer/resources.py, which samples NVML for the whole run)."""
+    if not torch.cuda.is_available():
+        return None
+    return {"name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count(),
+            "peak_allocated_bytes": torch.cuda.max_memory_allocated()}
 
 
 def answer_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -251,7 +240,9 @@ def train(
     eval_subset, schedule, world = list(eval_items[:EVAL_LOSS_ROWS]), {}, acc.num_processes
     loop.model.train()
     t0 = time.monotonic()
-    with _GpuMemory() as gpu, StepProgress(n_steps, loop.start_step, enabled=acc.is_main_process, log=log) as progress:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # _gpu_summary's peak is training's
+    with StepProgress(n_steps, loop.start_step, enabled=acc.is_main_process, log=log) as progress:
         for step in range(loop.start_step, n_steps):
             lr = loop.scheduler.get_last_lr()[0]  # the rate this step uses (the scheduler moves on after it)
             loss = _optimizer_step(loop, acc, _step_items(train_items, cfg, step, schedule), cfg, tokenizer.pad_token_id)
@@ -274,7 +265,7 @@ def train(
                 raise RuntimeError(f"failure drill ({FAIL_AT_STEP_ENV}): rank {acc.process_index} fails after step {done}")
             if on_step is not None:  # benchmarks evaluate here; an exception from it stops training
                 on_step(done, loop.model)
-    return _result(loop, acc, time.monotonic() - t0, gpu.summary())
+    return _result(loop, acc, time.monotonic() - t0, _gpu_summary())
 
 
 def _result(loop: _Loop, acc, wall: float, gpu: dict | None) -> TrainResult:

@@ -137,3 +137,13 @@ def test_scratch_follows_the_environment(monkeypatch, tmp_path):
 def test_claim_folder_gives_a_taken_name_a_suffix(tmp_path):
     first, second = layout.claim_folder(tmp_path / "runs", "r1"), layout.claim_folder(tmp_path / "runs", "r1")
     assert (first.name, second.name) == ("r1", "r1-2") and first.is_dir() and second.is_dir()
+
+
+def test_claim_folder_raises_the_callers_error_when_every_suffix_is_taken(tmp_path):
+    class SweepFull(Exception):
+        pass
+
+    for n in range(1, 1000):
+        (tmp_path / ("s" if n == 1 else f"s-{n}")).mkdir()
+    with pytest.raises(SweepFull, match="s-2 to s-999 are taken too"):
+        layout.claim_folder(tmp_path, "s", SweepFull)
