@@ -35,6 +35,9 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from control.resolution import manylinux_platforms, pins  # noqa: E402
+
 CONSTRAINTS = ROOT / "constraints.txt"
 WANTED = ["bitsandbytes", "transformers", "peft", "tokenizers", "huggingface_hub", "pydantic", "pydantic_core", "pydantic-settings",
           "annotated-types", "typing-inspection", "typing_extensions", "sqlglot", "tensorboardX"]
@@ -49,22 +52,11 @@ MARKER_ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "implem
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
 RETRY_GLIBC = [24, 31, 34, 35, 39]  # newer manylinux tags, tried only when the usual ones find no wheel
 GLIBC_MAX = max(RETRY_GLIBC)
-ALL_PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in range(GLIBC_MAX, 4, -1)] + ["manylinux2014_x86_64", "manylinux2010_x86_64",
-                                                                               "manylinux1_x86_64"]
+ALL_PLATFORMS = manylinux_platforms(GLIBC_MAX)
 SUPPORTED = (set(tags.cpython_tags((3, 12), abis=["cp312"], platforms=ALL_PLATFORMS))
              | set(tags.compatible_tags((3, 12), "cp312", ALL_PLATFORMS)))  # what pip on the machine accepts
 LIMIT_MIB = 45.0
 MIB = 1024 * 1024
-
-
-def read_pins() -> dict[str, str]:
-    pins = {}
-    for line in CONSTRAINTS.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if "==" in line:
-            name, version = line.split("==", 1)
-            pins[canonicalize_name(name)] = version.strip()
-    return pins
 
 
 def wheels(dest: Path) -> dict[Path, tuple[str, Version]]:
@@ -132,19 +124,19 @@ def main() -> None:
     parser.add_argument("--dest", type=Path, default=ROOT / ".whl", help="wheel folder (default: .whl at the repo root)")
     dest = parser.parse_args().dest
     dest.mkdir(parents=True, exist_ok=True)
-    pins = read_pins()
-    names = [canonicalize_name(n) for n in WANTED] + [canonicalize_name(n) for n in OPTIONAL if canonicalize_name(n) in pins]
-    if unpinned := [n for n in names if n not in pins]:
+    pinned = {name: str(version) for name, version in pins(CONSTRAINTS).items()}
+    names = [canonicalize_name(n) for n in WANTED] + [canonicalize_name(n) for n in OPTIONAL if canonicalize_name(n) in pinned]
+    if unpinned := [n for n in names if n not in pinned]:
         sys.exit(f"error: {CONSTRAINTS} pins no version of {', '.join(unpinned)}")
     chosen: dict[str, Path] = {}
     for name in names:  # grows while it is walked: each carried wheel's requirements are read in turn
-        wheel = chosen[name] = download(name, pins[name], dest)
+        wheel = chosen[name] = download(name, pinned[name], dest)
         for req in requirements(wheel):
             dep = canonicalize_name(req.name)
-            if dep in pins and dep not in names and dep not in ON_MACHINE:
+            if dep in pinned and dep not in names and dep not in ON_MACHINE:
                 names.append(dep)
-                print(f"added {dep}=={pins[dep]}: {name} requires {req}, pinned in constraints.txt and not on the machine")
-            there = pins[dep] if dep in names else ON_MACHINE.get(dep)
+                print(f"added {dep}=={pinned[dep]}: {name} requires {req}, pinned in constraints.txt and not on the machine")
+            there = pinned[dep] if dep in names else ON_MACHINE.get(dep)
             if there and not req.specifier.contains(there, prereleases=True):
                 print(f"WARNING: {name} requires {req}, but {dep} {there} is what the machine will have")
     if "bitsandbytes" in chosen:

@@ -29,9 +29,16 @@ from packaging.version import Version
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_PYTHON = "3.11"  # the Dockerfile's base (python:3.11-slim-bookworm)
 IMAGE_GLIBC = (2, 36)  # Debian bookworm, the base image's distribution
-# pip takes `--platform` tags literally (no expansion to older manylinux levels), so every level up to the image's glibc.
-IMAGE_PLATFORMS = tuple(f"manylinux_2_{minor}_x86_64" for minor in range(IMAGE_GLIBC[1], 4, -1)) + (
-    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64")
+
+
+def manylinux_platforms(glibc_minor: int) -> tuple[str, ...]:
+    """Every x86-64 manylinux tag a glibc 2.`glibc_minor` machine installs: pip takes `--platform` tags literally (no
+    expansion to older manylinux levels), so each level down to the oldest."""
+    return tuple(f"manylinux_2_{minor}_x86_64" for minor in range(glibc_minor, 4, -1)) + (
+        "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64")
+
+
+IMAGE_PLATFORMS = manylinux_platforms(IMAGE_GLIBC[1])
 INDEX = "https://pypi.org/simple"
 EXTRAS = ("torch",)  # integration extras whose requirements say which torch a package works with
 
